@@ -1,0 +1,59 @@
+"""The speech-engine interface every synthesizer implements (DESIGN.md: Speech engines).
+
+An engine turns text into PCM as soon as each piece exists. Model code is synchronous, so each
+implementation runs it in a worker thread and hands chunks back to the event loop; the caller
+cancels by closing the async iterator (or cancelling the task that drives it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Mono PCM at the engine's sample rate: float32 in [-1, 1], shape (n,)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    text: str = ""  # the piece of text this chunk belongs to (captions, memory of what was said)
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass
+class Voice:
+    """A voice an engine can speak with.
+
+    `prompt` holds whatever the engine derived from the reference once (for GPT-SoVITS: semantic
+    tokens, spectrogram, speaker embedding, reference phones); the stock voice needs none.
+    """
+
+    id: str
+    name: str
+    engine: str
+    prompt: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    sample_rate: int
+    can_clone: bool
+
+    def stream(
+        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
+    ) -> AsyncIterator[AudioChunk]:
+        """Yield audio for `text` as soon as each part of it is synthesized."""
+        ...
+
+
+class SynthesisError(RuntimeError):
+    """An engine could not speak a text (bad input, model failure); the message is for humans."""

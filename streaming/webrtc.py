@@ -1,0 +1,159 @@
+"""WebRTC playback: one Opus encoder per room, fanned out to every listener's peer connection.
+
+The pacer hands each 20 ms frame to `OpusFanout`, which encodes it once; every listener track
+returns the same packets to aiortc, which packs pre-encoded packets without re-encoding. A slow
+listener's queue drops its oldest packets instead of holding up the room.
+
+ICE: aioice offers every non-loopback interface and never 127.0.0.1; `configure_ice_addresses`
+replaces that choice with the configured list (a same-machine setup, a public IP behind NAT), and
+remote candidates outside that list are dropped before aiortc sees them, so connectivity checks
+never go to an address the operator did not choose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import ipaddress
+import logging
+import re
+import secrets
+from collections.abc import Callable
+
+import aioice.ice
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from voxroom.streaming.audio import FRAME_SAMPLES, SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+LISTENER_QUEUE = 50  # 1 s of packets; past that a listener is too slow and loses the oldest
+_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+_original_host_addresses = aioice.ice.get_host_addresses
+_ice_addresses: list[str] = []
+
+
+def configure_ice_addresses(addresses: list[str]) -> None:
+    """Offer exactly these host addresses in ICE (empty list: aioice's own choice)."""
+    global _ice_addresses
+    _ice_addresses = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if not _ice_addresses:
+            return _original_host_addresses(use_ipv4, use_ipv6)
+        return [a for a in _ice_addresses if (ipaddress.ip_address(a).version == 4 and use_ipv4)
+                or (ipaddress.ip_address(a).version == 6 and use_ipv6)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ .*$")
+
+
+def filter_remote_candidates(sdp: str) -> str:
+    """Drop candidate lines whose address is not an allowed ICE address (all kept if none set)."""
+    if not _ice_addresses:
+        return sdp
+    kept = []
+    for line in sdp.splitlines():
+        match = _CANDIDATE.match(line)
+        if match and match.group(1) not in _ice_addresses:
+            continue
+        kept.append(line)
+    return "\r\n".join(kept) + "\r\n"
+
+
+class OpusFanout:
+    """Frame sink: encodes each 20 ms mono frame once and queues the packet for every listener."""
+
+    def __init__(self) -> None:
+        self._codec = av.CodecContext.create("libopus", "w")
+        self._codec.sample_rate = SAMPLE_RATE
+        self._codec.layout = "mono"
+        self._codec.format = "s16"
+        self._codec.bit_rate = 64000
+        self._codec.time_base = _TIME_BASE
+        self._codec.options = {"application": "audio", "frame_duration": "20"}
+        self._pts = 0
+        self.tracks: set[ListenerTrack] = set()
+
+    def __call__(self, frame: np.ndarray) -> None:
+        if not self.tracks:
+            self._pts += FRAME_SAMPLES  # keep the clock running; nobody to encode for
+            return
+        pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype(np.int16).reshape(1, -1)
+        av_frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        av_frame.sample_rate = SAMPLE_RATE
+        av_frame.pts = self._pts
+        av_frame.time_base = _TIME_BASE
+        self._pts += FRAME_SAMPLES
+        for packet in self._codec.encode(av_frame):
+            packet.time_base = _TIME_BASE
+            for track in list(self.tracks):
+                track.offer(packet)
+
+
+class ListenerTrack(MediaStreamTrack):
+    """The room's co-host audio as one listener's outgoing track (pre-encoded Opus packets)."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue[av.Packet] = asyncio.Queue(maxsize=LISTENER_QUEUE)
+        self.dropped = 0
+
+    def offer(self, packet: av.Packet) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(packet)
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self._queue.get()
+
+
+class ListenerSession:
+    """One WHEP playback session: a peer connection receiving the room's track."""
+
+    def __init__(self, fanout: OpusFanout, on_closed: Callable[[ListenerSession], None]) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.pc = RTCPeerConnection()
+        self.track = ListenerTrack()
+        self._fanout = fanout
+        self._on_closed = on_closed
+        self._closed = False
+
+        @self.pc.on("connectionstatechange")
+        async def _state() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                await self.close()
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Take the listener's offer (WHEP: receive-only audio) and return our answer SDP."""
+        offer = RTCSessionDescription(sdp=filter_remote_candidates(offer_sdp), type="offer")
+        await self.pc.setRemoteDescription(offer)
+        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
+        if not audio:
+            raise ValueError("the offer has no audio section to receive the co-host on")
+        audio[0].sender.replaceTrack(self.track)
+        audio[0].direction = "sendonly"
+        for extra in audio[1:]:
+            extra.direction = "inactive"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._fanout.tracks.add(self.track)
+        return self.pc.localDescription.sdp
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._fanout.tracks.discard(self.track)
+        self.track.stop()
+        await self.pc.close()
+        self._on_closed(self)

@@ -1,0 +1,105 @@
+"""Shared fixtures: the real stock voice, and a real voxroom server on 127.0.0.1 in its own thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def stock_engine() -> Any:
+    from voxroom.models.piper_voice import PiperVoiceEngine
+
+    return PiperVoiceEngine()
+
+
+class RecordingEngine:
+    """Wraps a real engine and records how many samples it produced for each text it spoke."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.name, self.sample_rate, self.can_clone = engine.name, engine.sample_rate, engine.can_clone
+        self.produced: dict[str, int] = {}
+
+    async def stream(self, text: str, voice: Any = None, **options: Any) -> Any:
+        self.produced[text] = 0
+        async for chunk in self.engine.stream(text, voice, **options):
+            self.produced[text] += len(chunk.samples)
+            yield chunk
+
+
+@dataclass
+class RunningServer:
+    base: str
+    ws_url: str
+    token: str
+    server: Any  # VoxroomServer
+    engine: RecordingEngine
+    loop: asyncio.AbstractEventLoop
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None,
+                content_type: str = "application/json", raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        """A blocking HTTP call (run it with asyncio.to_thread from async tests)."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        auth = self.token if token is None else token
+        if auth:
+            req.add_header("Authorization", f"Bearer {auth}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as res:
+                return res.status, dict(res.headers), res.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def json(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        status, _, raw = self.request(method, path, body, token)
+        return status, json.loads(raw) if raw else None
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the server's own loop (to inspect server state safely)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+
+def start_server(tmp: Path, engine: Any) -> Iterator[RunningServer]:
+    import uvicorn
+    import uvloop
+
+    from voxroom.streaming.app import VoxroomServer
+    from voxroom.streaming.config import ServerConfig
+
+    config = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp, ice_addresses=["127.0.0.1"])
+    engine = RecordingEngine(engine)
+    server = VoxroomServer(config, engine)
+    uv = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=0, ws="websockets-sansio",
+                                       ws_max_size=16 * 1024 * 1024, log_level="warning", lifespan="on"))
+    loop = uvloop.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(uv.serve(),), daemon=True)
+    thread.start()
+    for _ in range(200):
+        if uv.started:
+            break
+        threading.Event().wait(0.05)
+    assert uv.started, "server did not start"
+    port = uv.servers[0].sockets[0].getsockname()[1]
+    config.port = port
+    yield RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", server.owner_token, server, engine, loop)
+    uv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory, stock_engine: Any) -> Iterator[RunningServer]:
+    yield from start_server(tmp_path_factory.mktemp("voxroom-data"), stock_engine)

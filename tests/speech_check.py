@@ -1,0 +1,42 @@
+"""Checks that audio which went through the whole pipeline still says the words (pocketsphinx)."""
+
+from __future__ import annotations
+
+import re
+
+import av
+import numpy as np
+
+
+def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+    frame = av.AudioFrame.from_ndarray(samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+    frame.sample_rate = rate
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out).astype(np.int16)
+
+
+def transcribe(samples: np.ndarray, rate: int) -> str:
+    from pocketsphinx import Decoder
+
+    decoder = Decoder(samprate=16000, loglevel="FATAL")
+    decoder.start_utt()
+    decoder.process_raw(to_16k(samples, rate).tobytes(), full_utt=True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    return hyp.hypstr if hyp is not None else ""
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    ref, hyp = words(reference), words(hypothesis)
+    dist = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, dist[0] = dist[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, dist[j] = dist[j], min(dist[j] + 1, dist[j - 1] + 1, prev + (r != h))
+    return dist[len(hyp)] / max(1, len(ref))

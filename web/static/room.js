@@ -1,0 +1,137 @@
+// Listener page: joins a room over WHEP (POST an SDP offer, get the answer), plays the co-host,
+// shows captions, and measures what arrives (window.voxroomStats) so tests and OBS can see it.
+"use strict";
+const roomId = decodeURIComponent(location.pathname.split("/").pop());
+const params = new URLSearchParams(location.search);
+const grant = params.get("grant") || sessionStorage.getItem("voxroom-token") || "";
+const $ = (id) => document.getElementById(id);
+const stats = (window.voxroomStats = {
+  state: "idle", samplesReceived: 0, concealedSamples: 0, packetsLost: 0,
+  loudFrames: 0, meterFrames: 0, peakRms: 0, captions: [], error: null,
+});
+let pc = null, session = null, meterTimer = null, audioCtx = null;
+
+function setStatus(text, isError) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "muted";
+  if (isError) stats.error = text;
+}
+
+function waitForIce(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 2000); // use whatever was gathered
+  });
+}
+
+function startMeter(stream) {
+  audioCtx = new AudioContext();
+  const source = audioCtx.createMediaStreamSource(stream);
+  const analyser = audioCtx.createAnalyser();
+  analyser.fftSize = 2048;
+  source.connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  meterTimer = setInterval(async () => {
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const v of buf) sum += v * v;
+    const rms = Math.sqrt(sum / buf.length);
+    stats.meterFrames += 1;
+    stats.peakRms = Math.max(stats.peakRms, rms);
+    if (rms > 0.01) stats.loudFrames += 1;
+    $("level").style.width = Math.min(100, rms * 400) + "%";
+    if (pc) {
+      const report = await pc.getStats();
+      report.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio") {
+          stats.samplesReceived = s.totalSamplesReceived || 0;
+          stats.concealedSamples = s.concealedSamples || 0;
+          stats.packetsLost = s.packetsLost || 0;
+        }
+      });
+    }
+  }, 50);
+}
+
+async function join() {
+  $("join").disabled = true;
+  stats.state = "connecting";
+  setStatus("connecting…");
+  pc = new RTCPeerConnection();
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.ontrack = (event) => {
+    const stream = event.streams[0] || new MediaStream([event.track]);
+    $("player").srcObject = stream;
+    $("player").play().catch(() => setStatus("click anywhere to allow sound"));
+    startMeter(stream);
+  };
+  pc.onconnectionstatechange = () => {
+    stats.state = pc.connectionState;
+    if (pc.connectionState === "connected") setStatus("listening");
+    if (pc.connectionState === "failed") setStatus("connection failed", true);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitForIce(pc);
+  const res = await fetch(`/rooms/${encodeURIComponent(roomId)}/whep`, {
+    method: "POST",
+    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${grant}` },
+    body: pc.localDescription.sdp,
+  });
+  if (res.status !== 201) {
+    const body = await res.json().catch(() => ({}));
+    setStatus(`could not join: ${body.error || res.status}`, true);
+    $("join").disabled = false;
+    return;
+  }
+  session = res.headers.get("Location");
+  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  $("leave").disabled = false;
+}
+
+async function leave() {
+  if (session) {
+    await fetch(session, { method: "DELETE", headers: { Authorization: `Bearer ${grant}` } }).catch(() => {});
+  }
+  if (pc) pc.close();
+  clearInterval(meterTimer);
+  if (audioCtx) audioCtx.close();
+  pc = session = null;
+  stats.state = "left";
+  setStatus("left the room");
+  $("join").disabled = false;
+  $("leave").disabled = true;
+}
+
+function showCaption(event) {
+  const box = $("captions");
+  if (box.querySelector(".muted")) box.innerHTML = "";
+  let p = document.getElementById("cap-" + event.id);
+  if (!p) {
+    p = document.createElement("p");
+    p.id = "cap-" + event.id;
+    box.prepend(p);
+  }
+  p.textContent = event.text;
+  p.className = event.type === "speech.started" ? "speaking" : "";
+}
+
+function followCaptions() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}/rooms/${encodeURIComponent(roomId)}/events?token=${encodeURIComponent(grant)}`);
+  ws.onmessage = (msg) => {
+    const event = JSON.parse(msg.data);
+    if (event.type === "room") $("title").textContent = event.name;
+    if (event.type === "speech.started" || event.type === "speech.ended") {
+      stats.captions.push({ type: event.type, text: event.text });
+      showCaption(event);
+    }
+  };
+  ws.onclose = (e) => { if (e.code >= 4000) setStatus(`room unavailable: ${e.reason}`, true); else setTimeout(followCaptions, 2000); };
+}
+
+$("join").onclick = join;
+$("leave").onclick = leave;
+followCaptions();
+if (params.get("autojoin") === "1") join(); // OBS browser source: ?autojoin=1
