@@ -1,0 +1,99 @@
+"""A real headless Chromium opens the listener page, joins over WHEP and measures the speech itself.
+
+Needs Debian's chromium (TESTING.md); without it the test is skipped, unless VOXROOM_REQUIRE_BROWSER
+is set (CI sets it, so a missing browser fails CI instead of passing quietly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/lib/chromium/chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    if not CHROMIUM.exists():
+        if os.environ.get("VOXROOM_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_listener_page_receives_and_measures_speech(live_server: Any, browser: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "Browser room"})
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server.base + room["listen_url"])
+    page.click("#join")
+    page.wait_for_function("window.voxroomStats.state === 'connected' && window.voxroomStats.meterFrames > 5",
+                           timeout=15000)
+    quiet = page.evaluate("window.voxroomStats.loudFrames")
+    status, _ = live_server.json("POST", f"/api/rooms/{room['id']}/say",
+                                 {"text": "Hello listeners, thanks for tuning in to the stream tonight."})
+    assert status == 202
+    page.wait_for_function("window.voxroomStats.captions.some(c => c.type === 'speech.ended')", timeout=20000)
+    page.wait_for_timeout(500)
+    stats = page.evaluate("window.voxroomStats")
+    assert quiet == 0  # silence before the co-host spoke
+    assert stats["samplesReceived"] > 48000 * 2  # at least two seconds of audio reached the page
+    assert stats["concealedSamples"] <= stats["samplesReceived"] * 0.01
+    assert stats["loudFrames"] * 0.05 > 1.0  # over a second of 50 ms meter windows above silence
+    assert stats["peakRms"] > 0.05
+    assert "thanks for tuning in" in page.inner_text("#captions")
+    assert stats["error"] is None and not errors
+    page.click("#leave")
+    page.wait_for_function("window.voxroomStats.state === 'left'")
+    server_room = live_server.server.rooms.get(room["id"])
+    for _ in range(50):
+        if not server_room.listeners:
+            break
+        page.wait_for_timeout(100)
+    assert not server_room.listeners
+    page.close()
+
+
+def test_console_creates_a_room_and_the_cohost_says_a_line(live_server: Any, browser: Any) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live_server.base}/console#token={live_server.token}")
+    assert "cannot clone" in page.inner_text("#voice-notice")
+    page.fill("#room-name", "Console room")
+    page.click("#create-room button")
+    page.wait_for_selector("#room-panel:not([hidden])")
+    page.fill("#say-text", "Good evening, chat.")
+    page.click("#say-form button")
+    page.wait_for_function("document.querySelector('#captions').innerText.includes('Good evening, chat.')",
+                           timeout=20000)
+    assert "✓" in page.inner_text("#captions")
+    listen = page.get_attribute("#listen-link", "href")
+    assert listen and "/r/" in listen and "grant=vxg_" in listen
+    assert not errors
+    page.close()
+
+
+def test_console_without_token_says_how_to_get_in(live_server: Any, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{live_server.base}/console")
+    assert page.is_visible("#auth-error")
+    page.close()

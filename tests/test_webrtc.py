@@ -1,0 +1,113 @@
+"""Rooms over WebRTC: a real aiortc peer joins with WHEP and hears the co-host."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from speech_check import transcribe, word_error_rate
+from voxroom.streaming.webrtc import filter_remote_candidates
+
+SENTENCE = "Welcome to the stream, everyone."
+
+
+async def join(server: Any, room_id: str, grant: str) -> tuple[RTCPeerConnection, str, asyncio.Queue[Any]]:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="recvonly")
+    frames: asyncio.Queue[Any] = asyncio.Queue()
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        async def pump() -> None:
+            while True:
+                try:
+                    frames.put_nowait(await track.recv())
+                except Exception:
+                    return
+        asyncio.ensure_future(pump())
+
+    await pc.setLocalDescription(await pc.createOffer())
+    status, headers, answer = await asyncio.to_thread(
+        server.request, "POST", f"/rooms/{room_id}/whep", token=grant, content_type="application/sdp",
+        raw=pc.localDescription.sdp.encode())
+    assert status == 201, answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.decode(), type="answer"))
+    return pc, headers["location"], frames
+
+
+def mono(frame: Any) -> np.ndarray:
+    data = frame.to_ndarray().astype(np.float32) / 32768.0
+    channels = len(frame.layout.channels)
+    return data.reshape(-1, channels).mean(axis=1) if channels > 1 else data.reshape(-1)
+
+
+async def test_aiortc_listener_hears_the_cohost(live_server: Any) -> None:
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "rtc"})
+    pc, location, frames = await join(live_server, room["id"], room["listener_grant"])
+    first = await asyncio.wait_for(frames.get(), 10)  # silence flows before anyone speaks
+    assert first.sample_rate == 48000
+    status, _ = await asyncio.to_thread(live_server.json, "POST", f"/api/rooms/{room['id']}/say", {"text": SENTENCE})
+    assert status == 202
+    received: list[np.ndarray] = []
+    loud = quiet_run = 0
+    async with asyncio.timeout(15):
+        while loud < 20 or quiet_run < 25:  # until speech went by and 0.5 s of silence is back
+            chunk = mono(await frames.get())
+            received.append(chunk)
+            rms = float(np.sqrt(np.mean(chunk**2)))
+            loud += rms > 0.01
+            quiet_run = quiet_run + 1 if rms < 1e-3 else 0
+    audio = np.concatenate(received)
+    assert loud * 0.02 > 1.0  # more than a second of speech arrived
+    heard = await asyncio.to_thread(transcribe, audio, 48000)
+    assert word_error_rate(SENTENCE, heard) <= 0.5, heard
+
+    server_room = live_server.server.rooms.get(room["id"])
+    assert len(server_room.listeners) == 1
+    status, _, _ = await asyncio.to_thread(live_server.request, "DELETE", location, token=room["listener_grant"])
+    assert status == 200
+    assert len(server_room.listeners) == 0
+    await pc.close()
+
+
+async def test_vanished_listener_is_cleaned_up(live_server: Any) -> None:
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "vanish-rtc"})
+    pc, _, frames = await join(live_server, room["id"], room["listener_grant"])
+    await asyncio.wait_for(frames.get(), 10)
+    server_room = live_server.server.rooms.get(room["id"])
+    assert len(server_room.listeners) == 1
+    await pc.close()  # DTLS close_notify / ICE ends: the server notices and drops the session
+    for _ in range(100):
+        if not server_room.listeners:
+            break
+        await asyncio.sleep(0.1)
+    assert not server_room.listeners and not server_room.fanout.tracks
+
+
+def test_whep_refuses_bad_offers_and_wrong_grants(live_server: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "whep-errors"})
+    _, other = live_server.json("POST", "/api/rooms", {"name": "other"})
+    path = f"/rooms/{room['id']}/whep"
+    grant = room["listener_grant"]
+    assert live_server.request("POST", path, token=grant, content_type="application/sdp", raw=b"not sdp")[0] == 400
+    assert live_server.request("POST", path, token=grant, content_type="text/plain", raw=b"v=0")[0] == 415
+    assert live_server.request("POST", path, token="", content_type="application/sdp", raw=b"v=0")[0] == 401
+    wrong_room = other["listener_grant"]
+    assert live_server.request("POST", path, token=wrong_room, content_type="application/sdp", raw=b"v=0")[0] == 403
+    assert live_server.request("DELETE", f"{path}/nope", token=grant)[0] == 404
+    assert not live_server.server.rooms.get(room["id"]).listeners  # nothing half-made left behind
+
+
+def test_remote_candidates_outside_the_allowed_addresses_are_dropped() -> None:
+    sdp = "\r\n".join([
+        "v=0",
+        "a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
+        "a=candidate:2 1 udp 2130706431 10.1.2.3 50001 typ host",
+        "a=candidate:3 1 udp 2130706431 abcd.local 50002 typ host",
+        "a=end-of-candidates",
+    ]) + "\r\n"
+    kept = filter_remote_candidates(sdp)
+    assert "127.0.0.1" in kept and "10.1.2.3" not in kept and ".local" not in kept and "end-of-candidates" in kept
