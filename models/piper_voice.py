@@ -26,6 +26,8 @@ STOCK_VOICE_ID = "stock"
 OUTPUT_PEAK = 0.7
 # Sentence ends: . ! ? (and CJK 。！？) followed by space or end; keeps "3.14" and "e.g." intact.
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+# A first clause worth speaking alone: at least three words, then , ; or : and a space.
+_FIRST_CLAUSE = re.compile(r"^\S+(?:\s+\S+){2,}?[,;:](?=\s)")
 
 
 class PiperVoiceEngine:
@@ -48,19 +50,20 @@ class PiperVoiceEngine:
         self._lock = threading.Lock()
         self.voice = Voice(id=STOCK_VOICE_ID, name="Joe (stock voice, en-US)", engine=self.name)
 
-    def sentences(self, text: str) -> list[tuple[str, list[str]]]:
-        """(sentence text, its phonemes) for each sentence of `text`."""
-        result = []
-        for sentence in _SENTENCE_END.split(text):
-            sentence = sentence.strip()
-            if not sentence:
-                continue
-            with self._lock:
-                groups = self._voice.phonemize(sentence)
-            phonemes = [ph for group in groups for ph in group]
-            if phonemes:
-                result.append((sentence, phonemes))
-        return result
+    def pieces(self, text: str) -> list[str]:
+        """Sentences of `text`; a long first sentence is cut after its first clause, so the first
+        audio leaves after a few words instead of a whole sentence."""
+        pieces = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()]
+        if pieces:
+            head = _FIRST_CLAUSE.match(pieces[0])
+            if head and len(pieces[0]) - head.end() >= 12:
+                pieces[:1] = [head.group(0).strip(), pieces[0][head.end():].strip()]
+        return pieces
+
+    def phonemes(self, piece: str) -> list[str]:
+        with self._lock:
+            groups = self._voice.phonemize(piece)
+        return [ph for group in groups for ph in group]
 
     def synthesize_phonemes(self, phonemes: list[str], speed: float = 1.0) -> np.ndarray:
         from piper import SynthesisConfig
@@ -77,9 +80,12 @@ class PiperVoiceEngine:
             audio = audio * (OUTPUT_PEAK / peak)
         return audio
 
+    def _synthesize_piece(self, piece: str, speed: float) -> np.ndarray:
+        return self.synthesize_phonemes(self.phonemes(piece), speed)
+
     def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
         """Whole text at once (blocking); used by tests and benchmarks as the reference output."""
-        parts = [self.synthesize_phonemes(p, speed) for _, p in self.sentences(text)]
+        parts = [self.synthesize_phonemes(self.phonemes(p), speed) for p in self.pieces(text)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     async def stream(
@@ -94,7 +100,7 @@ class PiperVoiceEngine:
         text = text.strip()
         if not text:
             return
-        sentences = await asyncio.to_thread(self.sentences, text)
-        for sentence, phonemes in sentences:
-            samples = await asyncio.to_thread(self.synthesize_phonemes, phonemes, speed)
-            yield AudioChunk(samples=samples, sample_rate=self.sample_rate, text=sentence)
+        for piece in self.pieces(text):
+            samples = await asyncio.to_thread(self._synthesize_piece, piece, speed)
+            if samples.size:
+                yield AudioChunk(samples=samples, sample_rate=self.sample_rate, text=piece)

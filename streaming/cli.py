@@ -13,6 +13,7 @@ from voxroom.streaming.config import ConfigError, load_config
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    import uvloop
 
     flags: dict[str, Any] = {
         "host": args.host,
@@ -32,20 +33,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from voxroom.models.piper_voice import PiperVoiceEngine
     from voxroom.streaming.app import VoxroomServer
+    from voxroom.streaming.embedded import uvicorn_config
 
     engine = PiperVoiceEngine()
     server = VoxroomServer(config, engine)
-    uv_config = uvicorn.Config(
-        server.app,
-        host=config.host,
-        port=config.port,
-        loop="uvloop",
-        ws="websockets-sansio",
-        ws_max_size=16 * 1024 * 1024,
-        log_level=config.log_level,
-        lifespan="on",
-    )
-    uv_server = uvicorn.Server(uv_config)
+    uv_server = uvicorn.Server(uvicorn_config(server, config, log_level=config.log_level))
 
     async def run() -> None:
         serve_task = asyncio.create_task(uv_server.serve())
@@ -59,8 +51,6 @@ def _serve(args: argparse.Namespace) -> int:
                 print("Voice: the stock voice (cannot clone). For GPT-SoVITS: `voxroom models pull v2pro`, "
                       "then `voxroom serve --models DIR`.", flush=True)
         await serve_task
-
-    import uvloop
 
     uvloop.run(run())
     return 0

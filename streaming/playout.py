@@ -86,7 +86,8 @@ FrameSink = Callable[[np.ndarray], None]
 # Observers see every speech start and end without being in the audio path (captions, metrics).
 SpeechObserver = Callable[[str, "Speech"], None]
 
-_END = object()  # frame-queue marker: the speech's last frame has been queued
+_END = None  # frame-queue marker: the speech's last frame has been queued
+QueuedFrame = tuple["Speech", tuple[np.ndarray, str] | None]
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Playout:
         self.gain = 1.0  # ducking: the host talks, the co-host goes quiet but keeps going
         self._speeches: deque[Speech] = deque()
         self._wake = asyncio.Event()
-        self._frames: asyncio.Queue[tuple[Speech, object]] = asyncio.Queue(maxsize=AHEAD_FRAMES)
+        self._frames: asyncio.Queue[QueuedFrame] = asyncio.Queue(maxsize=AHEAD_FRAMES)
         self._current: Speech | None = None  # being synthesized
         self._playing: Speech | None = None  # being played
         self._synth_task: asyncio.Task[None] | None = None
@@ -205,12 +206,12 @@ class Playout:
                 if self._playing is not None:
                     self.stats.underruns += 1
                 return SILENCE
-            if item is _END:
+            if item is None:  # _END
                 self._playing = None
                 if not speech.finished:
                     self._finish(speech, speech.state if speech.state in ("cancelled", "failed") else "done")
                 continue
-            frame, piece = item  # type: ignore[misc]
+            frame, piece = item
             if speech.state == "cancelled":
                 if speech is self._playing:  # the one frame that fades the cut
                     self._playing = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -74,30 +73,14 @@ class RunningServer:
 
 
 def start_server(tmp: Path, engine: Any) -> Iterator[RunningServer]:
-    import uvicorn
-    import uvloop
-
-    from voxroom.streaming.app import VoxroomServer
     from voxroom.streaming.config import ServerConfig
+    from voxroom.streaming.embedded import serve_in_thread
 
     config = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp, ice_addresses=["127.0.0.1"])
-    engine = RecordingEngine(engine)
-    server = VoxroomServer(config, engine)
-    uv = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=0, ws="websockets-sansio",
-                                       ws_max_size=16 * 1024 * 1024, log_level="warning", lifespan="on"))
-    loop = uvloop.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(uv.serve(),), daemon=True)
-    thread.start()
-    for _ in range(200):
-        if uv.started:
-            break
-        threading.Event().wait(0.05)
-    assert uv.started, "server did not start"
-    port = uv.servers[0].sockets[0].getsockname()[1]
-    config.port = port
-    yield RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", server.owner_token, server, engine, loop)
-    uv.should_exit = True
-    thread.join(10)
+    recording = RecordingEngine(engine)
+    with serve_in_thread(config, recording) as running:
+        yield RunningServer(running.base_url, f"ws://127.0.0.1:{running.port}/ws", running.server.owner_token,
+                            running.server, recording, running.loop)
 
 
 @pytest.fixture(scope="session")
