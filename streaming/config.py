@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+def default_data_dir(environ: dict[str, str] | None = None) -> Path:
+    environ = dict(os.environ if environ is None else environ)
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    base = environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
     return Path(base) / "voxroom"
 
 
@@ -101,11 +103,9 @@ def load_config(flags: dict[str, Any] | None = None, environ: dict[str, str] | N
         if environ.get(var):
             values[name] = environ[var]
     values.update(flags)
-    config = ServerConfig()
+    config = ServerConfig(data_dir=default_data_dir(environ))
     for name, value in values.items():
         if name not in names:
             raise ConfigError(f"unknown setting {name!r}")
         setattr(config, name, _coerce(name, value) if name != "config_file" else Path(value))
-    if config.data_dir is None:
-        config.data_dir = default_data_dir()
     return config

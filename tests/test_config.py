@@ -1,0 +1,121 @@
+"""Config layers (defaults < TOML < environment < flags), accounts and grants, and `voxroom serve` itself."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from voxroom.streaming.accounts import Accounts, AuthError, open_database
+from voxroom.streaming.config import ConfigError, ServerConfig, load_config
+
+
+def test_defaults_need_no_configuration() -> None:
+    config = load_config({}, environ={"HOME": "/home/u"})
+    assert (config.host, config.port) == ("127.0.0.1", 8080)
+    assert config.data_dir == Path("/home/u/.local/share/voxroom")
+    assert config.models_dir is None and config.openai_base_url is None and config.ice_addresses == []
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    file = tmp_path / "voxroom.toml"
+    file.write_text('port = 9000\nhost = "0.0.0.0"\nice_addresses = ["10.0.0.5"]\nllm_model = "file-model"\n')
+    env = {"VOXROOM_CONFIG": str(file), "VOXROOM_PORT": "9100", "VOXROOM_ICE_ADDRESSES": "127.0.0.1, ::1",
+           "OPENAI_BASE_URL": "http://127.0.0.1:1/v1", "HOME": str(tmp_path)}
+    config = load_config({"port": 9200}, environ=env)
+    assert config.port == 9200  # flag beats env beats file
+    assert config.host == "0.0.0.0"  # only in the file
+    assert config.ice_addresses == ["127.0.0.1", "::1"]  # env beats file
+    assert config.llm_model == "file-model" and config.openai_base_url == "http://127.0.0.1:1/v1"
+    assert config.config_file == file
+
+
+@pytest.mark.parametrize("content, message", [
+    ("port = ", "not valid TOML"),
+    ("colour = 'red'", "unknown settings"),
+    ("port = 'eighty'", "bad value for 'port'"),
+    ("port = 70000", "bad value for 'port'"),
+    ("ice_addresses = [1, 2]", "bad value for 'ice_addresses'"),
+])
+def test_bad_config_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config({"config_file": str(file)}, environ={})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config({"config_file": str(tmp_path / "nope.toml")}, environ={})
+
+
+def test_tokens_are_stored_hashed_and_grants_are_scoped(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "db.sqlite3")
+    accounts = Accounts(db)
+    account, token = accounts.create("alice")
+    assert accounts.by_token(token) == account
+    raw = (tmp_path / "db.sqlite3").read_bytes() + (tmp_path / "db.sqlite3-wal").read_bytes()
+    assert token.encode() not in raw
+    with pytest.raises(AuthError):
+        accounts.by_token(token + "x")
+    grant = accounts.mint_grant(account, "room1", "listener", ttl=60, now=1000)
+    checked = accounts.check_grant(grant, now=1030)
+    assert (checked.room, checked.role, checked.account) == ("room1", "listener", account.id)
+    with pytest.raises(AuthError, match="expired"):
+        accounts.check_grant(grant, now=1061)
+    body, sig = grant.split(".")
+    with pytest.raises(AuthError, match="signature"):
+        accounts.check_grant(body[:-2] + "xx." + sig, now=1000)
+    with pytest.raises(AuthError, match="malformed"):
+        accounts.check_grant("vxg_nonsense", now=1000)
+    with pytest.raises(ValueError):
+        accounts.mint_grant(account, "room1", "admin")
+    # another server (another key) does not accept this server's grants
+    other = Accounts(open_database(tmp_path / "other.sqlite3"))
+    with pytest.raises(AuthError):
+        other.check_grant(grant, now=1000)
+
+
+def test_voxroom_serve_first_run_prints_the_console_url(tmp_path: Path) -> None:
+    """What a new user does: run the console script with no configuration but a data dir."""
+    env = {**os.environ, "VOXROOM_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while time.monotonic() < deadline and url is None:
+            line = proc.stdout.readline()
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/console#token=(vxr_\S+)", line)
+            if match:
+                url, token = match.group(1), match.group(2)
+        assert url, "no console URL printed"
+        assert (tmp_path / "data" / "voxroom.sqlite3").exists()
+        assert oct((tmp_path / "data" / "owner-token").stat().st_mode & 0o777) == "0o600"
+        req = urllib.request.Request(url + "/api/me", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as res:
+            assert b'"owner"' in res.read()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_serve_refuses_a_bad_config_with_a_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("port = 'x'")
+    result = subprocess.run([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "bad value for 'port'" in result.stderr
+
+
+def test_server_config_dataclass_defaults_are_independent() -> None:
+    a, b = ServerConfig(), ServerConfig()
+    a.ice_addresses.append("1.2.3.4")
+    assert b.ice_addresses == []
