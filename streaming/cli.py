@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from voxroom.streaming.config import ConfigError, load_config
@@ -56,6 +57,44 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_dir(args: argparse.Namespace) -> Path:
+    if args.dir:
+        return Path(args.dir).expanduser()
+    return load_config({}).data_dir / "models"
+
+
+def _models_pull(args: argparse.Namespace) -> int:
+    from voxroom.models.weights import WeightsError, pull
+
+    target = _models_dir(args)
+    print(f"Pulling GPT-SoVITS {args.version} into {target}", flush=True)
+    try:
+        manifest = pull(args.version, target)
+    except WeightsError as exc:
+        print(f"voxroom: {exc}", file=sys.stderr)
+        return 1
+    print(f"Done ({manifest}). Start with: voxroom serve --models {target}")
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from voxroom.models.weights import installed, verify
+
+    target = _models_dir(args)
+    sets = installed(target)
+    if not sets:
+        print(f"No GPT-SoVITS models in {target}. Get them with: voxroom models pull v2pro --dir {target}")
+        return 0
+    for s in sets:
+        state = "complete" if s.complete else f"incomplete, missing {', '.join(s.missing)}"
+        print(f"{s.version}: {state}")
+    if args.verify:
+        bad = verify(target)
+        print("checksums ok" if not bad else f"checksum mismatch: {', '.join(bad)}")
+        return 1 if bad else 0
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voxroom", description="AI voice co-host for live rooms")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", help="TOML config file with the same settings (VOXROOM_CONFIG)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
+
+    models = sub.add_parser("models", help="GPT-SoVITS weights: pull (the only command that downloads), list")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    pull = models_sub.add_parser("pull", help="download one version's official files from the Hugging Face hub "
+                                 "(honours HF_ENDPOINT)")
+    pull.add_argument("version", choices=["v2", "v2pro", "v2proplus"])
+    pull.add_argument("--dir", help="target directory (default: DATA_DIR/models)")
+    pull.set_defaults(func=_models_pull)
+    listing = models_sub.add_parser("list", help="show which versions a models directory holds")
+    listing.add_argument("--dir", help="models directory (default: DATA_DIR/models)")
+    listing.add_argument("--verify", action="store_true", help="recompute every file's SHA-256")
+    listing.set_defaults(func=_models_list)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
