@@ -6,7 +6,6 @@ is set (CI sets it, so a missing browser fails CI instead of passing quietly).
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any

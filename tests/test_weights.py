@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import SHARED
 from fake_hub import fake_hub, golden_as_official
-
 from voxroom.models import weights
 
 GOLDEN = SHARED / "golden"
