@@ -137,6 +137,8 @@ class VoxroomServer:
             Route("/api/rooms/{room}/grants", self.mint_grant, methods=["POST"]),
             Route("/rooms/{room}/whep", self.whep_offer, methods=["POST"]),
             Route("/rooms/{room}/whep/{session}", self.whep_leave, methods=["DELETE"]),
+            Route("/rooms/{room}/whip", self.whip_offer, methods=["POST"]),
+            Route("/rooms/{room}/whip/{session}", self.whip_stop, methods=["DELETE"]),
             WebSocketRoute("/ws", self.bot_socket),
             WebSocketRoute("/rooms/{room}/events", self.room_events),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -226,16 +228,30 @@ class VoxroomServer:
         return await self.guard(request, run, status=201)
 
     async def whep_offer(self, request: Request) -> Response:
+        return await self.sdp_exchange(request, "whep", ("listener", "host", "bot"))
+
+    async def whip_offer(self, request: Request) -> Response:
+        """The host's microphone (WHIP-style ingest), for turn-taking."""
+        return await self.sdp_exchange(request, "whip", ("host",))
+
+    async def sdp_exchange(self, request: Request, kind: str, roles: tuple[str, ...]) -> Response:
         try:
-            room = self.room_for(request, request.path_params["room"], ("listener", "host", "bot"))
+            room = self.room_for(request, request.path_params["room"], roles)
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
-                return JSONResponse({"error": "WHEP offers are sent as application/sdp"}, 415)
-            body = await self.read_body(request)
-            session, answer = await self.rooms.join(room, body.decode("utf-8", "replace"))
+                return JSONResponse({"error": "offers are sent as application/sdp"}, 415)
+            offer = (await self.read_body(request)).decode("utf-8", "replace")
+            session, answer = await (self.rooms.join(room, offer) if kind == "whep" else self.rooms.ingest(room, offer))
         except (AuthError, RoomError, ValueError) as exc:
             return self.error(exc)
-        location = f"/rooms/{room.id}/whep/{session.id}"
+        location = f"/rooms/{room.id}/{kind}/{session.id}"
         return Response(answer, 201, media_type="application/sdp", headers={"Location": location})
+
+    async def whip_stop(self, request: Request) -> Response:
+        async def run() -> Any:
+            room = self.room_for(request, request.path_params["room"], ("host",))
+            await self.rooms.stop_ingest(room, request.path_params["session"])
+            return {"stopped": request.path_params["session"]}
+        return await self.guard(request, run)
 
     async def whep_leave(self, request: Request) -> Response:
         async def run() -> Any:

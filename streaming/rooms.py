@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voxroom.models.engine import Engine
+from voxroom.streaming.host_input import AudioCallback, HostMicrophone
 from voxroom.streaming.playout import Playout, Speech
 from voxroom.streaming.webrtc import ListenerSession, OpusFanout
 
@@ -44,6 +45,8 @@ class Room:
     listeners: dict[str, ListenerSession] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
     history: list[dict[str, Any]] = field(default_factory=list)  # recent caption events
+    host_mic: HostMicrophone | None = None
+    host_audio: list[AudioCallback] = field(default_factory=list)  # 16 kHz mono consumers (VAD)
 
     def publish(self, event: dict[str, Any]) -> None:
         self.history = [*self.history[-49:], event]
@@ -59,6 +62,7 @@ class Room:
             "id": self.id,
             "name": self.name,
             "listeners": len(self.listeners),
+            "host_mic": self.host_mic is not None,
             "queue": [speech_summary(s) for s in self.playout.queued()],
             "pacer": vars(self.playout.stats),
         }
@@ -117,6 +121,29 @@ class Rooms:
             raise RoomError(f"cannot use this SDP offer: {exc}") from None
         return session, answer
 
+    async def ingest(self, room: Room, offer_sdp: str) -> tuple[HostMicrophone, str]:
+        """The host's microphone joins (replacing an earlier one: the host reconnected)."""
+        if room.host_mic is not None:
+            await room.host_mic.close()
+
+        def closed(mic: HostMicrophone) -> None:
+            if room.host_mic is mic:
+                room.host_mic = None
+
+        mic = HostMicrophone(room.host_audio, closed)
+        room.host_mic = mic
+        try:
+            answer = await mic.answer(offer_sdp)
+        except Exception as exc:
+            await mic.close()
+            raise RoomError(f"cannot use this SDP offer: {exc}") from None
+        return mic, answer
+
+    async def stop_ingest(self, room: Room, session_id: str) -> None:
+        if room.host_mic is None or room.host_mic.id != session_id:
+            raise RoomError("no such host microphone session", 404)
+        await room.host_mic.close()
+
     async def leave(self, room: Room, session_id: str) -> None:
         session = room.listeners.get(session_id)
         if session is None:
@@ -134,4 +161,6 @@ class Rooms:
     async def _shutdown(self, room: Room) -> None:
         for session in list(room.listeners.values()):
             await session.close()
+        if room.host_mic is not None:
+            await room.host_mic.close()
         await room.playout.close()

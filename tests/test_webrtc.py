@@ -111,3 +111,50 @@ def test_remote_candidates_outside_the_allowed_addresses_are_dropped() -> None:
     ]) + "\r\n"
     kept = filter_remote_candidates(sdp)
     assert "127.0.0.1" in kept and "10.1.2.3" not in kept and ".local" not in kept and "end-of-candidates" in kept
+
+
+async def test_host_microphone_reaches_the_server_as_16k_audio(live_server: Any) -> None:
+    from aiortc.mediastreams import AudioStreamTrack
+
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "mic"})
+    server_room = live_server.server.rooms.get(room["id"])
+    received: list[np.ndarray] = []
+    server_room.host_audio.append(received.append)
+
+    class Tone(AudioStreamTrack):
+        """aiortc's paced silence track, with a 440 Hz tone instead of zeros."""
+
+        async def recv(self) -> Any:
+            frame = await super().recv()
+            n = frame.samples
+            t = (frame.pts + np.arange(n)) / frame.sample_rate
+            pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16).reshape(1, -1)
+            out = type(frame).from_ndarray(pcm, format="s16", layout="mono")
+            out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, frame.time_base
+            return out
+
+    pc = RTCPeerConnection()
+    pc.addTrack(Tone())
+    await pc.setLocalDescription(await pc.createOffer())
+    grant_status, grant = await asyncio.to_thread(live_server.json, "POST", f"/api/rooms/{room['id']}/grants",
+                                                  {"role": "host"})
+    assert grant_status == 201
+    # a listener grant may not send the host's microphone
+    status, _, _ = await asyncio.to_thread(live_server.request, "POST", f"/rooms/{room['id']}/whip",
+                                           token=room["listener_grant"], content_type="application/sdp",
+                                           raw=pc.localDescription.sdp.encode())
+    assert status == 403
+    status, headers, answer = await asyncio.to_thread(
+        live_server.request, "POST", f"/rooms/{room['id']}/whip", token=grant["grant"],
+        content_type="application/sdp", raw=pc.localDescription.sdp.encode())
+    assert status == 201, answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.decode(), type="answer"))
+    async with asyncio.timeout(15):
+        while sum(b.size for b in received) < 16000:
+            await asyncio.sleep(0.05)
+    audio = np.concatenate(received)[-8000:]
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+    assert abs(np.argmax(spectrum) * 16000 / audio.size - 440) < 5
+    status, _, _ = await asyncio.to_thread(live_server.request, "DELETE", headers["location"], token=grant["grant"])
+    assert status == 200 and server_room.host_mic is None
+    await pc.close()
