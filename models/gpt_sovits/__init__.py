@@ -1,0 +1,1 @@
+"""GPT-SoVITS inference, re-implemented in plain PyTorch (DESIGN.md: Speech engines)."""
