@@ -125,6 +125,7 @@ class VoxroomServer:
             Route("/", lambda r: RedirectResponse("/console")),
             Route("/console", self.page("console.html")),
             Route("/r/{room}", self.page("room.html")),
+            Route("/obs/{room}", self.page("overlay.html")),
             Route("/api/health", self.health),
             Route("/api/me", self.me),
             Route("/api/voices", self.list_voices),
@@ -177,7 +178,8 @@ class VoxroomServer:
                 raise ValueError("'name' must be a string")
             room = self.rooms.create(account.id, name)
             grant = self.accounts.mint_grant(account, room.id, "listener")
-            return {**room.summary(), "listen_url": f"/r/{room.id}?grant={grant}", "listener_grant": grant}
+            return {**room.summary(), "listen_url": f"/r/{room.id}?grant={grant}",
+                    "overlay_url": f"/obs/{room.id}?grant={grant}", "listener_grant": grant}
         return await self.guard(request, run, status=201)
 
     async def get_room(self, request: Request) -> Response:

@@ -91,6 +91,18 @@ def test_console_creates_a_room_and_the_cohost_says_a_line(live_server: Any, bro
     page.close()
 
 
+def test_obs_overlay_joins_by_itself_and_shows_the_current_line(live_server: Any, browser: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "OBS"})
+    page = browser.new_page()
+    page.goto(live_server.base + room["overlay_url"])
+    page.wait_for_function("window.voxroomStats.state === 'connected'", timeout=15000)
+    live_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "Overlay caption check, one two three."})
+    page.wait_for_selector("#captions p.speaking", timeout=15000)
+    assert "Overlay caption check" in page.inner_text("#captions")
+    page.wait_for_function("window.voxroomStats.loudFrames > 10", timeout=15000)
+    page.close()
+
+
 def test_console_without_token_says_how_to_get_in(live_server: Any, browser: Any) -> None:
     page = browser.new_page()
     page.goto(f"{live_server.base}/console")

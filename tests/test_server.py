@@ -188,7 +188,7 @@ def test_rest_say_validates_input(live_server: Any) -> None:
     assert status == 202 and speech["state"] == "queued"
 
 
-@pytest.mark.parametrize("path", ["/console", "/r/abc", "/static/room.js", "/static/console.js"])
+@pytest.mark.parametrize("path", ["/console", "/r/abc", "/obs/abc", "/static/room.js", "/static/console.js"])
 def test_pages_are_served(live_server: Any, path: str) -> None:
     status, _, body = live_server.request("GET", path, token="")
     assert status == 200 and body

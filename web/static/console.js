@@ -66,6 +66,9 @@ function select(room) {
   const url = new URL(room.listen_url || `/r/${room.id}`, location.href).href;
   $("listen-link").href = url;
   $("listen-link").textContent = url;
+  const overlay = url.replace(`/r/${room.id}`, `/obs/${room.id}`);
+  $("overlay-link").href = overlay;
+  $("overlay-link").textContent = overlay;
   follow(room);
 }
 

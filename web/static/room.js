@@ -134,4 +134,5 @@ function followCaptions() {
 $("join").onclick = join;
 $("leave").onclick = leave;
 followCaptions();
-if (params.get("autojoin") === "1") join(); // OBS browser source: ?autojoin=1
+// OBS browser source: /obs/ROOM (the overlay page) or ?autojoin=1 join without a click.
+if (params.get("autojoin") === "1" || window.voxroomAutojoin) join();
