@@ -57,3 +57,33 @@ class Engine(Protocol):
 
 class SynthesisError(RuntimeError):
     """An engine could not speak a text (bad input, model failure); the message is for humans."""
+
+
+class EngineRouter:
+    """One `Engine` over several: each speech goes to the engine its voice belongs to.
+
+    A room speaks with whichever voice it is given; the stock voice (`voice=None` or a voice of the
+    default engine) needs no cloning engine, a cloned voice needs the engine that made its prompt.
+    """
+
+    def __init__(self, default: Engine, *others: Engine) -> None:
+        self.default = default
+        self.engines: dict[str, Engine] = {e.name: e for e in (default, *others)}
+        self.name = default.name
+        self.sample_rate = default.sample_rate
+        self.can_clone = any(e.can_clone for e in self.engines.values())
+
+    def engine_for(self, voice: Voice | None) -> Engine:
+        if voice is None:
+            return self.default
+        engine = self.engines.get(voice.engine)
+        if engine is None:
+            raise SynthesisError(
+                f"voice {voice.name!r} needs the {voice.engine} engine; start the server with --models DIR"
+            )
+        return engine
+
+    def stream(
+        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
+    ) -> AsyncIterator[AudioChunk]:
+        return self.engine_for(voice).stream(text, voice, lang=lang, speed=speed)

@@ -125,6 +125,10 @@ class InstalledSet:
     missing: list[str]
     root: Path
 
+    @property
+    def model_set(self) -> ModelSet:
+        return MODEL_SETS[self.version]
+
     def path(self, name: str) -> Path:
         return self.root / name
 

@@ -32,11 +32,24 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from voxroom.models.engine import Engine, EngineRouter
     from voxroom.models.piper_voice import PiperVoiceEngine
     from voxroom.streaming.app import VoxroomServer
     from voxroom.streaming.embedded import uvicorn_config
 
-    engine = PiperVoiceEngine()
+    engine: Engine = PiperVoiceEngine()
+    if config.models_dir is not None:
+        from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine
+        from voxroom.models.weights import WeightsError
+
+        print(f"Loading GPT-SoVITS from {config.models_dir} …", flush=True)
+        try:
+            cloning = GPTSoVITSEngine.from_models_dir(config.models_dir)
+        except (WeightsError, ValueError, OSError) as exc:
+            print(f"voxroom: cannot use --models {config.models_dir}: {exc}", file=sys.stderr)
+            return 2
+        cloning.warm_up()
+        engine = EngineRouter(engine, cloning)
     server = VoxroomServer(config, engine)
     uv_server = uvicorn.Server(uvicorn_config(server, config, log_level=config.log_level))
 

@@ -17,7 +17,7 @@ import torch
 WEIGHT_FILE_NAMES = ("pytorch_model.bin", "model.safetensors")
 
 
-class FeatureModelFileError(Exception):
+class FeatureModelFileError(ValueError):
     """A feature-network file is missing, unreadable, or does not hold what the network needs."""
 
 

@@ -23,6 +23,8 @@ from voxroom.models.gpt_sovits.bert import (
 )
 from voxroom.models.gpt_sovits.feature_files import FeatureModelFileError
 
+from .model_folders import random_bert_state, write_bert_folder
+
 ATOL = 1e-4
 VOCAB = [
     "[PAD]",
@@ -64,54 +66,8 @@ TINY_CONFIG = {
 }
 
 
-def random_bert_state(config: dict, seed: int = 0, *, prefix: str = "bert.") -> dict[str, torch.Tensor]:
-    """A BertForMaskedLM-style state dict (trunk under `prefix`, plus pooler and MLM head)."""
-    gen = torch.Generator().manual_seed(seed)
-    h, inter = config["hidden_size"], config["intermediate_size"]
-
-    def rnd(*shape: int, scale: float = 0.2) -> torch.Tensor:
-        return scale * torch.randn(*shape, generator=gen)
-
-    state = {
-        "embeddings.word_embeddings.weight": rnd(config["vocab_size"], h),
-        "embeddings.position_embeddings.weight": rnd(config["max_position_embeddings"], h),
-        "embeddings.token_type_embeddings.weight": rnd(config["type_vocab_size"], h),
-        "embeddings.LayerNorm.weight": 1 + rnd(h, scale=0.1),
-        "embeddings.LayerNorm.bias": rnd(h, scale=0.1),
-        "embeddings.position_ids": torch.arange(config["max_position_embeddings"])[None],
-        "pooler.dense.weight": rnd(h, h),
-        "pooler.dense.bias": rnd(h),
-    }
-    for i in range(config["num_hidden_layers"]):
-        p = f"encoder.layer.{i}."
-        for name in ("query", "key", "value"):
-            state[p + f"attention.self.{name}.weight"] = rnd(h, h)
-            state[p + f"attention.self.{name}.bias"] = rnd(h, scale=0.05)
-        state[p + "attention.output.dense.weight"] = rnd(h, h)
-        state[p + "attention.output.dense.bias"] = rnd(h, scale=0.05)
-        state[p + "attention.output.LayerNorm.weight"] = 1 + rnd(h, scale=0.1)
-        state[p + "attention.output.LayerNorm.bias"] = rnd(h, scale=0.1)
-        state[p + "intermediate.dense.weight"] = rnd(inter, h)
-        state[p + "intermediate.dense.bias"] = rnd(inter, scale=0.05)
-        state[p + "output.dense.weight"] = rnd(h, inter)
-        state[p + "output.dense.bias"] = rnd(h, scale=0.05)
-        state[p + "output.LayerNorm.weight"] = 1 + rnd(h, scale=0.1)
-        state[p + "output.LayerNorm.bias"] = rnd(h, scale=0.1)
-    state = {prefix + k: v for k, v in state.items()}
-    state["cls.predictions.bias"] = rnd(config["vocab_size"])
-    state["cls.predictions.transform.dense.weight"] = rnd(h, h)
-    return state
-
-
 def write_folder(folder: Path, config: dict = TINY_CONFIG, *, half: bool = False, **state_kwargs) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    state = random_bert_state(config, **state_kwargs)
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    torch.save(state, folder / "pytorch_model.bin")
-    return folder
+    return write_bert_folder(folder, config, VOCAB, half=half, **state_kwargs)
 
 
 @pytest.fixture()

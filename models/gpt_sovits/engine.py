@@ -1,0 +1,299 @@
+"""The GPT-SoVITS `Engine`: cloned-voice speech, streamed while the tokens are still coming.
+
+    text ─► sentence pieces (official cut5) ─► per piece, in a worker thread:
+        frontend phones (+ BERT for zh) ─► T2S session: one token per step, prompt = the voice's tokens
+                                              │ every token
+                                              ▼
+                                 StreamingDecoder.push ─► 32 kHz audio as soon as a window is ready
+                                              │
+        asyncio queue ◄───────────────────────┘   (call_soon_threadsafe)  ─► AudioChunk to the caller
+
+Model code runs in one worker thread at a time (one set of weights, one KV cache); closing the
+async iterator sets a stop flag that the worker checks after every token, so an interruption
+costs at most one decoding step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxroom.models.engine import AudioChunk, SynthesisError, Voice
+
+from . import text as frontend
+from .bert import BertFeatureExtractor, load_bert, zero_phone_features
+from .fbank import resample_sinc
+from .hubert import HubertModel, load_hubert, reference_ssl_content
+from .sovits import SoVITSModel, load_sovits
+from .sovits_streaming import StreamingDecoder, StreamingSchedule
+from .speaker_verification import ERes2NetV2, load_eres2netv2, v2pro_speaker_embedding
+from .spectrogram import reference_spectrogram
+from .t2s import T2SModel, generate_stream, load_t2s
+from .voice_prompt import VoicePrompt
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 32_000
+MIN_REFERENCE_S, MAX_REFERENCE_S = 3.0, 10.0  # the official limits on a reference clip
+ENGINE_NAME = "gpt-sovits"
+_LANG_MODES = {"auto": "auto", "en": "en", "zh": "zh", "ja": "ja", "ko": "ko", "yue": "yue"}
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """Official sampling defaults (api_v2), plus our streaming schedule."""
+
+    top_k: int = 15
+    top_p: float = 1.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.35
+    noise_scale: float = 0.5
+    split_method: str = "cut5"
+    pause_s: float = 0.3  # silence between sentence pieces (official fragment_interval)
+    seed: int | None = None
+    schedule: StreamingSchedule = StreamingSchedule()
+
+
+class GPTSoVITSEngine:
+    name = ENGINE_NAME
+    can_clone = True
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        t2s: T2SModel,
+        sovits: SoVITSModel,
+        hubert: HubertModel,
+        bert: BertFeatureExtractor | None = None,
+        speaker: ERes2NetV2 | None = None,
+        *,
+        options: SynthesisOptions | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        if sovits.config.is_pro and speaker is None:
+            raise ValueError(f"SoVITS {sovits.config.version} needs the ERes2NetV2 speaker model")
+        self.t2s, self.sovits, self.hubert, self.bert, self.speaker = t2s, sovits, hubert, bert, speaker
+        self.options = options or SynthesisOptions()
+        self.version = sovits.config.version
+        self.symbol_version = "v1" if sovits.config.version == "v1" else "v2"
+        self._lock = threading.Lock()  # one synthesis or prompt computation at a time
+        self.set_precision(precision)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_files(
+        cls,
+        gpt: Path,
+        sovits: Path,
+        hubert_dir: Path,
+        bert_dir: Path | None = None,
+        speaker: Path | None = None,
+        **kwargs: Any,
+    ) -> GPTSoVITSEngine:
+        """Load official files unchanged (each loader raises a clear error for a wrong file)."""
+        sovits_model, info = load_sovits(sovits)
+        log.info("loaded SoVITS %s (%s) from %s", info.model_version, info.info, sovits)
+        return cls(
+            load_t2s(gpt),
+            sovits_model,
+            load_hubert(hubert_dir),
+            load_bert(bert_dir) if bert_dir is not None else None,
+            load_eres2netv2(speaker) if speaker is not None and sovits_model.config.is_pro else None,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_models_dir(cls, models_dir: Path, **kwargs: Any) -> GPTSoVITSEngine:
+        """The best complete set `voxroom models pull` put in `models_dir`."""
+        from voxroom.models.weights import best_installed
+
+        found = best_installed(models_dir)
+        model_set = found.model_set
+        return cls.from_files(
+            found.path(model_set.gpt),
+            found.path(model_set.sovits),
+            found.path("chinese-hubert-base"),
+            found.path("chinese-roberta-wwm-ext-large"),
+            found.path(model_set.speaker) if model_set.speaker else None,
+            **kwargs,
+        )
+
+    def set_precision(self, precision: str) -> None:
+        """fp32 (default on CPU: official numerics, weights prepacked for oneDNN), fp16 (the T2S in the
+        checkpoint's own fp16 weights), bf16 (T2S and vocoder in bfloat16) or int8 (dynamic-quantized
+        T2S). bench/gpt_sovits.py prints each one's speed and drift against fp32."""
+        if precision == "fp32":
+            self.t2s.pack_weights()
+        elif precision == "fp16":
+            self.t2s = self.t2s.to_dtype(torch.float16)
+        elif precision == "bf16":
+            self.t2s = self.t2s.to_dtype(torch.bfloat16)
+            self.sovits.use_bf16_vocoder(True)
+        elif precision == "int8":
+            self.t2s = self.t2s.quantize_int8()
+        else:
+            raise ValueError(f"precision must be fp32, fp16, bf16 or int8, not {precision!r}")
+        self.precision = precision
+
+    def warm_up(self, languages: Sequence[str] = frontend.LANGUAGES) -> None:
+        """Load the text dictionaries now (seconds for English) so the first speech is not slow."""
+        frontend.preload(tuple(languages))
+
+    # -- voices --------------------------------------------------------------------------------
+    def prepare_voice(
+        self,
+        reference: np.ndarray,
+        sample_rate: int,
+        transcript: str = "",
+        lang: str = "auto",
+        aux_references: Sequence[tuple[np.ndarray, int]] = (),
+    ) -> VoicePrompt:
+        """Compute a voice's prompt once (blocking: seconds on a CPU; run it in a thread).
+
+        `reference` is 3-10 s of mono speech; `transcript` what it says (empty: reference-free
+        mode). Auxiliary references only add timbre (their embeddings are averaged in).
+        """
+        duration = len(reference) / sample_rate
+        if not MIN_REFERENCE_S <= duration <= MAX_REFERENCE_S:
+            raise SynthesisError(f"the reference clip must be 3-10 s of speech, not {duration:.1f} s")
+        with self._lock, torch.inference_mode():
+            wav = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+            wav16 = resample_sinc(wav, sample_rate, 16_000)
+            codes = self.sovits.extract_latent(reference_ssl_content(self.hubert, wav16))
+            specs, sv_embs = [], []
+            for audio, rate in [(reference, sample_rate), *aux_references]:
+                wav32 = resample_sinc(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), rate, SAMPLE_RATE)
+                spec = reference_spectrogram(wav32)
+                specs.append(spec)
+                if self.speaker is not None:
+                    peak = float(wav32.abs().max())
+                    sv_in = wav32 / min(2.0, peak) if peak > 1.0 else wav32
+                    sv_embs.append(v2pro_speaker_embedding(self.speaker, sv_in, SAMPLE_RATE))
+            timbre = self.sovits.reference_embedding(specs, sv_embs or None)
+            transcript = transcript.strip()
+            if transcript:
+                if transcript[-1] not in "。.!?！？,，…~":
+                    transcript += "." if lang == "en" else "。"
+                phones, bert = self._phones_and_bert(transcript, lang)
+                tokens: torch.Tensor | None = codes[0, 0].clone()
+            else:
+                phones, bert, tokens = torch.zeros(0, dtype=torch.long), zero_phone_features(0), None
+        return VoicePrompt(self.version, tokens, phones, bert, timbre, transcript, lang)
+
+    def _prompt_of(self, voice: Voice | None) -> VoicePrompt:
+        if voice is None or voice.engine != self.name:
+            raise SynthesisError("GPT-SoVITS speaks only with a cloned voice; this one has no prompt")
+        prompt = voice.prompt
+        if isinstance(prompt, bytes | bytearray):
+            prompt = voice.prompt = VoicePrompt.from_bytes(bytes(prompt))  # decoded once, then cached
+        if not isinstance(prompt, VoicePrompt):
+            raise SynthesisError(f"voice {voice.name!r} has no GPT-SoVITS prompt yet")
+        if prompt.model_version != self.version:
+            raise SynthesisError(
+                f"voice {voice.name!r} was prepared for SoVITS {prompt.model_version}, the server runs "
+                f"{self.version}; re-create the voice from its recording"
+            )
+        return prompt
+
+    # -- text ----------------------------------------------------------------------------------
+    def _phones_and_bert(self, text: str, lang: str) -> tuple[torch.Tensor, torch.Tensor]:
+        mode = _LANG_MODES.get(lang, "auto")
+        ids: list[int] = []
+        features: list[torch.Tensor] = []
+        for chunk_lang, phones in frontend.mixed_text_to_phones(text, mode, self.symbol_version):
+            ids += phones.ids
+            if chunk_lang == "zh" and self.bert is not None and phones.word2ph is not None:
+                features.append(self.bert.phone_features(phones.norm_text, phones.word2ph))
+            else:
+                features.append(zero_phone_features(len(phones.ids)))
+        if not ids:
+            raise SynthesisError("nothing speakable in this text")
+        return torch.tensor(ids, dtype=torch.long), torch.cat(features, dim=1)
+
+    def pieces(self, text: str, lang: str) -> list[str]:
+        split_lang = "en" if lang == "en" else "zh"
+        return [p for p in frontend.split_sentences(text, self.options.split_method, split_lang) if p.strip()]
+
+    # -- synthesis -----------------------------------------------------------------------------
+    def synthesize_blocking(
+        self,
+        text: str,
+        prompt: VoicePrompt,
+        *,
+        lang: str = "auto",
+        speed: float = 1.0,
+        emit: Callable[[np.ndarray, str], None],
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Synthesize `text`, calling `emit(audio_32k, piece)` whenever audio is ready."""
+        opts = self.options
+        generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
+        pause = np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            for n, piece in enumerate(self.pieces(text, lang)):
+                phones, bert = self._phones_and_bert(piece, lang)
+                all_phones = torch.cat([prompt.prompt_phones, phones])
+                all_bert = torch.cat([prompt.prompt_bert, bert], dim=1)
+                session = generate_stream(
+                    self.t2s, all_phones, all_bert, prompt.prompt_tokens, top_k=opts.top_k, top_p=opts.top_p,
+                    temperature=opts.temperature, repetition_penalty=opts.repetition_penalty, generator=generator,
+                )
+                decoder = StreamingDecoder(self.sovits, phones, prompt.timbre, schedule=opts.schedule,
+                                           noise_scale=opts.noise_scale, speed=speed, generator=generator)
+                if n:
+                    emit(pause, piece)
+                for token in session:
+                    if stop is not None and stop.is_set():
+                        session.close()  # frees the KV cache now
+                        return
+                    audio = decoder.push([token])
+                    if audio.size:
+                        emit(np.clip(audio, -1.0, 1.0), piece)
+                tail = decoder.finish()
+                if tail.size:
+                    emit(np.clip(tail, -1.0, 1.0), piece)
+
+    async def stream(
+        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
+    ) -> AsyncIterator[AudioChunk]:
+        prompt = self._prompt_of(voice)
+        if not 0.5 <= speed <= 2.0:
+            raise SynthesisError("speed must be between 0.5 and 2.0")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[np.ndarray, str] | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(audio: np.ndarray, piece: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (audio.astype(np.float32, copy=False), piece))
+
+        def work() -> None:
+            try:
+                self.synthesize_blocking(text, prompt, lang=lang, speed=speed, emit=emit, stop=stop)
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except BaseException as exc:  # handed to the caller, never lost in the thread
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, SynthesisError):
+                    raise item
+                if isinstance(item, BaseException):
+                    raise SynthesisError(f"GPT-SoVITS failed: {item}") from item
+                audio, piece = item
+                yield AudioChunk(samples=audio, sample_rate=SAMPLE_RATE, text=piece)
+        finally:
+            stop.set()
+            if not worker.done():
+                worker.add_done_callback(lambda f: f.exception())  # consumed; nobody waits for it

@@ -1,0 +1,147 @@
+"""The GPT-SoVITS Engine end to end: official-format files -> voice prompt -> streamed speech.
+
+Uses the golden tiny s1/s2 checkpoints with HuBERT/RoBERTa folders of the real widths and random
+weights (model_folders.py), and once the full-size official configs with random weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from voxroom.models.engine import SynthesisError, Voice
+from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions
+from voxroom.models.gpt_sovits.sovits import SoVITSModel
+from voxroom.models.gpt_sovits.t2s import T2SModel
+from voxroom.models.gpt_sovits.voice_prompt import VoicePrompt
+
+from .model_folders import GOLDEN, write_hubert_folder, write_models_dir
+
+SPEECH = GOLDEN.parent / "speech" / "pysptk__cmu_arctic_awb_a0007.wav"
+TRANSCRIPT = "And you always want to see it in the superlative degree."
+pytestmark = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden data not found at {GOLDEN}")
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+        return data, w.getframerate()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> GPTSoVITSEngine:
+    models = write_models_dir(tmp_path_factory.mktemp("models"))
+    return GPTSoVITSEngine.from_models_dir(models, options=SynthesisOptions(seed=7))
+
+
+@pytest.fixture(scope="module")
+def prompt(engine: GPTSoVITSEngine) -> VoicePrompt:
+    audio, rate = read_wav(SPEECH)
+    return engine.prepare_voice(audio, rate, TRANSCRIPT, "en")
+
+
+def test_voice_prompt_is_computed_once_and_round_trips(engine: GPTSoVITSEngine, prompt: VoicePrompt) -> None:
+    audio, rate = read_wav(SPEECH)
+    # 4.0 s of speech + 0.6 s padding at 25 tokens/s
+    assert prompt.prompt_tokens is not None and prompt.prompt_tokens.numel() == int((len(audio) / rate * 16000 + 9600 - 400) // 320 + 1) // 2
+    assert prompt.prompt_phones.numel() == prompt.prompt_bert.shape[1] > 20
+    assert prompt.timbre.ge.shape == (1, 512, 1)
+    again = VoicePrompt.from_bytes(prompt.to_bytes())
+    assert torch.equal(again.prompt_tokens, prompt.prompt_tokens) and torch.equal(again.timbre.ge, prompt.timbre.ge)
+    assert again.transcript.startswith("And you always") and again.model_version == "v2"
+    with pytest.raises(ValueError):
+        VoicePrompt.from_bytes(b"not a prompt")
+
+
+def test_reference_length_is_checked(engine: GPTSoVITSEngine) -> None:
+    with pytest.raises(SynthesisError, match="3-10 s"):
+        engine.prepare_voice(np.zeros(16000, np.float32), 16000, "hi", "en")
+    with pytest.raises(SynthesisError, match="3-10 s"):
+        engine.prepare_voice(np.zeros(16000 * 11, np.float32), 16000, "hi", "en")
+
+
+async def test_stream_yields_audio_while_tokens_are_still_coming(engine: GPTSoVITSEngine, prompt: VoicePrompt) -> None:
+    voice = Voice(id="v1", name="test", engine="gpt-sovits", prompt=prompt.to_bytes())
+    text = "Hello everyone, welcome to the stream. 大家好，欢迎来到直播间。"
+    tokens_at_emit: list[int] = []
+    original_push = __import__("voxroom.models.gpt_sovits.sovits_streaming", fromlist=["x"]).StreamingDecoder.push
+
+    def spy(self, codes):  # type: ignore[no-untyped-def]
+        out = original_push(self, codes)
+        if out.size:
+            tokens_at_emit.append(self.tokens)
+        return out
+
+    pytest.MonkeyPatch().setattr("voxroom.models.gpt_sovits.sovits_streaming.StreamingDecoder.push", spy)
+    chunks = [c async for c in engine.stream(text, voice, lang="auto")]
+    assert isinstance(voice.prompt, VoicePrompt)  # decoded once and cached on the voice
+    assert len(chunks) > 4 and all(c.sample_rate == 32000 and c.samples.dtype == np.float32 for c in chunks)
+    assert tokens_at_emit and tokens_at_emit[0] == engine.options.schedule.first_chunk_tokens
+    pieces = [c.text for c in chunks]
+    assert pieces[0].startswith("Hello") and any("欢迎" in p for p in pieces)
+    audio = np.concatenate([c.samples for c in chunks])
+    assert np.max(np.abs(audio)) <= 1.0 and np.sqrt(np.mean(audio**2)) > 0.01
+
+
+async def test_same_seed_same_audio_and_reference_free_mode(engine: GPTSoVITSEngine, prompt: VoicePrompt) -> None:
+    voice = Voice(id="v1", name="test", engine="gpt-sovits", prompt=prompt)
+    a = np.concatenate([c.samples async for c in engine.stream("Thanks for the gift.", voice, lang="en")])
+    b = np.concatenate([c.samples async for c in engine.stream("Thanks for the gift.", voice, lang="en")])
+    assert np.array_equal(a, b)
+    audio, rate = read_wav(SPEECH)
+    free = engine.prepare_voice(audio, rate, "", "en")
+    assert free.reference_free and free.prompt_phones.numel() == 0
+    out = [c async for c in engine.stream("Thanks for the gift.", Voice("f", "free", "gpt-sovits", free), lang="en")]
+    assert out
+
+
+async def test_closing_the_stream_stops_the_worker_promptly(engine: GPTSoVITSEngine, prompt: VoicePrompt) -> None:
+    voice = Voice(id="v1", name="test", engine="gpt-sovits", prompt=prompt)
+    long_text = " ".join(["This sentence is here to keep the model busy for a while."] * 8)
+    stream = engine.stream(long_text, voice, lang="en")
+    await stream.__anext__()
+    await stream.aclose()
+    start = time.monotonic()
+    acquired = await asyncio.to_thread(engine._lock.acquire, True, 10)
+    assert acquired and time.monotonic() - start < 2.0  # the worker saw the stop flag
+    engine._lock.release()
+    assert [c async for c in engine.stream("Still works.", voice, lang="en")]
+
+
+async def test_wrong_voices_are_clear_errors(engine: GPTSoVITSEngine, prompt: VoicePrompt) -> None:
+    with pytest.raises(SynthesisError, match="cloned voice"):
+        [c async for c in engine.stream("hi", None)]
+    with pytest.raises(SynthesisError, match="no GPT-SoVITS prompt"):
+        [c async for c in engine.stream("hi", Voice("x", "x", "gpt-sovits", prompt=None))]
+    other = VoicePrompt("v2Pro", prompt.prompt_tokens, prompt.prompt_phones, prompt.prompt_bert, prompt.timbre)
+    with pytest.raises(SynthesisError, match="re-create the voice"):
+        [c async for c in engine.stream("hi", Voice("x", "x", "gpt-sovits", prompt=other))]
+
+
+def test_full_size_random_models_run_end_to_end(tmp_path: Path) -> None:
+    """Official v2 sizes (24-layer T2S, full SoVITS, 12-layer HuBERT), random weights, through the engine."""
+    from voxroom.models.gpt_sovits.hubert import load_hubert
+
+    hubert = load_hubert(write_hubert_folder(tmp_path / "hubert", hidden=768, layers=12))
+    engine = GPTSoVITSEngine(T2SModel.from_config(), SoVITSModel.from_config("v2"), hubert,
+                             options=SynthesisOptions(seed=1))
+    audio, rate = read_wav(SPEECH)
+    prompt = engine.prepare_voice(audio, rate, TRANSCRIPT, "en")
+    got: list[np.ndarray] = []
+    stop = threading.Event()
+
+    def emit(samples: np.ndarray, piece: str) -> None:
+        got.append(samples)
+        if sum(len(g) for g in got) >= 32000:  # random weights rarely say EOS: one second is enough
+            stop.set()
+
+    engine.synthesize_blocking("Hello there, friends.", prompt, lang="en", emit=emit, stop=stop)
+    assert sum(len(g) for g in got) >= 32000
+    assert np.isfinite(np.concatenate(got)).all()
