@@ -23,7 +23,7 @@ from voxroom.models.gpt_sovits.bert import (
 )
 from voxroom.models.gpt_sovits.feature_files import FeatureModelFileError
 
-from .model_folders import random_bert_state, write_bert_folder
+from .model_folders import write_bert_folder
 
 ATOL = 1e-4
 VOCAB = [
