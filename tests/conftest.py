@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +15,15 @@ from typing import Any
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Golden vectors and recordings live in ../shared (not in this repo). Tests that need them skip
+    when they are absent; CI sets VOXROOM_REQUIRE_SHARED so that absence fails instead."""
+    if os.environ.get("VOXROOM_REQUIRE_SHARED"):
+        for needed in (SHARED / "golden" / "manifest.json", SHARED / "speech" / "README.md"):
+            if not needed.is_file():
+                raise pytest.UsageError(f"{needed} is missing (VOXROOM_REQUIRE_SHARED is set)")
 
 
 @pytest.fixture(scope="session")
