@@ -75,7 +75,8 @@ def first_audio_ms(engine: GPTSoVITSEngine, prompt, text: str, lang: str, runs: 
         first: list[float] = []
         start = time.perf_counter()
 
-        def emit(audio: np.ndarray, piece: str) -> None:
+        def emit(audio: np.ndarray, piece: str, first: list[float] = first, start: float = start,
+                 stop: threading.Event = stop) -> None:
             if not first:
                 first.append(time.perf_counter() - start)
             stop.set()
