@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from voxroom.models.engine import Engine, SynthesisError, Voice
+from voxroom.models.engine import AudioChunk, Engine, SynthesisError, Voice
 from voxroom.streaming.audio import FRAME_MS, SILENCE, FrameMaker, fade_out
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,19 @@ async def synthesize_frames(
     engine: Engine, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
 ) -> AsyncIterator[tuple[np.ndarray, str]]:
     """48 kHz 20 ms frames of `text`, each with the text piece it belongs to, as soon as they exist."""
+    async for item in chunk_frames(engine.stream(text, voice, lang=lang, speed=speed)):
+        yield item
+
+
+async def chunk_frames(chunks: AsyncIterator[AudioChunk]) -> AsyncIterator[tuple[np.ndarray, str]]:
+    """Engine chunks (any rate) -> 48 kHz 20 ms frames with the text piece each belongs to."""
     maker: FrameMaker | None = None
     piece = ""
-    async for chunk in engine.stream(text, voice, lang=lang, speed=speed):
+    async for chunk in chunks:
+        if maker is not None and maker.input_rate != chunk.sample_rate:  # another engine took over
+            for frame in maker.flush():
+                yield frame, piece
+            maker = None
         if maker is None:
             maker = FrameMaker(chunk.sample_rate)
         piece = chunk.text
@@ -69,6 +79,9 @@ class Speech:
     lang: str = "auto"
     speed: float = 1.0
     listener: SpeechListener | None = None
+    # Audio made elsewhere (the co-host agent synthesizes its own pieces): played instead of
+    # asking the engine to speak `text`.
+    source: AsyncIterator[AudioChunk] | None = None
     state: str = "queued"  # queued -> speaking -> done | cancelled | failed
     error: str | None = None
     frames_played: int = 0
@@ -185,9 +198,11 @@ class Playout:
 
     async def _synthesize(self, speech: Speech) -> None:
         try:
-            async for frame, piece in synthesize_frames(
-                self.engine, speech.text, speech.voice, lang=speech.lang, speed=speech.speed
-            ):
+            if speech.source is not None:
+                frames = chunk_frames(speech.source)
+            else:
+                frames = synthesize_frames(self.engine, speech.text, speech.voice, lang=speech.lang, speed=speech.speed)
+            async for frame, piece in frames:
                 await self._frames.put((speech, (frame, piece)))
         except SynthesisError as exc:
             speech.state, speech.error = "failed", str(exc)
