@@ -1,0 +1,125 @@
+"""Turn-taking on a virtual clock, the Prometheus rendering, and the co-host's intake and console views."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from agent_fakes import RecordingSink, ToneEngine
+
+from voxroom.agent.clock import VirtualClock
+from voxroom.agent.cohost import CoHost
+from voxroom.agent.events import EventError
+from voxroom.agent.metrics import AgentMetrics, ReplyMetrics, render_prometheus
+from voxroom.agent.moderation import Moderator
+from voxroom.agent.replies import ReadAloud
+from voxroom.agent.speech_queue import SpeechQueue
+from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
+
+
+async def test_wait_host_quiet_restarts_when_the_host_talks_again() -> None:
+    clock = VirtualClock()
+    turns = TurnTaking(clock, resume_after=0.5)
+    turns.set_host_speaking(True)
+    assert turns.must_yield() and turns.interruptions == 1
+    waiter = asyncio.ensure_future(turns.wait_host_quiet())
+    await clock.advance(1.0)
+    turns.set_host_speaking(False)
+    await clock.advance(0.3)
+    turns.set_host_speaking(True)  # a breath, then more words: not yet the co-host's turn
+    await clock.advance(0.4)
+    assert not waiter.done()
+    turns.set_host_speaking(False)
+    await clock.advance(0.49)
+    assert not waiter.done()
+    await clock.advance(0.02)
+    assert waiter.done()
+    assert turns.interruptions == 2
+
+
+def test_duck_policy_never_yields_but_lowers_gain() -> None:
+    turns = TurnTaking(VirtualClock(), policy=HostSpeechPolicy.DUCK, duck_gain=0.2)
+    assert turns.gain() == 1.0
+    turns.set_host_speaking(True)
+    assert not turns.must_yield() and turns.gain() == 0.2
+    with pytest.raises(ValueError):
+        TurnTaking(VirtualClock(), policy="shout")
+
+
+def test_histogram_buckets_are_cumulative() -> None:
+    metrics = AgentMetrics()
+    for first_audio in (0.04, 0.25, 0.25, 7.0):
+        metrics.observe_reply(ReplyMetrics("e", "message", "llm", queue_wait=0.0, llm_first_token=0.1,
+                                           first_audio=first_audio, total=1.0, audio_seconds=2.0))
+    text = metrics.render()
+    assert "voxroom_agent_first_audio_seconds_bucket{le=\"0.05\"} 1" in text
+    assert "voxroom_agent_first_audio_seconds_bucket{le=\"0.2\"} 1" in text
+    assert "voxroom_agent_first_audio_seconds_bucket{le=\"0.3\"} 3" in text
+    assert "voxroom_agent_first_audio_seconds_bucket{le=\"5\"} 3" in text
+    assert "voxroom_agent_first_audio_seconds_bucket{le=\"+Inf\"} 4" in text
+    assert "voxroom_agent_first_audio_seconds_sum 7.54" in text
+    assert "voxroom_agent_audio_seconds_total 8" in text
+    assert 'voxroom_agent_replies_total{kind="message",source="llm",outcome="spoken"} 4' in text
+    assert text.count("# TYPE voxroom_agent_first_audio_seconds histogram") == 1
+
+
+def test_two_rooms_share_headers_and_label_values_are_escaped() -> None:
+    a, b = AgentMetrics(), AgentMetrics()
+    a.count_event("message", "queued")
+    b.count_event("gift", "queued")
+    text = render_prometheus({"a": a, 'we"ird\nroom': b})
+    assert text.count("# HELP voxroom_agent_events_total") == 1
+    assert 'voxroom_agent_events_total{room="a",kind="message",outcome="queued"} 1' in text
+    assert 'voxroom_agent_events_total{room="we\\"ird\\nroom",kind="gift",outcome="queued"} 1' in text
+
+
+async def test_submit_dict_snapshot_and_bad_input() -> None:
+    clock = VirtualClock()
+    cohost = CoHost(engine=ToneEngine(clock), sink=RecordingSink(clock), replies=ReadAloud(), clock=clock,
+                    queue=SpeechQueue(clock, max_length=2), moderator=Moderator(clock, blocked_words=["spam"]),
+                    cohost_names=["vox"])
+    assert cohost.submit_dict({"type": "message", "user": "a", "text": "@vox how are you?", "id": "q1"}) == "queued"
+    assert cohost.submit_dict({"type": "message", "user": "b", "text": "buy spam now"}) == "moderated"
+    assert cohost.submit_dict({"type": "gift", "user": "c", "gift": "rose", "amount": 1, "id": "g1"}) == "queued"
+    assert cohost.submit_dict({"type": "message", "user": "d", "text": "plain chat"}) == "full"
+    with pytest.raises(EventError):
+        cohost.submit_dict({"type": "message", "user": "e"})
+    snap = cohost.snapshot()
+    assert snap["state"] == "idle" and snap["current"] is None and not snap["host_speaking"]
+    assert [(q["id"], q["kind"]) for q in snap["queue"]] == [("g1", "gift"), ("q1", "question")]
+    assert snap["moderation"][0]["text"] == "buy spam now"
+    assert dict(cohost.metrics.events) == {("message", "moderated"): 1, ("question", "queued"): 1,
+                                           ("gift", "queued"): 1, ("message", "full"): 1}
+
+
+async def test_cancelling_the_loop_mid_reply_closes_synthesis() -> None:
+    clock = VirtualClock()
+    engine = ToneEngine(clock)
+    cohost = CoHost(engine=engine, sink=RecordingSink(clock), replies=ReadAloud(), clock=clock)
+    cohost.submit_dict({"type": "message", "user": "a", "text": "a rather long line to read out loud"})
+    task = asyncio.ensure_future(cohost.run())
+    await clock.advance(0.3)
+    assert cohost.state == "speaking"
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert engine.closed_early == 1 and cohost.state == "idle"
+    assert cohost.metrics.recent[-1].outcome == "skipped"
+
+
+async def test_observer_errors_never_break_the_cohost() -> None:
+    clock = VirtualClock()
+    sink = RecordingSink(clock)
+
+    def broken(name: str, data: dict) -> None:
+        raise RuntimeError("console went away")
+
+    cohost = CoHost(engine=ToneEngine(clock), sink=sink, replies=ReadAloud(), clock=clock, observers=[broken])
+    cohost.submit_dict({"type": "follow", "user": "newbie"})
+    task = asyncio.ensure_future(cohost.run())
+    await clock.advance(3.0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert sink.texts() == ["Thanks for the follow, newbie!"]
