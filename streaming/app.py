@@ -20,11 +20,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from voxroom.agent.metrics import render_prometheus
 from voxroom.models.engine import Engine, SynthesisError, Voice
 from voxroom.streaming import protocol
 from voxroom.streaming.accounts import Account, Accounts, AuthError, Grant, open_database
@@ -56,7 +57,7 @@ class VoxroomServer:
         self.db = open_database(config.data_dir / "voxroom.sqlite3")
         self.accounts = Accounts(self.db)
         self.owner_token = self._ensure_owner()
-        self.rooms = Rooms(engine)
+        self.rooms = Rooms(engine, config)
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
         self.app.state.server = self
@@ -136,6 +137,14 @@ class VoxroomServer:
             Route("/api/rooms/{room}/say", self.say, methods=["POST"]),
             Route("/api/rooms/{room}/speeches/{speech}", self.cancel_speech, methods=["DELETE"]),
             Route("/api/rooms/{room}/grants", self.mint_grant, methods=["POST"]),
+            Route("/api/rooms/{room}/chat", self.chat, methods=["POST"]),
+            Route("/api/rooms/{room}/cohost", self.cohost_state, methods=["GET"]),
+            Route("/api/rooms/{room}/cohost", self.cohost_update, methods=["PATCH"]),
+            Route("/api/rooms/{room}/cohost/skip", self.cohost_skip, methods=["POST"]),
+            Route("/api/rooms/{room}/queue", self.queue_clear, methods=["DELETE"]),
+            Route("/api/rooms/{room}/queue/{event}/{action}", self.queue_action, methods=["POST"]),
+            Route("/api/rooms/{room}/host-speaking", self.host_speaking, methods=["POST"]),
+            Route("/metrics", self.metrics),
             Route("/rooms/{room}/whep", self.whep_offer, methods=["POST"]),
             Route("/rooms/{room}/whep/{session}", self.whep_leave, methods=["DELETE"]),
             Route("/rooms/{room}/whip", self.whip_offer, methods=["POST"]),
@@ -229,6 +238,89 @@ class VoxroomServer:
             return {"grant": self.accounts.mint_grant(account, room.id, role, ttl), "role": role}
         return await self.guard(request, run, status=201)
 
+    # -- the co-host ---------------------------------------------------------------------------
+    async def chat(self, request: Request) -> Response:
+        """A chat event: the room's web chat (listener grant), a bot or connector, the host."""
+        async def run() -> Any:
+            room = self.room_for(request, request.path_params["room"], ("listener", "bot", "host"))
+            caller = self.caller(request)
+            body = await self.json_body(request)
+            listener = caller.grant is not None and caller.grant.role == "listener"
+            if listener:
+                body["platform"] = "web"
+            return {"outcome": room.cohost.submit(body, from_listener=listener)}
+        return await self.guard(request, run, status=202)
+
+    async def chat_from_bot(self, room_id: str, event: dict[str, Any], account: Account) -> None:
+        self.rooms.owned(room_id, account.id).cohost.submit(event)
+
+    async def cohost_state(self, request: Request) -> Response:
+        def run() -> Any:
+            room = self.room_for(request, request.path_params["room"], ("host",))
+            return {"settings": room.cohost.settings(), **room.cohost.agent.snapshot(),
+                    "metrics": room.cohost.agent.metrics.render()}
+        return await self.guard(request, run)
+
+    async def cohost_update(self, request: Request) -> Response:
+        async def run() -> Any:
+            room = self.room_for(request, request.path_params["room"], ("host",))
+            body = await self.json_body(request)
+            voice: Voice | None | bool = False
+            if "voice" in body:
+                if not isinstance(body["voice"], str):
+                    raise ValueError("'voice' must be a voice id or 'stock'")
+                owner = self.accounts.get(room.owner)
+                assert owner is not None
+                voice = self.voice(body["voice"], owner)
+            room.cohost.update(body, voice)
+            return room.cohost.settings()
+        return await self.guard(request, run)
+
+    async def cohost_skip(self, request: Request) -> Response:
+        def run() -> Any:
+            room = self.room_for(request, request.path_params["room"], ("host",))
+            return {"skipped": room.cohost.agent.skip_current()}
+        return await self.guard(request, run)
+
+    async def queue_clear(self, request: Request) -> Response:
+        def run() -> Any:
+            room = self.room_for(request, request.path_params["room"], ("host",))
+            return {"cleared": room.cohost.agent.queue.clear()}
+        return await self.guard(request, run)
+
+    async def queue_action(self, request: Request) -> Response:
+        def run() -> Any:
+            room = self.room_for(request, request.path_params["room"], ("host",))
+            action, event_id = request.path_params["action"], request.path_params["event"]
+            if action not in ("skip", "pin"):
+                raise ValueError("queue actions are skip and pin")
+            queue = room.cohost.agent.queue
+            done = queue.skip(event_id) if action == "skip" else queue.pin(event_id)
+            if not done:
+                raise RoomError("no such event in the queue", 404)
+            return {action: event_id}
+        return await self.guard(request, run)
+
+    async def host_speaking(self, request: Request) -> Response:
+        """The host-speaking signal from outside (a VAD elsewhere, a push-to-talk key, tests)."""
+        async def run() -> Any:
+            room = self.room_for(request, request.path_params["room"], ("host",))
+            body = await self.json_body(request)
+            if not isinstance(body.get("speaking"), bool):
+                raise ValueError("'speaking' must be true or false")
+            room.cohost.set_host_speaking(body["speaking"])
+            return {"speaking": body["speaking"], "state": room.cohost.agent.state}
+        return await self.guard(request, run)
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text format, for the caller's rooms (scrape with a bearer token)."""
+        try:
+            account = self.account(request)
+        except AuthError as exc:
+            return self.error(exc)
+        rooms = {r.id: r.cohost.agent.metrics for r in self.rooms.for_owner(account.id)}
+        return PlainTextResponse(render_prometheus(rooms), media_type="text/plain; version=0.0.4")
+
     async def whep_offer(self, request: Request) -> Response:
         return await self.sdp_exchange(request, "whep", ("listener", "host", "bot"))
 
@@ -263,7 +355,7 @@ class VoxroomServer:
         return await self.guard(request, run)
 
     async def bot_socket(self, ws: WebSocket) -> None:
-        await BotSession(ws, self.accounts, self.rooms, self.engine, self.voice).run()
+        await BotSession(ws, self.accounts, self.rooms, self.engine, self.voice, self.chat_from_bot).run()
 
     async def room_events(self, ws: WebSocket) -> None:
         """Captions and queue changes for one room (listener page, OBS overlay, console)."""

@@ -241,6 +241,7 @@ class Playout:
             speech.frames_played += 1
             if not speech.played_text or speech.played_text[-1] != piece:
                 speech.played_text.append(piece)
+                self._notify("piece", speech)
             if speech.listener is not None:
                 speech.listener.speech_frame(speech, frame)
             return frame * self.gain if self.gain != 1.0 else frame
@@ -254,7 +255,8 @@ class Playout:
         callbacks: list[SpeechObserver] = list(self.observers)
         if speech.listener is not None:
             listener = speech.listener
-            callbacks.append(lambda k, s: listener.speech_started(s) if k == "started" else listener.speech_ended(s))
+            callbacks.append(lambda k, s: listener.speech_started(s) if k == "started"
+                             else listener.speech_ended(s) if k == "ended" else None)
         for callback in callbacks:
             try:
                 callback(kind, speech)

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voxroom.models.engine import Engine
+from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.host_input import AudioCallback, HostMicrophone
 from voxroom.streaming.playout import Playout, Speech
+from voxroom.streaming.room_cohost import RoomCoHost
 from voxroom.streaming.webrtc import ListenerSession, OpusFanout
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class Room:
     owner: str  # account id
     playout: Playout
     fanout: OpusFanout
+    cohost: RoomCoHost
     created: float = field(default_factory=time.time)
     listeners: dict[str, ListenerSession] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
@@ -64,6 +67,7 @@ class Room:
             "listeners": len(self.listeners),
             "host_mic": self.host_mic is not None,
             "queue": [speech_summary(s) for s in self.playout.queued()],
+            "cohost": self.cohost.settings(),
             "pacer": vars(self.playout.stats),
         }
 
@@ -72,9 +76,18 @@ def speech_summary(speech: Speech) -> dict[str, Any]:
     return {"id": speech.id, "text": speech.text, "state": speech.state}
 
 
+def speech_event(kind: str, speech: Speech) -> dict[str, Any]:
+    """Caption events: speech.started / speech.piece (the part now on air) / speech.ended."""
+    event = {"type": f"speech.{kind}", **speech_summary(speech)}
+    if kind == "piece":
+        event["piece"] = speech.played_text[-1]
+    return event
+
+
 class Rooms:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, config: ServerConfig) -> None:
         self.engine = engine
+        self.config = config
         self._rooms: dict[str, Room] = {}
 
     def create(self, owner: str, name: str) -> Room:
@@ -84,11 +97,12 @@ class Rooms:
         playout = Playout(self.engine, name=f"room-{room_id}")
         fanout = OpusFanout()
         playout.sinks.append(fanout)
-        room = Room(id=room_id, name=name[:100] or "room", owner=owner, playout=playout, fanout=fanout)
-        playout.observers.append(
-            lambda kind, speech: room.publish({"type": f"speech.{kind}", **speech_summary(speech),
-                                              "played": " ".join(speech.played_text)})
-        )
+        cohost = RoomCoHost(room_id, playout, self.engine, self.config)
+        room = Room(id=room_id, name=name[:100] or "room", owner=owner, playout=playout, fanout=fanout,
+                    cohost=cohost)
+        cohost.publish = room.publish
+        playout.observers.append(lambda kind, speech: room.publish(speech_event(kind, speech)))
+        cohost.start()
         self._rooms[room_id] = room
         playout.start()
         return room
@@ -163,4 +177,5 @@ class Rooms:
             await session.close()
         if room.host_mic is not None:
             await room.host_mic.close()
+        await room.cohost.close()
         await room.playout.close()

@@ -82,11 +82,11 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
 
-def start_server(tmp: Path, engine: Any) -> Iterator[RunningServer]:
+def start_server(tmp: Path, engine: Any, **settings: Any) -> Iterator[RunningServer]:
     from voxroom.streaming.config import ServerConfig
     from voxroom.streaming.embedded import serve_in_thread
 
-    config = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp, ice_addresses=["127.0.0.1"])
+    config = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp, ice_addresses=["127.0.0.1"], **settings)
     recording = RecordingEngine(engine)
     with serve_in_thread(config, recording) as running:
         yield RunningServer(running.base_url, f"ws://127.0.0.1:{running.port}/ws", running.server.owner_token,
