@@ -103,6 +103,34 @@ def test_obs_overlay_joins_by_itself_and_shows_the_current_line(live_server: Any
     page.close()
 
 
+def test_listener_chats_and_the_cohost_answers_in_the_room(live_server: Any, browser: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "Chat room"})
+    console = browser.new_page()
+    console.goto(f"{live_server.base}/console#token={live_server.token}")
+    console.wait_for_selector("#rooms button")
+    console.click(f"#rooms button:has-text('Chat room')")
+    console.wait_for_selector("#cohost-panel:not([hidden])")
+    assert "Read-aloud mode" in console.inner_text("#cohost-mode")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server.base + room["listen_url"])
+    page.click("#join")
+    page.wait_for_function("window.voxroomStats.state === 'connected'", timeout=15000)
+    page.fill("#chat-user", "Dana")
+    page.fill("#chat-text", "what game are we playing tonight")
+    page.click("#chat-form button")
+    page.wait_for_function("document.querySelector('#chat-status').innerText === 'sent'")
+    page.wait_for_function("window.voxroomStats.captions.some(c => c.type === 'speech.piece' && "
+                           "c.text.includes('what game are we playing'))", timeout=20000)
+    page.wait_for_function("window.voxroomStats.loudFrames > 10", timeout=15000)
+    console.wait_for_function("document.querySelectorAll('#reply-metrics tr').length > 1", timeout=20000)
+    assert "spoken" in console.inner_text("#reply-metrics")
+    assert not errors
+    page.close()
+    console.close()
+
+
 def test_console_without_token_says_how_to_get_in(live_server: Any, browser: Any) -> None:
     page = browser.new_page()
     page.goto(f"{live_server.base}/console")

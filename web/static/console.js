@@ -38,6 +38,63 @@ function renderQueue() {
   }
 }
 
+const ms = (s) => (s === null || s === undefined ? "–" : `${Math.round(s * 1000)} ms`);
+
+async function loadCohost(room) {
+  const state = await api(`/api/rooms/${room.id}/cohost`);
+  const st = state.settings;
+  $("cohost-panel").hidden = false;
+  $("cohost-mode").textContent = st.mode === "llm"
+    ? "Answers chat with the LLM endpoint configured on the server."
+    : "Read-aloud mode: reads chosen messages and thanks gifters (set OPENAI_BASE_URL on the server for LLM replies).";
+  $("persona-box").hidden = st.mode !== "llm";
+  $("persona").value = st.persona || "";
+  $("policy").value = st.policy;
+  $("idle").value = st.idle_after || "";
+  $("blocked").value = st.blocked_words.join(", ");
+  renderChatQueue(state.queue);
+  $("moderated").innerHTML = "";
+  for (const m of state.moderation || []) addModerated(m);
+}
+
+function renderChatQueue(items) {
+  const list = $("chat-queue");
+  list.innerHTML = items && items.length ? "" : '<li class="muted">empty</li>';
+  for (const item of items || []) {
+    const li = document.createElement("li");
+    li.textContent = `[${item.kind}] ${item.user}: ${item.text || item.gift || ""}`;
+    for (const action of ["pin", "skip"]) {
+      const b = document.createElement("button");
+      b.textContent = action;
+      b.style.marginLeft = ".4rem";
+      b.onclick = () => api(`/api/rooms/${current.id}/queue/${encodeURIComponent(item.id)}/${action}`, { method: "POST" })
+        .then(refreshChatQueue).catch((e) => alert(e.message));
+      li.append(b);
+    }
+    list.append(li);
+  }
+}
+
+async function refreshChatQueue() {
+  if (current) renderChatQueue((await api(`/api/rooms/${current.id}/cohost`)).queue);
+}
+
+function addModerated(m) {
+  const li = document.createElement("li");
+  li.textContent = `${m.direction || ""} ${m.reason || ""}: ${m.text || ""}`;
+  $("moderated").prepend(li);
+}
+
+function addReplyMetrics(e) {
+  const tr = document.createElement("tr");
+  for (const v of [`${e.outcome}: ${e.text || ""}`.slice(0, 60), ms(e.queue_wait), ms(e.llm_first_token), ms(e.first_audio), ms(e.total)]) {
+    const td = document.createElement("td");
+    td.textContent = v;
+    tr.append(td);
+  }
+  $("reply-metrics").querySelector("tr").after(tr);
+}
+
 function follow(room) {
   if (events) events.close();
   queue.clear();
@@ -49,6 +106,10 @@ function follow(room) {
     const e = JSON.parse(msg.data);
     if (e.type === "speech.queued") queue.set(e.id, { text: e.text, state: "queued" });
     if (e.type === "speech.started") queue.set(e.id, { text: e.text, state: "speaking" });
+    if (e.type === "cohost.state") $("cohost-state").textContent = `(${e.state})`;
+    if (e.type === "cohost.event" || e.type === "cohost.reply_started" || e.type === "cohost.dropped") refreshChatQueue();
+    if (e.type === "cohost.reply_finished") addReplyMetrics(e);
+    if (e.type === "cohost.moderated") addModerated(e);
     if (e.type === "speech.ended") {
       queue.delete(e.id);
       const p = document.createElement("p");
@@ -70,7 +131,48 @@ function select(room) {
   $("overlay-link").href = overlay;
   $("overlay-link").textContent = overlay;
   follow(room);
+  loadCohost(room).catch((e) => alert(e.message));
 }
+
+$("save-cohost").onclick = async () => {
+  const body = {
+    policy: $("policy").value,
+    idle_after: $("idle").value ? Number($("idle").value) : null,
+    blocked_words: $("blocked").value.split(",").map((w) => w.trim()).filter(Boolean),
+  };
+  if (!$("persona-box").hidden) body.persona = $("persona").value;
+  try {
+    await api(`/api/rooms/${current.id}/cohost`, { method: "PATCH", body: JSON.stringify(body) });
+    $("cohost-saved").textContent = "saved";
+  } catch (err) {
+    $("cohost-saved").textContent = err.message;
+  }
+};
+
+let talking = false;
+$("talking").onclick = async () => {
+  talking = !talking;
+  await api(`/api/rooms/${current.id}/host-speaking`, { method: "POST", body: JSON.stringify({ speaking: talking }) });
+  $("talking").textContent = talking ? "I'm done talking" : "I'm talking";
+};
+$("skip-current").onclick = () => api(`/api/rooms/${current.id}/cohost/skip`, { method: "POST" });
+$("clear-chat").onclick = () => api(`/api/rooms/${current.id}/queue`, { method: "DELETE" }).then(refreshChatQueue);
+
+let micPc = null;
+$("mic").onclick = async () => {
+  if (micPc) { micPc.close(); micPc = null; $("mic").textContent = "Use my microphone for turn-taking"; return; }
+  const { grant } = await api(`/api/rooms/${current.id}/grants`, { method: "POST", body: JSON.stringify({ role: "host" }) });
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  micPc = new RTCPeerConnection();
+  for (const track of stream.getAudioTracks()) micPc.addTrack(track, stream);
+  await micPc.setLocalDescription(await micPc.createOffer());
+  await new Promise((r) => { if (micPc.iceGatheringState === "complete") r(); micPc.onicegatheringstatechange = () => micPc.iceGatheringState === "complete" && r(); setTimeout(r, 2000); });
+  const res = await fetch(`/rooms/${current.id}/whip`, { method: "POST", body: micPc.localDescription.sdp,
+    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${grant}` } });
+  if (res.status !== 201) { alert(`microphone refused: ${res.status}`); micPc.close(); micPc = null; return; }
+  await micPc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  $("mic").textContent = "Stop using my microphone";
+};
 
 async function loadRooms() {
   const { rooms } = await api("/api/rooms");

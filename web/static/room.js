@@ -117,6 +117,19 @@ function showCaption(event) {
   p.className = event.type === "speech.started" ? "speaking" : "";
 }
 
+function showPiece(event) {
+  const box = $("captions");
+  if (box.querySelector(".muted")) box.innerHTML = "";
+  let p = document.getElementById("cap-" + event.id);
+  if (!p) {
+    p = document.createElement("p");
+    p.id = "cap-" + event.id;
+    box.prepend(p);
+  }
+  p.className = "speaking";
+  p.textContent = event.text && event.text.includes(event.piece) ? event.text : event.piece;
+}
+
 function followCaptions() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}/rooms/${encodeURIComponent(roomId)}/events?token=${encodeURIComponent(grant)}`);
@@ -125,10 +138,31 @@ function followCaptions() {
     if (event.type === "room") $("title").textContent = event.name;
     if (event.type === "speech.started" || event.type === "speech.ended") {
       stats.captions.push({ type: event.type, text: event.text });
-      showCaption(event);
+      if (event.text) showCaption(event);
+    }
+    if (event.type === "speech.piece") {
+      stats.captions.push({ type: event.type, text: event.piece });
+      showPiece(event);
     }
   };
   ws.onclose = (e) => { if (e.code >= 4000) setStatus(`room unavailable: ${e.reason}`, true); else setTimeout(followCaptions, 2000); };
+}
+
+const chatForm = $("chat-form");
+if (chatForm) {
+  chatForm.onsubmit = async (e) => {
+    e.preventDefault();
+    const text = $("chat-text").value.trim();
+    if (!text) return;
+    const res = await fetch(`/api/rooms/${encodeURIComponent(roomId)}/chat`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${grant}` },
+      body: JSON.stringify({ type: "message", user: $("chat-user").value.trim() || "listener", text }),
+    });
+    const body = await res.json().catch(() => ({}));
+    $("chat-status").textContent = res.ok ? (body.outcome === "queued" ? "sent" : body.outcome) : body.error;
+    if (res.ok) $("chat-text").value = "";
+  };
 }
 
 $("join").onclick = join;
