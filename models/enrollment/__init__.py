@@ -1,0 +1,1 @@
+"""Voice enrollment: check a recording, pick the reference clip, coach a live recording (DESIGN.md: Voices)."""

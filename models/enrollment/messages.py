@@ -1,0 +1,69 @@
+"""Plain-language advice for every enrollment problem, in English and Chinese.
+
+One catalogue for the upload report and the live coach, keyed by problem code; `{...}` fields are
+filled from the measurement that found the problem.
+"""
+
+from __future__ import annotations
+
+CATALOGUE: dict[str, dict[str, str]] = {
+    "too_little_speech": {
+        "en": "Only {speech_s:.0f} s of speech was found; read the whole script (about a minute) so the "
+        "voice has enough to learn from.",
+        "zh": "只检测到 {speech_s:.0f} 秒语音。请读完整篇稿子（约一分钟），声音才能学得像。",
+    },
+    "no_speech": {
+        "en": "No speech was found in this recording. Check that the right microphone is selected and "
+        "read the script aloud.",
+        "zh": "录音里没有检测到说话声。请确认选对了麦克风，然后把稿子读出来。",
+    },
+    "noise": {
+        "en": "Background noise is loud (speech is only {snr_db:.0f} dB above it). Record in a quiet room, "
+        "away from fans and open windows, and keep the microphone close.",
+        "zh": "背景噪音较大（语音只比噪音高 {snr_db:.0f} dB）。请在安静的房间录音，远离风扇和窗户，麦克风靠近一些。",
+    },
+    "clipping": {
+        "en": "The recording is distorted: {clipped_pct:.2f}% of the samples hit the limit. Turn the "
+        "microphone gain down or move a little further away.",
+        "zh": "录音有削波失真（{clipped_pct:.2f}% 的采样达到上限）。请调低麦克风增益，或离麦克风稍远一点。",
+    },
+    "too_quiet": {
+        "en": "The voice is very quiet ({level_db:.0f} dBFS). Speak up, move closer to the microphone, or "
+        "raise its gain.",
+        "zh": "声音太小（{level_db:.0f} dBFS）。请大声一点、靠近麦克风，或调高麦克风增益。",
+    },
+    "narrow_band": {
+        "en": "The audio sounds like a phone line (nothing above {bandwidth_khz:.1f} kHz). Record directly "
+        "with a microphone rather than through a call or a voice-message app.",
+        "zh": "音频像电话音质（{bandwidth_khz:.1f} kHz 以上没有声音）。请直接用麦克风录音，不要通过通话或语音消息应用。",
+    },
+    "music": {
+        "en": "Music or a steady tone is playing in the background. Turn it off and record again.",
+        "zh": "背景里有音乐或持续的嗡嗡声。请关掉后重新录音。",
+    },
+    "several_speakers": {
+        "en": "More than one voice seems to be in this recording. Only the person whose voice is being "
+        "enrolled should speak.",
+        "zh": "录音里似乎有不止一个人的声音。请只让要录制声音的本人说话。",
+    },
+    "long_pauses": {
+        "en": "There are long silent stretches (the longest is {pause_s:.0f} s). That is fine, but reading "
+        "straight through gives a more natural voice.",
+        "zh": "录音中有较长的停顿（最长 {pause_s:.0f} 秒）。不影响使用，但连贯地读下去效果更自然。",
+    },
+    "too_fast": {
+        "en": "You are reading quickly ({ratio:.1f}x the usual pace). Speak a little slower, as if telling "
+        "a friend.",
+        "zh": "语速偏快（约为正常的 {ratio:.1f} 倍）。请稍微放慢，像跟朋友聊天一样。",
+    },
+    "too_slow": {
+        "en": "You are reading slowly ({ratio:.1f}x the usual pace). Read at your normal speaking speed.",
+        "zh": "语速偏慢（约为正常的 {ratio:.1f} 倍）。请用平时说话的速度朗读。",
+    },
+}
+
+
+def advice(code: str, lang: str = "en", **values: float) -> str:
+    """The message for `code` in `lang` ("en" or "zh"; anything else gets English)."""
+    entry = CATALOGUE[code]
+    return entry.get(lang, entry["en"]).format(**values)

@@ -1,0 +1,378 @@
+"""The store of cloned voices: encrypted at rest, owned by one account, gone for good when deleted.
+
+Layout: rows in SQLite (`voices`, `voice_consents`), audio and engine prompts as files under
+`data_dir/voices/<voice id>/`. Every voice has its own random 256-bit data key; files and the
+stored transcript are AES-GCM ciphertext under it, with associated data naming the voice, its
+owner and the purpose, so a file copied onto another voice or owner fails to decrypt. The data key
+is stored only wrapped (AES key wrap, RFC 3394) by the server key, which lives in its own file
+outside the database (`load_server_key`), so a leaked database or data directory alone reveals
+nothing.
+
+Ownership: every call names the owner; a voice of another owner is reported exactly like a voice
+that does not exist (`VoiceNotFound`), so nobody can probe which voice ids exist.
+
+Deletion: the wrapped key is overwritten before its row is deleted, rows are deleted with
+`PRAGMA secure_delete=ON` (SQLite zeroes freed content) and the WAL is checkpointed, files are
+overwritten and unlinked, in-memory caches are dropped, and `on_delete` listeners (engine-side
+cached tensors) are told. Without the key, any copy that escaped (a backup, a flash block the
+overwrite missed) stays unreadable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+_FORMAT = b"VXV1"  # file header: format version, so a future format can be told apart
+_NONCE = 12
+
+
+class VoiceStoreError(RuntimeError):
+    """Base of the store's errors; messages are for humans."""
+
+
+class VoiceNotFound(VoiceStoreError, KeyError):
+    """No such voice for this owner (also what other owners' voices look like)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "voice not found"
+
+
+class VoiceDataCorrupted(VoiceStoreError):
+    """Stored ciphertext or its key failed authentication: tampered with, or damaged."""
+
+
+def load_server_key(path: str | os.PathLike[str]) -> bytes:
+    """Read the 32-byte server key from `path`, creating it (mode 0600, random) on first use."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = p.read_bytes()
+        if len(key) != 32:
+            raise VoiceStoreError(f"server key file {p} must hold exactly 32 bytes, it holds {len(key)}") from None
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The owner's statement that the voice is theirs (or that they may clone it)."""
+
+    who: str  # the person who consented, as they identified themselves
+    statement: str  # the text they agreed to
+    recording_sha256: str = ""  # which upload; the store hashes the audio when left empty
+    at: float | None = None  # unix time; now when left empty
+
+
+@dataclass(frozen=True)
+class VoiceRecord:
+    id: str
+    owner: str
+    name: str
+    created_at: float
+    sample_rate: int
+    n_samples: int
+    reference: dict[str, Any]  # reference clip offsets (samples at sample_rate), see enrollment/reference.py
+    transcript: str
+    consent: Consent
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.n_samples / self.sample_rate
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS voices (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    n_samples INTEGER NOT NULL,
+    reference TEXT NOT NULL,
+    transcript BLOB NOT NULL,
+    meta TEXT NOT NULL,
+    wrapped_key BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS voices_owner ON voices(owner);
+CREATE TABLE IF NOT EXISTS voice_consents (
+    voice_id TEXT PRIMARY KEY REFERENCES voices(id) ON DELETE CASCADE,
+    owner TEXT NOT NULL,
+    who TEXT NOT NULL,
+    statement TEXT NOT NULL,
+    recording_sha256 TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+class VoiceStore:
+    """Voices of many owners in one SQLite database and one data directory (see the module docstring)."""
+
+    def __init__(
+        self, db: str | os.PathLike[str] | sqlite3.Connection, data_dir: str | os.PathLike[str], server_key: bytes
+    ) -> None:
+        if len(server_key) not in (16, 24, 32):
+            raise VoiceStoreError("the server key must be 16, 24 or 32 bytes")
+        self._kek = bytes(server_key)
+        if not isinstance(db, sqlite3.Connection):
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        self._db = db if isinstance(db, sqlite3.Connection) else sqlite3.connect(db, check_same_thread=False)
+        self._lock = threading.RLock()
+        self.data_dir = Path(data_dir)
+        (self.data_dir / "voices").mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self._lock:
+            # Freed pages are zeroed, not left readable. Connection-wide, which suits a shared accounts
+            # database too (deleting a token should not leave it in a free page either).
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.executescript(_SCHEMA)
+            self._db.commit()
+        self._prompts: dict[str, bytes] = {}  # decrypted prompt blobs, by voice id
+        self._listeners: list[Callable[[str], None]] = []
+
+    # -- creating and reading -------------------------------------------------------------------
+
+    def create(
+        self,
+        owner: str,
+        name: str,
+        audio: np.ndarray,
+        sample_rate: int,
+        reference: dict[str, Any] | None,
+        transcript: str,
+        consent: Consent,
+        meta: dict[str, Any] | None = None,
+    ) -> VoiceRecord:
+        """Store a new voice for `owner`: `audio` is mono float32 PCM (the enrollment recording)."""
+        if not owner:
+            raise VoiceStoreError("a voice needs an owner")
+        pcm = np.ascontiguousarray(audio, dtype="<f4").reshape(-1)
+        voice_id = "v_" + secrets.token_urlsafe(12)
+        data_key = AESGCM.generate_key(bit_length=256)
+        consent = Consent(
+            who=consent.who,
+            statement=consent.statement,
+            recording_sha256=consent.recording_sha256 or hashlib.sha256(pcm.tobytes()).hexdigest(),
+            at=consent.at if consent.at is not None else time.time(),
+        )
+        record = VoiceRecord(
+            voice_id, owner, name, time.time(), int(sample_rate), len(pcm), dict(reference or {}), transcript,
+            consent, dict(meta or {}),
+        )
+        folder = self._folder(voice_id)
+        folder.mkdir(mode=0o700, parents=True)
+        try:
+            self._write(folder / "audio.bin", self._seal(data_key, voice_id, owner, "audio", pcm.tobytes()))
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO voices VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        voice_id, owner, name, record.created_at, record.sample_rate, record.n_samples,
+                        json.dumps(record.reference), self._seal(data_key, voice_id, owner, "transcript",
+                                                                 transcript.encode()),
+                        json.dumps(record.meta), aes_key_wrap(self._kek, data_key),
+                    ),
+                )
+                self._db.execute(
+                    "INSERT INTO voice_consents VALUES (?,?,?,?,?,?)",
+                    (voice_id, owner, consent.who, consent.statement, consent.recording_sha256, consent.at),
+                )
+                self._db.commit()
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return record
+
+    def list(self, owner: str) -> list[VoiceRecord]:
+        """The owner's voices, oldest first."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM voices WHERE owner=? ORDER BY created_at, id", (owner,))]
+        return [self.get(owner, i) for i in ids]
+
+    def get(self, owner: str, voice_id: str) -> VoiceRecord:
+        row, key = self._row(owner, voice_id)
+        with self._lock:
+            c = self._db.execute(
+                "SELECT who, statement, recording_sha256, at FROM voice_consents WHERE voice_id=?", (voice_id,)
+            ).fetchone()
+        consent = Consent(*c) if c else Consent("", "")
+        transcript = self._open(key, voice_id, owner, "transcript", row["transcript"]).decode()
+        return VoiceRecord(
+            voice_id, owner, row["name"], row["created_at"], row["sample_rate"], row["n_samples"],
+            json.loads(row["reference"]), transcript, consent, json.loads(row["meta"]),
+        )
+
+    def rename(self, owner: str, voice_id: str, name: str) -> VoiceRecord:
+        self._row(owner, voice_id)
+        with self._lock:
+            self._db.execute("UPDATE voices SET name=? WHERE id=? AND owner=?", (name, voice_id, owner))
+            self._db.commit()
+        return self.get(owner, voice_id)
+
+    def load_audio(self, owner: str, voice_id: str) -> tuple[np.ndarray, int]:
+        """The enrollment recording: (float32 mono samples, sample rate)."""
+        row, key = self._row(owner, voice_id)
+        blob = self._read(voice_id, "audio.bin")
+        pcm = self._open(key, voice_id, owner, "audio", blob)
+        return np.frombuffer(pcm, dtype="<f4").copy(), int(row["sample_rate"])
+
+    def put_prompt(self, owner: str, voice_id: str, blob: bytes, engine: str = "default") -> None:
+        """Store the engine's precomputed prompt for this voice (serialised tensors, opaque here)."""
+        _, key = self._row(owner, voice_id)
+        purpose = f"prompt:{engine}"
+        self._write(self._folder(voice_id) / f"prompt-{_safe(engine)}.bin", self._seal(key, voice_id, owner, purpose, blob))
+        with self._lock:
+            self._prompts[f"{voice_id}/{engine}"] = bytes(blob)
+
+    def get_prompt(self, owner: str, voice_id: str, engine: str = "default") -> bytes | None:
+        """The engine's prompt, or None when none was stored yet."""
+        _, key = self._row(owner, voice_id)  # checks ownership even when the prompt is cached
+        cache_key = f"{voice_id}/{engine}"
+        with self._lock:
+            if cache_key in self._prompts:
+                return self._prompts[cache_key]
+        path = self._folder(voice_id) / f"prompt-{_safe(engine)}.bin"
+        if not path.exists():
+            return None
+        blob = self._open(key, voice_id, owner, f"prompt:{engine}", path.read_bytes())
+        with self._lock:
+            self._prompts[cache_key] = blob
+        return blob
+
+    # -- deleting ---------------------------------------------------------------------------------
+
+    def on_delete(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(voice_id)` after a voice is deleted (to drop engine-side caches)."""
+        self._listeners.append(listener)
+
+    def delete(self, owner: str, voice_id: str) -> None:
+        """Remove the voice's rows, files and cached data, and destroy its key."""
+        self._row(owner, voice_id)
+        with self._lock:
+            # Overwrite first: the key must not survive even in a page SQLite has not reused yet.
+            self._db.execute(
+                "UPDATE voices SET wrapped_key=zeroblob(length(wrapped_key)), transcript=zeroblob(length(transcript)) "
+                "WHERE id=? AND owner=?",
+                (voice_id, owner),
+            )
+            self._db.execute("DELETE FROM voice_consents WHERE voice_id=?", (voice_id,))
+            self._db.execute("DELETE FROM voices WHERE id=? AND owner=?", (voice_id, owner))
+            self._db.commit()
+            if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for k in [k for k in self._prompts if k.startswith(voice_id + "/")]:
+                del self._prompts[k]
+        folder = self._folder(voice_id)
+        if folder.exists():
+            for f in folder.iterdir():
+                _shred(f)
+            shutil.rmtree(folder, ignore_errors=True)
+        for listener in self._listeners:
+            listener(voice_id)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _folder(self, voice_id: str) -> Path:
+        return self.data_dir / "voices" / _safe(voice_id)
+
+    def _row(self, owner: str, voice_id: str) -> tuple[sqlite3.Row, bytes]:
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT name, created_at, sample_rate, n_samples, reference, transcript, meta, wrapped_key "
+                "FROM voices WHERE id=? AND owner=?",
+                (voice_id, owner),
+            )
+            cur.row_factory = sqlite3.Row
+            row = cur.fetchone()
+        if row is None:
+            raise VoiceNotFound(f"no voice {voice_id!r}")
+        try:
+            key = aes_key_unwrap(self._kek, row["wrapped_key"])
+        except InvalidUnwrap as exc:
+            raise VoiceDataCorrupted(
+                f"the key of voice {voice_id!r} does not open with this server key (wrong key file, or tampered)"
+            ) from exc
+        return row, key
+
+    @staticmethod
+    def _aad(voice_id: str, owner: str, purpose: str) -> bytes:
+        return json.dumps(["voxroom-voice", 1, voice_id, owner, purpose]).encode()
+
+    def _seal(self, key: bytes, voice_id: str, owner: str, purpose: str, plaintext: bytes) -> bytes:
+        nonce = secrets.token_bytes(_NONCE)
+        return _FORMAT + nonce + AESGCM(key).encrypt(nonce, plaintext, self._aad(voice_id, owner, purpose))
+
+    def _open(self, key: bytes, voice_id: str, owner: str, purpose: str, blob: bytes) -> bytes:
+        if blob[:4] != _FORMAT:
+            raise VoiceDataCorrupted(f"stored {purpose} of voice {voice_id!r} is not in a known format")
+        nonce, body = blob[4 : 4 + _NONCE], blob[4 + _NONCE :]
+        try:
+            return AESGCM(key).decrypt(nonce, body, self._aad(voice_id, owner, purpose))
+        except InvalidTag as exc:
+            raise VoiceDataCorrupted(
+                f"stored {purpose} of voice {voice_id!r} failed its integrity check (modified or damaged)"
+            ) from exc
+
+    def _read(self, voice_id: str, name: str) -> bytes:
+        path = self._folder(voice_id) / name
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise VoiceDataCorrupted(f"the {name} file of voice {voice_id!r} is missing") from exc
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def _safe(part: str) -> str:
+    """Ids and engine names become path parts: allow nothing that could leave the folder."""
+    cleaned = "".join(c for c in part if c.isalnum() or c in "-_")
+    if not cleaned:
+        raise VoiceNotFound(f"no voice {part!r}")
+    return cleaned
+
+
+def _shred(path: Path) -> None:
+    """Overwrite a file in place before unlinking it (best effort: the key's destruction is the real guard)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.write(secrets.token_bytes(size))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        pass
+    path.unlink(missing_ok=True)

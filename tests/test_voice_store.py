@@ -1,0 +1,195 @@
+"""The voice store: isolation between owners, encryption at rest, deletion that leaves nothing, tampering."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voxroom.models.voice_store import (
+    Consent,
+    VoiceDataCorrupted,
+    VoiceNotFound,
+    VoiceStore,
+    VoiceStoreError,
+    load_server_key,
+)
+
+TRANSCRIPT = "Every evening, the old harbour fills with people who come to watch the boats return."
+
+
+def _audio(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(16000 * 2) / 16000
+    return (0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> VoiceStore:
+    key = load_server_key(tmp_path / "secrets" / "server.key")
+    s = VoiceStore(tmp_path / "data" / "voxroom.db", tmp_path / "data", key)
+    yield s
+    s.close()
+
+
+def _create(store: VoiceStore, owner: str = "alice", seed: int = 0):
+    return store.create(
+        owner, "My voice", _audio(seed), 16000, {"start": 100, "end": 50000}, TRANSCRIPT,
+        Consent(who="Alice Example", statement="This is my own voice and I agree to clone it."),
+    )
+
+
+def _disk_bytes(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_server_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "k" / "server.key"
+    key = load_server_key(path)
+    assert len(key) == 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_server_key(path) == key
+    path.write_bytes(b"short")
+    with pytest.raises(VoiceStoreError, match="32 bytes"):
+        load_server_key(path)
+
+
+def test_create_get_list_rename_and_read_back(store: VoiceStore) -> None:
+    rec = _create(store)
+    assert rec.owner == "alice" and rec.duration == pytest.approx(2.0)
+    got = store.get("alice", rec.id)
+    assert got.transcript == TRANSCRIPT and got.reference == {"start": 100, "end": 50000}
+    assert [v.id for v in store.list("alice")] == [rec.id]
+    assert store.rename("alice", rec.id, "Studio").name == "Studio"
+    audio, rate = store.load_audio("alice", rec.id)
+    assert rate == 16000 and np.array_equal(audio, _audio(0))
+    assert store.get_prompt("alice", rec.id) is None
+    store.put_prompt("alice", rec.id, b"\x01\x02 prompt tensors")
+    assert store.get_prompt("alice", rec.id) == b"\x01\x02 prompt tensors"
+
+
+def test_consent_record_is_kept(store: VoiceStore) -> None:
+    import hashlib
+
+    rec = _create(store)
+    consent = store.get("alice", rec.id).consent
+    assert consent.who == "Alice Example"
+    assert "own voice" in consent.statement
+    assert consent.at is not None and consent.at > 1.7e9
+    assert consent.recording_sha256 == hashlib.sha256(_audio(0).astype("<f4").tobytes()).hexdigest()
+
+
+def test_other_owner_can_do_nothing_and_learns_nothing(store: VoiceStore) -> None:
+    rec = _create(store, "alice")
+    assert store.list("mallory") == []
+    for action in (
+        lambda: store.get("mallory", rec.id),
+        lambda: store.load_audio("mallory", rec.id),
+        lambda: store.get_prompt("mallory", rec.id),
+        lambda: store.put_prompt("mallory", rec.id, b"x"),
+        lambda: store.rename("mallory", rec.id, "mine now"),
+        lambda: store.delete("mallory", rec.id),
+    ):
+        with pytest.raises(VoiceNotFound) as foreign:
+            action()
+        # Same error as for an id that does not exist: no way to tell that the voice is there.
+        with pytest.raises(VoiceNotFound) as missing:
+            store.get("mallory", "v_doesnotexist")
+        assert type(foreign.value) is type(missing.value)
+    assert store.get("alice", rec.id).name == "My voice"  # untouched
+
+
+def test_prompt_cache_does_not_bypass_ownership(store: VoiceStore) -> None:
+    rec = _create(store)
+    store.put_prompt("alice", rec.id, b"cached prompt")
+    assert store.get_prompt("alice", rec.id) == b"cached prompt"
+    with pytest.raises(VoiceNotFound):
+        store.get_prompt("mallory", rec.id)
+
+
+def test_nothing_is_stored_in_plaintext(store: VoiceStore, tmp_path: Path) -> None:
+    rec = _create(store)
+    store.put_prompt("alice", rec.id, b"PROMPT-PLAINTEXT-MARKER" * 4)
+    pcm = _audio(0).astype("<f4").tobytes()
+    for path, data in _disk_bytes(tmp_path / "data").items():
+        assert pcm[1000:1064] not in data, path
+        assert TRANSCRIPT.encode() not in data, path
+        assert b"PROMPT-PLAINTEXT-MARKER" not in data, path
+
+
+def test_delete_leaves_no_trace(tmp_path: Path) -> None:
+    key = load_server_key(tmp_path / "server.key")
+    db_path = tmp_path / "data" / "voxroom.db"
+    db_path.parent.mkdir()
+    conn = sqlite3.connect(db_path, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    store = VoiceStore(conn, tmp_path / "data", key)
+    keep = _create(store, "alice", seed=1)
+    rec = _create(store, "alice", seed=0)
+    store.put_prompt("alice", rec.id, b"PROMPT-PLAINTEXT-MARKER" * 4)
+    wrapped = conn.execute("SELECT wrapped_key FROM voices WHERE id=?", (rec.id,)).fetchone()[0]
+    sealed_audio = (tmp_path / "data" / "voices" / rec.id / "audio.bin").read_bytes()
+    dropped: list[str] = []
+    store.on_delete(dropped.append)
+
+    store.delete("alice", rec.id)
+
+    assert dropped == [rec.id]
+    with pytest.raises(VoiceNotFound):
+        store.get("alice", rec.id)
+    with pytest.raises(VoiceNotFound):
+        store.get_prompt("alice", rec.id)  # the in-memory cache is gone too
+    assert not (tmp_path / "data" / "voices" / rec.id).exists()
+    assert conn.execute("SELECT count(*) FROM voice_consents WHERE voice_id=?", (rec.id,)).fetchone()[0] == 0
+    pcm = _audio(0).astype("<f4").tobytes()
+    files = _disk_bytes(tmp_path / "data")
+    assert any(p.name.startswith("voxroom.db") for p in files)
+    for path, data in files.items():
+        assert rec.id.encode() not in data, path
+        assert wrapped not in data, path  # the key is destroyed, not just unlinked
+        assert sealed_audio[100:164] not in data, path
+        assert pcm[1000:1064] not in data, path
+        assert TRANSCRIPT.encode() not in data, path
+    # The other voice is intact.
+    assert np.array_equal(store.load_audio("alice", keep.id)[0], _audio(1))
+    store.close()
+
+
+def test_tampered_audio_is_detected(store: VoiceStore) -> None:
+    rec = _create(store)
+    path = store.data_dir / "voices" / rec.id / "audio.bin"
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(VoiceDataCorrupted, match="integrity"):
+        store.load_audio("alice", rec.id)
+
+
+def test_ciphertext_moved_to_another_voice_does_not_open(store: VoiceStore) -> None:
+    a, b = _create(store, seed=0), _create(store, seed=1)
+    folder = store.data_dir / "voices"
+    (folder / b.id / "audio.bin").write_bytes((folder / a.id / "audio.bin").read_bytes())
+    with pytest.raises(VoiceDataCorrupted):
+        store.load_audio("alice", b.id)
+
+
+def test_wrong_server_key_cannot_open_voices(tmp_path: Path) -> None:
+    key = load_server_key(tmp_path / "server.key")
+    store = VoiceStore(tmp_path / "db.sqlite", tmp_path / "data", key)
+    rec = _create(store)
+    store.close()
+    other = VoiceStore(tmp_path / "db.sqlite", tmp_path / "data", bytes(32))
+    with pytest.raises(VoiceDataCorrupted, match="server key"):
+        other.load_audio("alice", rec.id)
+    other.close()
+
+
+def test_path_tricks_in_ids_find_nothing(store: VoiceStore) -> None:
+    _create(store)
+    for bad in ("../voxroom.db", "", "v_/../../x"):
+        with pytest.raises(VoiceNotFound):
+            store.load_audio("alice", bad)
