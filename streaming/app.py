@@ -27,12 +27,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxroom.agent.metrics import render_prometheus
 from voxroom.models.engine import Engine, SynthesisError, Voice
+from voxroom.models.voice_store import VoiceStoreError
 from voxroom.streaming import protocol
 from voxroom.streaming.accounts import Account, Accounts, AuthError, Grant, open_database
 from voxroom.streaming.bot_session import BotSession
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.playout import Speech
 from voxroom.streaming.rooms import Room, RoomError, Rooms
+from voxroom.streaming.voices_api import Voices, VoicesAPI
 from voxroom.streaming.webrtc import configure_ice_addresses
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ class VoxroomServer:
         self.accounts = Accounts(self.db)
         self.owner_token = self._ensure_owner()
         self.rooms = Rooms(engine, config)
+        self.voices = Voices(config.data_dir, engine)
+        self.voices.on_deleted.append(self._voice_deleted)
+        self.voices_api = VoicesAPI(self, self.voices)
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
         self.app.state.server = self
@@ -116,9 +121,13 @@ class VoxroomServer:
         return room
 
     def voice(self, voice_id: str | None, account: Account) -> Voice | None:
-        if voice_id in (None, "", "stock"):
-            return None
-        raise LookupError(f"no voice {voice_id!r} for this account")
+        """The voice to speak with, if `account` owns it (LookupError otherwise; None = stock)."""
+        return self.voices.voice(voice_id, account)
+
+    def _voice_deleted(self, voice_id: str) -> None:
+        for room in self.rooms.all():
+            if room.cohost.agent.voice is not None and room.cohost.agent.voice.id == voice_id:
+                room.cohost.agent.voice = None
 
     # -- routes -----------------------------------------------------------------------------
     def _routes(self) -> list[Any]:
@@ -129,7 +138,7 @@ class VoxroomServer:
             Route("/obs/{room}", self.page("overlay.html")),
             Route("/api/health", self.health),
             Route("/api/me", self.me),
-            Route("/api/voices", self.list_voices),
+            Route("/api/voices", self.voices_api.list, methods=["GET"]),
             Route("/api/rooms", self.list_rooms, methods=["GET"]),
             Route("/api/rooms", self.create_room, methods=["POST"]),
             Route("/api/rooms/{room}", self.get_room, methods=["GET"]),
@@ -145,6 +154,14 @@ class VoxroomServer:
             Route("/api/rooms/{room}/queue/{event}/{action}", self.queue_action, methods=["POST"]),
             Route("/api/rooms/{room}/host-speaking", self.host_speaking, methods=["POST"]),
             Route("/metrics", self.metrics),
+            Route("/enroll", self.page("enroll.html")),
+            Route("/api/enroll/scripts", self.voices_api.scripts),
+            WebSocketRoute("/api/enroll/live", self.voices_api.live),
+            Route("/api/voices", self.voices_api.create, methods=["POST"]),
+            Route("/api/voices/{voice}", self.voices_api.rename, methods=["PATCH"]),
+            Route("/api/voices/{voice}", self.voices_api.delete, methods=["DELETE"]),
+            Route("/api/voices/{voice}/reference.wav", self.voices_api.reference_wav),
+            Route("/api/voices/{voice}/sample.wav", self.voices_api.sample_wav),
             Route("/rooms/{room}/whep", self.whep_offer, methods=["POST"]),
             Route("/rooms/{room}/whep/{session}", self.whep_leave, methods=["DELETE"]),
             Route("/rooms/{room}/whip", self.whip_offer, methods=["POST"]),
@@ -165,15 +182,6 @@ class VoxroomServer:
     async def me(self, request: Request) -> Response:
         return await self.guard(request, lambda: {"id": self.account(request).id, "name": self.account(request).name,
                                                     "engine": self.engine.name, "can_clone": self.engine.can_clone})
-
-    async def list_voices(self, request: Request) -> Response:
-        def run() -> Any:
-            self.account(request)
-            voices = [{"id": "stock", "name": "Joe (stock voice, en-US)", "engine": self.engine.name}]
-            return {"voices": voices, "can_clone": self.engine.can_clone,
-                    "advice": None if self.engine.can_clone else
-                    "The stock voice cannot clone. Run `voxroom models pull v2pro` and start with --models DIR."}
-        return await self.guard(request, run)
 
     async def list_rooms(self, request: Request) -> Response:
         return await self.guard(request, lambda: {"rooms": [r.summary() for r in self.rooms.for_owner(self.account(request).id)]})
@@ -391,12 +399,12 @@ class VoxroomServer:
             reader.cancel()
 
     # -- plumbing ---------------------------------------------------------------------------
-    async def read_body(self, request: Request) -> bytes:
+    async def read_body(self, request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise ValueError(f"request body larger than {MAX_BODY_BYTES} bytes")
+            if size > limit:
+                raise ValueError(f"request body larger than {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -421,6 +429,8 @@ class VoxroomServer:
             return JSONResponse({"error": str(exc)}, 404)
         if isinstance(exc, SynthesisError):
             return JSONResponse({"error": str(exc)}, 429)
+        if isinstance(exc, VoiceStoreError):
+            return JSONResponse({"error": str(exc)}, 500)
         return JSONResponse({"error": str(exc)}, 400)
 
     async def guard(self, request: Request, run: Any, status: int = 200) -> Response:
@@ -429,6 +439,7 @@ class VoxroomServer:
             result = run()
             if hasattr(result, "__await__"):
                 result = await result
-        except (AuthError, RoomError, protocol.ProtocolError, LookupError, SynthesisError, ValueError) as exc:
+        except (AuthError, RoomError, protocol.ProtocolError, LookupError, SynthesisError, ValueError,
+                VoiceStoreError) as exc:
             return self.error(exc)
-        return JSONResponse(result, status)
+        return result if isinstance(result, Response) else JSONResponse(result, status)

@@ -120,6 +120,9 @@ class Rooms:
             raise RoomError("no such room", 404)
         return room
 
+    def all(self) -> list[Room]:
+        return list(self._rooms.values())
+
     def for_owner(self, account: str) -> list[Room]:
         return [r for r in self._rooms.values() if r.owner == account]
 

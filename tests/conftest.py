@@ -39,6 +39,7 @@ class RecordingEngine:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.name, self.sample_rate, self.can_clone = engine.name, engine.sample_rate, engine.can_clone
+        self.engines = getattr(engine, "engines", {engine.name: engine})
         self.produced: dict[str, int] = {}
 
     async def stream(self, text: str, voice: Any = None, **options: Any) -> Any:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+from typing import Any
 
 import av
 import numpy as np
+from websockets.asyncio.client import ClientConnection
+
+from voxroom.streaming import protocol
+from voxroom.streaming.audio import from_pcm16
 
 
 def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -40,3 +47,25 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
         for j, h in enumerate(hyp, 1):
             prev, dist[j] = dist[j], min(dist[j] + 1, dist[j - 1] + 1, prev + (r != h))
     return dist[len(hyp)] / max(1, len(ref))
+
+
+async def collect_frames(ws: ClientConnection, speech_id: str, timeout: float = 30) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Messages about `speech_id` until it ends, and its audio frames (in order, none missing)."""
+    messages: list[dict[str, Any]] = []
+    frames: dict[int, np.ndarray] = {}
+    async with asyncio.timeout(timeout):
+        while True:
+            data = await ws.recv()
+            if isinstance(data, bytes):
+                frame = protocol.decode_audio(data)
+                assert frame.speech_id == speech_id
+                frames[frame.seq] = from_pcm16(frame.pcm16)
+                continue
+            msg = json.loads(data)
+            messages.append(msg)
+            if msg["type"] == "speech.ended" and msg["id"] == speech_id:
+                break
+    first = min(frames, default=0)
+    assert sorted(frames) == list(range(first, first + len(frames)))  # in order, none missing
+    audio = np.concatenate([frames[i] for i in sorted(frames)]) if frames else np.zeros(0, np.float32)
+    return messages, audio

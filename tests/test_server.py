@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from speech_check import collect_frames as collect_speech
 from speech_check import transcribe, word_error_rate
-from voxroom.streaming import protocol
-from voxroom.streaming.audio import FRAME_SAMPLES, from_pcm16, output_length
+from voxroom.streaming.audio import FRAME_SAMPLES, output_length
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
@@ -23,28 +23,6 @@ async def hello(url: str, token: str) -> ClientConnection:
     welcome = json.loads(await ws.recv())
     assert welcome["type"] == "welcome", welcome
     return ws
-
-
-async def collect_speech(ws: ClientConnection, speech_id: str, timeout: float = 30) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Messages about `speech_id` until it ends, and its audio frames in order."""
-    messages: list[dict[str, Any]] = []
-    frames: dict[int, np.ndarray] = {}
-    async with asyncio.timeout(timeout):
-        while True:
-            data = await ws.recv()
-            if isinstance(data, bytes):
-                frame = protocol.decode_audio(data)
-                assert frame.speech_id == speech_id
-                frames[frame.seq] = from_pcm16(frame.pcm16)
-                continue
-            msg = json.loads(data)
-            messages.append(msg)
-            if msg["type"] == "speech.ended" and msg["id"] == speech_id:
-                break
-    first = min(frames, default=0)
-    assert sorted(frames) == list(range(first, first + len(frames)))  # in order, none missing
-    audio = np.concatenate([frames[i] for i in sorted(frames)]) if frames else np.zeros(0, np.float32)
-    return messages, audio
 
 
 async def test_say_streams_speech_that_matches_the_engine_and_is_intelligible(live_server: Any, stock_engine: Any) -> None:

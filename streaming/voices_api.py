@@ -1,0 +1,391 @@
+"""Voices over HTTP and WebSocket: enrollment (upload or live recording with coaching), the
+owner's voice list, reference and sample playback, rename, delete, and the voice lookup every
+speaking path (REST, bot protocol, rooms) goes through.
+
+Every call names an owner; the store answers "no such voice" for anyone else's. Model work
+(decoding, analysis, the GPT-SoVITS prompt) runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import wave
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio
+from voxroom.models.engine import Engine, EngineRouter, Voice
+from voxroom.models.enrollment.analysis import EnrollmentAnalysis, analyse_upload
+from voxroom.models.enrollment.live import LiveCoach
+from voxroom.models.enrollment.scripts import SCRIPTS, script_for
+from voxroom.models.voice_store import Consent, VoiceRecord, VoiceStore, load_server_key
+from voxroom.streaming.accounts import Account
+
+log = logging.getLogger(__name__)
+
+STORE_RATE = 32_000  # kept at the GPT-SoVITS rate: its reference spectrogram reaches 16 kHz
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+MAX_LIVE_SECONDS = 15 * 60
+CONSENT_STATEMENT = "I am the person whose voice this is, and I agree to it being cloned for my co-host."
+SAMPLE_TEXT = "Hi everyone, this is my co-host voice. Thanks for hanging out in the stream today!"
+CLONING_ENGINE = "gpt-sovits"
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+class Voices:
+    """The server's voices: the encrypted store, in-memory `Voice`s, and the enrollment pipeline."""
+
+    def __init__(self, data_dir: Any, engine: Engine) -> None:
+        key = load_server_key(data_dir / "voice-store.key")  # beside, never inside, the database
+        self.store = VoiceStore(data_dir / "voxroom.sqlite3", data_dir, key)
+        self.engine = engine
+        engines = engine.engines if isinstance(engine, EngineRouter) else getattr(engine, "engines", None) \
+            or {engine.name: engine}
+        self.cloning = engines.get(CLONING_ENGINE)
+        self._cache: dict[str, Voice] = {}
+        self._preparing: dict[str, asyncio.Task[None]] = {}
+        self.on_deleted: list[Callable[[str], None]] = []
+        self.store.on_delete(self._forget)
+
+    # -- lookup -------------------------------------------------------------------------------
+    def voice(self, voice_id: str | None, account: Account) -> Voice | None:
+        """The `Voice` to speak with; None is the stock voice. LookupError for anything not the caller's."""
+        if voice_id in (None, "", "stock"):
+            return None
+        assert voice_id is not None
+        record = self.store.get(account.id, voice_id)  # VoiceNotFound (a LookupError) for other owners
+        if self.cloning is None:
+            return None  # no cloning engine: the voice's owner hears the stock voice (the console says so)
+        cached = self._cache.get(voice_id)
+        if cached is not None:
+            return cached
+        prompt = self.store.get_prompt(account.id, voice_id, CLONING_ENGINE)
+        if prompt is None:
+            self._prepare_later(account.id, record)
+            raise LookupError(f"voice {record.name!r} is still being prepared for GPT-SoVITS; try again shortly")
+        voice = Voice(id=voice_id, name=record.name, engine=CLONING_ENGINE, prompt=prompt)
+        self._cache[voice_id] = voice
+        return voice
+
+    def _forget(self, voice_id: str) -> None:
+        self._cache.pop(voice_id, None)
+        task = self._preparing.pop(voice_id, None)
+        if task is not None:
+            task.cancel()
+        for callback in self.on_deleted:
+            callback(voice_id)
+
+    # -- GPT-SoVITS prompt --------------------------------------------------------------------
+    def _prepare_blocking(self, owner: str, record: VoiceRecord) -> None:
+        assert self.cloning is not None
+        audio, rate = self.store.load_audio(owner, record.id)
+        ref = record.reference
+        scale = rate / ref["sample_rate"]
+
+        def clip(span: dict[str, Any]) -> np.ndarray:
+            return audio[int(span["start"] * scale) : int(span["end"] * scale)]
+
+        aux = [(clip(span), rate) for span in ref.get("auxiliary", [])]
+        prompt = self.cloning.prepare_voice(clip(ref["main"]), rate, ref["main"].get("transcript") or "",  # type: ignore[attr-defined]
+                                            record.meta.get("lang", "auto"), aux)
+        self.store.put_prompt(owner, record.id, prompt.to_bytes(), CLONING_ENGINE)
+
+    def _prepare_later(self, owner: str, record: VoiceRecord) -> None:
+        if record.id in self._preparing:
+            return
+
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(self._prepare_blocking, owner, record)
+            except Exception:
+                log.exception("could not prepare voice %s for GPT-SoVITS", record.id)
+            finally:
+                self._preparing.pop(record.id, None)
+
+        self._preparing[record.id] = asyncio.create_task(run())
+
+    # -- enrollment ---------------------------------------------------------------------------
+    def enroll_blocking(self, account: Account, upload: bytes, *, filename: str | None, name: str, lang: str,
+                        sentences: list[str] | None, transcript: str | None) -> tuple[EnrollmentAnalysis, VoiceRecord | None]:
+        """Analyse an upload; store it as a voice unless the verdict is re-record. Nothing half-made is kept."""
+        analysis = analyse_upload(upload, filename=filename, lang=lang, sentences=sentences,
+                                  typed_transcript=transcript, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES))
+        if analysis.report.verdict == "rerecord" or analysis.reference is None:
+            return analysis, None
+        stored = decode_audio(upload, sample_rate=STORE_RATE, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES),
+                              filename=filename)
+        reference = analysis.reference.to_dict()
+        record = self.store.create(
+            account.id, name, stored.samples, STORE_RATE, reference, reference["main"].get("transcript") or "",
+            Consent(who=account.name, statement=CONSENT_STATEMENT),
+            meta={"lang": lang, "verdict": analysis.report.verdict, "source": filename or "recording"},
+        )
+        if self.cloning is not None:
+            try:
+                self._prepare_blocking(account.id, record)
+            except Exception:
+                self.store.delete(account.id, record.id)  # a voice that cannot speak is not kept
+                raise
+        return analysis, record
+
+    def info(self, account: Account, record: VoiceRecord) -> dict[str, Any]:
+        return {
+            "id": record.id, "name": record.name, "duration": round(record.duration, 2),
+            "created_at": record.created_at, "reference": record.reference, "transcript": record.transcript,
+            "engine": CLONING_ENGINE if self.cloning is not None else "stock",
+            "can_clone": self.cloning is not None,
+            "consent": {"who": record.consent.who, "at": record.consent.at, "statement": record.consent.statement},
+        }
+
+
+def report_json(analysis: EnrollmentAnalysis, lang: str) -> dict[str, Any]:
+    report = analysis.report
+    msg_lang = "zh" if lang == "zh" else "en"
+    return {
+        "verdict": report.verdict,
+        "problems": [{"code": p.code, "severity": p.severity, "message": p.message.get(msg_lang, p.message["en"]),
+                      "value": p.value} for p in report.problems],
+        "duration_s": round(report.duration_s, 2), "speech_s": round(report.speech_s, 2),
+        "snr_db": report.snr_db, "level_db": report.level_db, "loudness_lufs": report.loudness_lufs,
+        "clipped_fraction": report.clipped_fraction, "bandwidth_hz": report.bandwidth_hz,
+        "music_score": report.music_score, "speaker_mismatch": report.speaker_mismatch,
+        "rate_ratio": report.rate_ratio,
+        "reference": analysis.reference.to_dict() if analysis.reference is not None else None,
+    }
+
+
+class VoicesAPI:
+    """Route handlers; `server` supplies auth (`account`), JSON/body helpers and errors."""
+
+    def __init__(self, server: Any, voices: Voices) -> None:
+        self.server = server
+        self.voices = voices
+
+    async def scripts(self, request: Request) -> Response:
+        def run() -> Any:
+            self.server.account(request)
+            lang = request.query_params.get("lang", "en")
+            if lang not in SCRIPTS:
+                raise ValueError(f"scripts exist for {sorted(SCRIPTS)}")
+            script = script_for(lang)
+            return {"lang": lang, "title": script.title, "sentences": list(script.sentences)}
+        return await self.server.guard(request, run)
+
+    async def list(self, request: Request) -> Response:
+        def run() -> Any:
+            account = self.server.account(request)
+            own = [self.voices.info(account, r) for r in self.voices.store.list(account.id)]
+            stock = {"id": "stock", "name": "Joe (stock voice, en-US)", "engine": "stock", "duration": None}
+            can_clone = self.voices.cloning is not None
+            return {"voices": [stock, *own], "can_clone": can_clone,
+                    "advice": None if can_clone else "This server has no GPT-SoVITS models, so voices are recorded "
+                    "and kept but speak with the stock voice for now. Run `voxroom models pull v2pro` and start "
+                    "`voxroom serve --models DIR` to hear them cloned."}
+        return await self.server.guard(request, run)
+
+    async def create(self, request: Request) -> Response:
+        try:
+            account = self.server.account(request)
+            params = request.query_params
+            name = (params.get("name") or "my voice").strip()[:80]
+            lang = params.get("lang", "en")
+            if lang not in SCRIPTS:
+                raise ValueError(f"'lang' must be one of {sorted(SCRIPTS)}")
+            if params.get("consent") != "true":
+                raise ValueError("creating a voice needs consent=true: " + CONSENT_STATEMENT)
+            body = await self.server.read_body(request, limit=MAX_UPLOAD_BYTES)
+            analysis, record = await asyncio.to_thread(
+                self.voices.enroll_blocking, account, body, filename=request.headers.get("x-filename"), name=name,
+                lang=lang, sentences=None, transcript=params.get("transcript") or None)
+        except AudioDecodeError as exc:
+            return JSONResponse({"error": exc.message, "code": exc.code}, 413 if exc.code == "too_big" else 400)
+        except Exception as exc:
+            return self.server.error(exc)
+        report = report_json(analysis, lang)
+        if record is None:
+            return JSONResponse({"error": "this recording is not usable for cloning; please re-record",
+                                 "report": report}, 422)
+        return JSONResponse({"voice": self.voices.info(account, record), "report": report}, 201)
+
+    async def rename(self, request: Request) -> Response:
+        async def run() -> Any:
+            account = self.server.account(request)
+            body = await self.server.json_body(request)
+            name = body.get("name")
+            if not isinstance(name, str) or not 0 < len(name.strip()) <= 80:
+                raise ValueError("'name' must be 1-80 characters")
+            record = self.voices.store.rename(account.id, request.path_params["voice"], name.strip())
+            self.voices._cache.pop(record.id, None)
+            return self.voices.info(account, record)
+        return await self.server.guard(request, run)
+
+    async def delete(self, request: Request) -> Response:
+        async def run() -> Any:
+            account = self.server.account(request)
+            voice_id = request.path_params["voice"]
+            await asyncio.to_thread(self.voices.store.delete, account.id, voice_id)
+            return {"deleted": voice_id}
+        return await self.server.guard(request, run)
+
+    async def reference_wav(self, request: Request) -> Response:
+        async def run() -> Response:
+            account = self.server.account(request)
+            voice_id = request.path_params["voice"]
+            record = self.voices.store.get(account.id, voice_id)
+            audio, rate = await asyncio.to_thread(self.voices.store.load_audio, account.id, voice_id)
+            which = request.query_params.get("clip", "main")
+            spans = [record.reference["main"], *record.reference.get("auxiliary", [])]
+            index = 0 if which == "main" else int(which) if which.isdigit() else -1
+            if not 0 <= index < len(spans):
+                raise LookupError("no such reference clip")
+            scale = rate / record.reference["sample_rate"]
+            clip = audio[int(spans[index]["start"] * scale) : int(spans[index]["end"] * scale)]
+            return Response(wav_bytes(clip, rate), media_type="audio/wav", headers={"Cache-Control": "no-store"})
+        return await self.server.guard(request, run)
+
+    async def sample_wav(self, request: Request) -> Response:
+        async def run() -> Response:
+            account = self.server.account(request)
+            voice = self.voices.voice(request.path_params["voice"], account)
+            engine_name = voice.engine if voice is not None else "stock"
+            chunks = [c async for c in self.voices.engine.stream(SAMPLE_TEXT, voice, lang="en")]
+            rate = chunks[0].sample_rate if chunks else 22050
+            audio = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
+            return Response(wav_bytes(audio, rate), media_type="audio/wav",
+                            headers={"X-Voxroom-Engine": engine_name, "Cache-Control": "no-store"})
+        return await self.server.guard(request, run)
+
+    async def live(self, ws: WebSocket) -> None:
+        """Live recording with coaching: JSON control frames, binary PCM16 16 kHz audio."""
+        try:
+            account = self.server.account(ws)
+        except Exception as exc:
+            await ws.close(code=4401, reason=str(exc)[:120])
+            return
+        await ws.accept()
+        session = LiveEnrollment(self, account, ws)
+        try:
+            await session.run()
+        except WebSocketDisconnect:
+            pass
+
+
+class LiveEnrollment:
+    def __init__(self, api: VoicesAPI, account: Account, ws: WebSocket) -> None:
+        self.api, self.account, self.ws = api, account, ws
+        self.coach = LiveCoach()
+        self.pcm = bytearray()
+        self.lang = "en"
+        self.name = "my voice"
+        self.sentences: list[str] = []
+        self.read_up_to = -1
+        self._level_at = 0
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+
+    async def error(self, code: str, message: str) -> None:
+        await self.send({"type": "error", "code": code, "message": message})
+
+    async def run(self) -> None:
+        started = False
+        while True:
+            received = await self.ws.receive()
+            if received["type"] == "websocket.disconnect":
+                return  # a vanished recorder leaves nothing behind: nothing was stored yet
+            if received.get("bytes") is not None:
+                if not started:
+                    await self.error("not_started", "send {'type': 'start', ...} before audio")
+                    continue
+                await self.audio(received["bytes"])
+                continue
+            try:
+                msg = json.loads(received.get("text") or "")
+                kind = msg["type"]
+            except (ValueError, KeyError, TypeError):
+                await self.error("bad_message", "control messages are JSON objects with a 'type'")
+                continue
+            if kind == "start":
+                lang = msg.get("lang", "en")
+                if lang not in SCRIPTS or msg.get("consent") is not True:
+                    await self.error("invalid_start", f"'lang' must be one of {sorted(SCRIPTS)} and 'consent' true: "
+                                     + CONSENT_STATEMENT)
+                    continue
+                self.lang, self.name = lang, str(msg.get("name") or "my voice")[:80]
+                self.sentences = list(script_for(lang).sentences)
+                self.coach, self.pcm, self.read_up_to, started = LiveCoach(), bytearray(), -1, True
+            elif kind == "sentence" and started:
+                index = msg.get("index")
+                if not isinstance(index, int) or not 0 <= index < len(self.sentences):
+                    await self.error("invalid_sentence", "'index' must be a sentence of the script")
+                    continue
+                self.read_up_to = max(self.read_up_to, index)
+                for advice in self.coach.start_sentence(self.sentences[index], self.lang):
+                    await self.advice(advice)
+            elif kind == "cancel":
+                self.pcm, started = bytearray(), False
+                await self.send({"type": "cancelled"})
+            elif kind == "finish" and started:
+                for advice in self.coach.finish():
+                    await self.advice(advice)
+                await self.finish()
+                started = False
+            else:
+                await self.error("unknown_type", f"unexpected message {kind!r}")
+
+    async def audio(self, data: bytes) -> None:
+        if len(data) % 2:
+            data = data[:-1]
+        if len(self.pcm) + len(data) > MAX_LIVE_SECONDS * 16000 * 2:
+            await self.error("too_long", f"a recording may be at most {MAX_LIVE_SECONDS // 60} minutes")
+            return
+        self.pcm += data
+        update = self.coach.push(data)
+        for advice in update.advice:
+            await self.advice(advice)
+        samples = len(self.pcm) // 2
+        if samples - self._level_at >= 1600:  # a meter value every 100 ms of audio
+            self._level_at = samples
+            await self.send({"type": "level", "level": round(update.level, 3), "level_db": round(update.level_db, 1),
+                             "speaking": update.speaking})
+
+    async def advice(self, advice: Any) -> None:
+        lang = "zh" if self.lang == "zh" else "en"
+        await self.send({"type": "advice", "code": advice.code, "message": advice.message.get(lang, advice.message["en"]),
+                         "time": round(advice.time, 2)})
+
+    async def finish(self) -> None:
+        pcm = np.frombuffer(bytes(self.pcm), dtype="<i2").astype(np.float32) / 32768
+        upload = wav_bytes(pcm, 16000)
+        read = self.sentences[: self.read_up_to + 1] if self.read_up_to >= 0 else None
+        try:
+            analysis, record = await asyncio.to_thread(
+                self.api.voices.enroll_blocking, self.account, upload, filename="recording.wav", name=self.name,
+                lang=self.lang, sentences=read, transcript=None)
+        except AudioDecodeError as exc:
+            await self.error(exc.code, exc.message)
+            return
+        except Exception as exc:
+            log.exception("live enrollment failed")
+            await self.error("failed", f"could not make a voice from this recording: {exc}")
+            return
+        voice = self.api.voices.info(self.account, record) if record is not None else None
+        self.pcm = bytearray()
+        await self.send({"type": "result", "report": report_json(analysis, self.lang), "voice": voice})

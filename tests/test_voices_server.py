@@ -1,0 +1,198 @@
+"""Voices through the real server: upload enrollment, bad uploads, isolation between accounts by
+every route, deletion that leaves no trace on disk, and (with GPT-SoVITS models) a cloned voice
+speaking into a room."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from conftest import SHARED, RunningServer, start_server
+from voxroom.streaming.voices_api import wav_bytes
+
+SPEECH = SHARED / "speech"
+pytestmark = pytest.mark.skipif(not (SPEECH / "README.md").is_file(), reason="../shared/speech is not here")
+
+
+def recording(seconds: float = 30.0) -> tuple[bytes, np.ndarray]:
+    """One speaker (CMU arctic 'awb', 4 s) read again and again with pauses: a clean enrollment upload."""
+    from voxroom.models.audio_decode import decode_audio
+
+    clip = decode_audio(SPEECH / "pysptk__cmu_arctic_awb_a0007.wav", sample_rate=16000).samples
+    gap = np.zeros(8000, np.float32)
+    parts: list[np.ndarray] = []
+    while sum(len(p) for p in parts) < seconds * 16000:
+        parts += [clip, gap]
+    audio = np.concatenate(parts)
+    return wav_bytes(audio, 16000), audio
+
+
+def upload(server: RunningServer, data: bytes, *, token: str | None = None, name: str = "me",
+           filename: str = "take1.wav", consent: str = "true", transcript: str | None = None) -> tuple[int, Any]:
+    query = f"/api/voices?name={name}&lang=en&consent={consent}"
+    if transcript:
+        query += "&transcript=" + transcript.replace(" ", "%20")
+    req_token = server.token if token is None else token
+    import urllib.request
+
+    req = urllib.request.Request(server.base + query, data=data, method="POST",
+                                 headers={"Authorization": f"Bearer {req_token}", "X-Filename": filename,
+                                          "Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def voice_files(server: RunningServer) -> list[Path]:
+    return [p for p in (server.server.config.data_dir / "voices").rglob("*") if p.is_file()]
+
+
+def test_upload_makes_a_voice_and_the_console_is_told_it_cannot_clone(live_server: RunningServer) -> None:
+    data, _ = recording()
+    status, body = upload(live_server, data, transcript="And you always want to see it in the superlative degree.")
+    assert status == 201, body
+    voice = body["voice"]
+    assert body["report"]["verdict"] in ("usable", "usable_with_warnings")
+    assert 3 <= voice["reference"]["main"]["end"] / 16000 - voice["reference"]["main"]["start"] / 16000 <= 10
+    assert voice["engine"] == "stock" and voice["consent"]["who"] == "owner"
+    listing = live_server.json("GET", "/api/voices")[1]
+    assert voice["id"] in [v["id"] for v in listing["voices"]] and "no GPT-SoVITS models" in listing["advice"]
+    status, headers, wav = live_server.request("GET", f"/api/voices/{voice['id']}/reference.wav")
+    assert status == 200 and headers["content-type"] == "audio/wav" and len(wav) > 32000 * 2 * 3
+    status, headers, sample = live_server.request("GET", f"/api/voices/{voice['id']}/sample.wav")
+    assert status == 200 and headers["x-voxroom-engine"] == "stock" and len(sample) > 22050
+    status, renamed = live_server.json("PATCH", f"/api/voices/{voice['id']}", {"name": "Stream voice"})
+    assert status == 200 and renamed["name"] == "Stream voice"
+
+
+@pytest.mark.parametrize("data, code", [
+    (b"this is not audio at all, just text" * 100, "not_audio"),
+    (b"", "empty"),
+    (None, "truncated"),
+    ("short", "too_short"),
+])
+def test_bad_uploads_are_refused_and_leave_nothing_behind(live_server: RunningServer, data: Any, code: str) -> None:
+    good, audio = recording(10)
+    if data is None:
+        data = good[: len(good) // 3][:60] + good[44:100]  # a header promising more than there is
+    elif data == "short":
+        data = wav_bytes(audio[:8000], 16000)  # 0.5 s
+    before = ({v["id"] for v in live_server.json("GET", "/api/voices")[1]["voices"]}, set(voice_files(live_server)))
+    status, body = upload(live_server, data)
+    assert status == 400 and body["error"], body
+    assert body["code"] == code or (code == "truncated" and body["code"] in ("truncated", "not_audio", "too_short"))
+    after = ({v["id"] for v in live_server.json("GET", "/api/voices")[1]["voices"]}, set(voice_files(live_server)))
+    assert after == before
+
+
+def test_silence_is_a_rerecord_and_no_voice_is_kept(live_server: RunningServer) -> None:
+    before = set(voice_files(live_server))
+    status, body = upload(live_server, wav_bytes(np.zeros(16000 * 20, np.float32), 16000))
+    assert status == 422 and body["report"]["verdict"] == "rerecord"
+    assert set(voice_files(live_server)) == before
+
+
+def test_consent_is_required(live_server: RunningServer) -> None:
+    data, _ = recording(10)
+    status, body = upload(live_server, data, consent="false")
+    assert status == 400 and "consent" in body["error"]
+
+
+def test_wrong_extension_still_works_by_content(live_server: RunningServer) -> None:
+    data, _ = recording(12)
+    status, body = upload(live_server, data, filename="take.mp3")
+    assert status == 201, body
+
+
+async def test_another_account_cannot_touch_the_voice_by_any_route(live_server: RunningServer) -> None:
+    data, _ = recording(12)
+    status, body = await asyncio.to_thread(upload, live_server, data)
+    voice_id = body["voice"]["id"]
+    _, intruder = live_server.server.accounts.create("intruder-voices")
+    _, intruder_room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "theirs"}, intruder)
+    checks = [
+        ("GET", f"/api/voices/{voice_id}/reference.wav", None),
+        ("GET", f"/api/voices/{voice_id}/sample.wav", None),
+        ("PATCH", f"/api/voices/{voice_id}", {"name": "stolen"}),
+        ("DELETE", f"/api/voices/{voice_id}", None),
+        ("PATCH", f"/api/rooms/{intruder_room['id']}/cohost", {"voice": voice_id}),
+        ("POST", f"/api/rooms/{intruder_room['id']}/say", {"text": "hi", "voice": voice_id}),
+    ]
+    for method, path, payload in checks:
+        status, _, raw = await asyncio.to_thread(live_server.request, method, path, payload, intruder)
+        assert status == 404, (method, path, status, raw[:200])
+    listing = (await asyncio.to_thread(live_server.json, "GET", "/api/voices", None, intruder))[1]
+    assert voice_id not in [v["id"] for v in listing["voices"]]
+    async with connect(live_server.ws_url) as ws:
+        await ws.send(json.dumps({"type": "hello", "version": 1, "token": intruder}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "say", "id": "s", "text": "hello", "voice": voice_id}))
+        assert json.loads(await ws.recv())["code"] == "unknown_voice"
+    # and the owner still has it, untouched
+    owner_listing = (await asyncio.to_thread(live_server.json, "GET", "/api/voices"))[1]
+    assert any(v["id"] == voice_id and v["name"] == "me" for v in owner_listing["voices"])
+
+
+def test_delete_leaves_no_trace_on_disk(live_server: RunningServer) -> None:
+    data, audio = recording(15)
+    status, body = upload(live_server, data)
+    voice_id = body["voice"]["id"]
+    data_dir = live_server.server.config.data_dir
+    status, _ = live_server.json("DELETE", f"/api/voices/{voice_id}")
+    assert status == 200
+    assert live_server.json("DELETE", f"/api/voices/{voice_id}")[0] == 404
+    assert not (data_dir / "voices" / voice_id).exists()
+    # The voice's audio in any form we ever held: the upload's bytes, 16-bit and float32 PCM.
+    needles = [data[1000:1064], (audio[20000:20016] * 32767).astype("<i2").tobytes(),
+               audio[20000:20016].astype("<f4").tobytes(), voice_id.encode()]
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            for needle in needles:
+                assert needle not in content, f"{path} still holds the deleted voice's data"
+
+
+# -- with GPT-SoVITS models: a cloned voice speaks into a room --------------------------------
+
+@pytest.fixture(scope="module")
+def cloning_server(tmp_path_factory: pytest.TempPathFactory, stock_engine: Any) -> Iterator[RunningServer]:
+    from gpt_sovits.model_folders import write_models_dir
+    from voxroom.models.engine import EngineRouter
+    from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions
+
+    models = write_models_dir(tmp_path_factory.mktemp("models"))
+    cloning = GPTSoVITSEngine.from_models_dir(models, options=SynthesisOptions(seed=5))
+    yield from start_server(tmp_path_factory.mktemp("cloning-data"), EngineRouter(stock_engine, cloning),
+                            models_dir=models)
+
+
+async def test_cloned_voice_streams_into_a_room(cloning_server: RunningServer) -> None:
+    from speech_check import collect_frames
+
+    data, _ = recording(20)
+    status, body = await asyncio.to_thread(upload, cloning_server, data,
+                                           transcript="And you always want to see it in the superlative degree.")
+    assert status == 201, body
+    voice = body["voice"]
+    assert voice["engine"] == "gpt-sovits"
+    _, room = await asyncio.to_thread(cloning_server.json, "POST", "/api/rooms", {"name": "cloned"})
+    async with connect(cloning_server.ws_url, max_size=2**24) as ws:
+        await ws.send(json.dumps({"type": "hello", "version": 1, "token": cloning_server.token}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "say", "id": "c1", "text": "Thanks for the follow, welcome in.",
+                                  "voice": voice["id"], "room": room["id"]}))
+        messages, audio = await collect_frames(ws, "c1")
+    assert [m["type"] for m in messages] == ["speech.queued", "speech.started", "speech.ended"]
+    assert messages[-1]["reason"] == "done" and audio.size > 48000 * 0.5
+    assert np.sqrt(np.mean(audio**2)) > 0.005
+    status, headers, _ = await asyncio.to_thread(cloning_server.request, "GET", f"/api/voices/{voice['id']}/sample.wav")
+    assert status == 200 and headers["x-voxroom-engine"] == "gpt-sovits"
