@@ -20,6 +20,8 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from voxroom.agent.clock import SystemClock
 from voxroom.agent.cohost import CoHost
 from voxroom.agent.events import EventKind, parse_event
@@ -28,6 +30,7 @@ from voxroom.agent.replies import DEFAULT_TEMPLATES, LLMReplies, ReadAloud, Repl
 from voxroom.agent.speech_queue import SpeechQueue
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
 from voxroom.models.engine import AudioChunk, Engine, Voice
+from voxroom.models.vad import StreamingVad
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.playout import Playout, Speech
 
@@ -95,6 +98,7 @@ class RoomCoHost:
                             turns=TurnTaking(clock), cohost_names=["cohost", "voxroom"],
                             question_prefixes=["?", "Q:", "问"])
         self.agent.add_observer(lambda name, data: self.publish({"type": f"cohost.{name}", **data}))
+        self.vad = StreamingVad()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -129,6 +133,11 @@ class RoomCoHost:
         return self.agent.submit(event)
 
     # -- host voice ---------------------------------------------------------------------------
+    def host_audio(self, block: np.ndarray) -> None:
+        """16 kHz blocks from the host's microphone: silero VAD decides when the host talks."""
+        for event in self.vad.push(block):
+            self.set_host_speaking(event.kind == "start")
+
     def set_host_speaking(self, speaking: bool) -> None:
         turns = self.agent.turns
         if speaking == turns.host_speaking:

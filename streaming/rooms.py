@@ -101,6 +101,7 @@ class Rooms:
         room = Room(id=room_id, name=name[:100] or "room", owner=owner, playout=playout, fanout=fanout,
                     cohost=cohost)
         cohost.publish = room.publish
+        room.host_audio.append(cohost.host_audio)
         playout.observers.append(lambda kind, speech: room.publish(speech_event(kind, speech)))
         cohost.start()
         self._rooms[room_id] = room

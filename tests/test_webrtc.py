@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fractions
 from typing import Any
 
 import numpy as np
@@ -157,4 +158,49 @@ async def test_host_microphone_reaches_the_server_as_16k_audio(live_server: Any)
     assert abs(np.argmax(spectrum) * 16000 / audio.size - 440) < 5
     status, _, _ = await asyncio.to_thread(live_server.request, "DELETE", headers["location"], token=grant["grant"])
     assert status == 200 and server_room.host_mic is None
+    await pc.close()
+
+
+async def test_host_speech_on_the_microphone_makes_the_cohost_yield(live_server: Any) -> None:
+    """Real speech into the host microphone (aiortc peer) -> silero VAD -> the co-host yields."""
+    from aiortc.mediastreams import AudioStreamTrack
+
+    from conftest import SHARED
+    from voxroom.models.audio_decode import decode_audio
+
+    speech = decode_audio(SHARED / "speech" / "debian_codec2_examples__speech_orig_16k.wav", sample_rate=48000).samples
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "vad"})
+    server_room = live_server.server.rooms.get(room["id"])
+    changes: list[bool] = []
+    server_room.cohost.agent.add_observer(lambda name, data: changes.append(data["speaking"])
+                                          if name == "host_speaking" else None)
+
+    class Speech(AudioStreamTrack):
+        """Paced 20 ms frames: 3 s of the recording, then silence."""
+
+        sent = 0
+
+        async def recv(self) -> Any:
+            frame = await super().recv()  # paces us every 20 ms (its own frames are 8 kHz silence)
+            start, self.sent = self.sent, self.sent + 960
+            chunk = speech[start:start + 960] if start < 48000 * 3 else np.zeros(0, np.float32)
+            pcm = np.zeros(960, np.int16)
+            pcm[: len(chunk)] = (chunk * 32767).astype(np.int16)
+            out = type(frame).from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+            out.sample_rate, out.pts, out.time_base = 48000, start, fractions.Fraction(1, 48000)
+            return out
+
+    pc = RTCPeerConnection()
+    pc.addTrack(Speech())
+    await pc.setLocalDescription(await pc.createOffer())
+    _, grant = await asyncio.to_thread(live_server.json, "POST", f"/api/rooms/{room['id']}/grants", {"role": "host"})
+    status, _, answer = await asyncio.to_thread(
+        live_server.request, "POST", f"/rooms/{room['id']}/whip", token=grant["grant"],
+        content_type="application/sdp", raw=pc.localDescription.sdp.encode())
+    assert status == 201
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.decode(), type="answer"))
+    async with asyncio.timeout(20):
+        while changes[:2] != [True, False]:
+            await asyncio.sleep(0.05)
+    assert server_room.cohost.agent.turns.interruptions >= 1
     await pc.close()
