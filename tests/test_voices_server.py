@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from conftest import SHARED, RunningServer, start_server
 from voxroom.streaming.voices_api import wav_bytes
@@ -196,3 +197,55 @@ async def test_cloned_voice_streams_into_a_room(cloning_server: RunningServer) -
     assert np.sqrt(np.mean(audio**2)) > 0.005
     status, headers, _ = await asyncio.to_thread(cloning_server.request, "GET", f"/api/voices/{voice['id']}/sample.wav")
     assert status == 200 and headers["x-voxroom-engine"] == "gpt-sovits"
+
+
+async def test_live_recording_gets_levels_advice_and_a_voice(live_server: RunningServer) -> None:
+    """The console's live path without a browser: PCM16 frames in, meter and advice out, a voice at the end."""
+    from voxroom.models.enrollment.scripts import script_for
+
+    _, audio = recording(24)
+    clipped = np.clip(audio * 8, -1, 1)  # the middle part is driven into clipping
+    take = np.concatenate([audio[: 16000 * 8], clipped[16000 * 8 : 16000 * 12], audio[16000 * 12 :]])
+    pcm = (take * 32767).astype("<i2").tobytes()
+    url = live_server.ws_url.replace("/ws", "/api/enroll/live") + f"?token={live_server.token}"
+    async with connect(url) as ws:
+        await ws.send(b"\x00\x00" * 160)  # audio before start: refused, connection stays
+        assert json.loads(await ws.recv())["code"] == "not_started"
+        await ws.send(json.dumps({"type": "start", "lang": "en", "name": "live take", "consent": False}))
+        assert json.loads(await ws.recv())["code"] == "invalid_start"
+        await ws.send(json.dumps({"type": "start", "lang": "en", "name": "live take", "consent": True}))
+        await ws.send(json.dumps({"type": "sentence", "index": 0}))
+        for start in range(0, len(pcm), 3200):  # 100 ms frames
+            await ws.send(pcm[start : start + 3200])
+        await ws.send(json.dumps({"type": "finish"}))
+        levels, advice, result = 0, [], None
+        async with asyncio.timeout(60):
+            while result is None:
+                msg = json.loads(await ws.recv())
+                if msg["type"] == "level":
+                    levels += 1
+                    assert 0 <= msg["level"] <= 1
+                elif msg["type"] == "advice":
+                    advice.append(msg["code"])
+                elif msg["type"] == "result":
+                    result = msg
+                elif msg["type"] == "error":
+                    raise AssertionError(msg)
+    assert levels >= len(take) / 16000 * 10 * 0.9  # a meter value per 100 ms of audio
+    assert "clipping" in advice
+    assert result["report"]["verdict"] in ("usable_with_warnings", "rerecord")
+    assert any(p["code"] == "clipping" for p in result["report"]["problems"])
+    assert script_for("en").sentences  # the script the console shows exists
+
+
+async def test_vanished_live_recorder_leaves_nothing(live_server: RunningServer) -> None:
+    before = set(voice_files(live_server))
+    url = live_server.ws_url.replace("/ws", "/api/enroll/live") + f"?token={live_server.token}"
+    ws = await connect(url)
+    await ws.send(json.dumps({"type": "start", "lang": "zh", "name": "gone", "consent": True}))
+    await ws.send(b"\x10\x00" * 16000)
+    ws.transport.abort()
+    await asyncio.sleep(0.5)
+    assert set(voice_files(live_server)) == before
+    with pytest.raises(InvalidStatus):  # a wrong token never gets a connection
+        await connect(url.replace(live_server.token, "vxr_wrong"))
