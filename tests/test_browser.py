@@ -108,7 +108,7 @@ def test_listener_chats_and_the_cohost_answers_in_the_room(live_server: Any, bro
     console = browser.new_page()
     console.goto(f"{live_server.base}/console#token={live_server.token}")
     console.wait_for_selector("#rooms button")
-    console.click(f"#rooms button:has-text('Chat room')")
+    console.click("#rooms button:has-text('Chat room')")
     console.wait_for_selector("#cohost-panel:not([hidden])")
     assert "Read-aloud mode" in console.inner_text("#cohost-mode")
     page = browser.new_page()
