@@ -137,13 +137,16 @@ def test_console_settings_are_validated(live_server: RunningServer) -> None:
 
 
 def test_metrics_need_a_token_and_speak_prometheus(live_server: RunningServer) -> None:
+    room, server_room = create_room(live_server, "metrics")
+    live_server.json("POST", f"/api/rooms/{room['id']}/chat", {"type": "follow", "user": "gus"})
+    wait_for(lambda: any(e["type"] == "cohost.reply_finished" for e in server_room.history))
     status, _, _ = live_server.request("GET", "/metrics", token="")
     assert status == 401
     status, headers, body = live_server.request("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     text = body.decode()
     assert "# TYPE voxroom_agent_first_audio_seconds histogram" in text
-    assert 'voxroom_agent_replies_total{room="' in text
+    assert f'voxroom_agent_replies_total{{room="{room["id"]}"' in text
 
 
 @pytest.fixture(scope="module")
