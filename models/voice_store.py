@@ -231,6 +231,22 @@ class VoiceStore:
             self._db.commit()
         return self.get(owner, voice_id)
 
+    def set_reference(self, owner: str, voice_id: str, reference: dict[str, Any], transcript: str) -> VoiceRecord:
+        """Replace the chosen reference clip(s) and transcript; engine prompts made from the old one go."""
+        _, key = self._row(owner, voice_id)
+        with self._lock:
+            self._db.execute(
+                "UPDATE voices SET reference=?, transcript=? WHERE id=? AND owner=?",
+                (json.dumps(reference), self._seal(key, voice_id, owner, "transcript", transcript.encode()),
+                 voice_id, owner),
+            )
+            self._db.commit()
+            for k in [k for k in self._prompts if k.startswith(voice_id + "/")]:
+                del self._prompts[k]
+        for path in self._folder(voice_id).glob("prompt-*.bin"):
+            _shred(path)
+        return self.get(owner, voice_id)
+
     def load_audio(self, owner: str, voice_id: str) -> tuple[np.ndarray, int]:
         """The enrollment recording: (float32 mono samples, sample rate)."""
         row, key = self._row(owner, voice_id)

@@ -161,6 +161,7 @@ class VoxroomServer:
             Route("/api/voices/{voice}", self.voices_api.rename, methods=["PATCH"]),
             Route("/api/voices/{voice}", self.voices_api.delete, methods=["DELETE"]),
             Route("/api/voices/{voice}/reference.wav", self.voices_api.reference_wav),
+            Route("/api/voices/{voice}/reference", self.voices_api.replace_reference, methods=["PUT"]),
             Route("/api/voices/{voice}/sample.wav", self.voices_api.sample_wav),
             Route("/rooms/{room}/whep", self.whep_offer, methods=["POST"]),
             Route("/rooms/{room}/whep/{session}", self.whep_leave, methods=["DELETE"]),

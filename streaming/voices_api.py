@@ -244,6 +244,32 @@ class VoicesAPI:
             return {"deleted": voice_id}
         return await self.server.guard(request, run)
 
+    async def replace_reference(self, request: Request) -> Response:
+        """The owner picks another main clip: {"start": s, "end": s, "transcript": text} (seconds)."""
+        async def run() -> Any:
+            account = self.server.account(request)
+            voice_id = request.path_params["voice"]
+            record = self.voices.store.get(account.id, voice_id)
+            body = await self.server.json_body(request)
+            start, end, transcript = body.get("start"), body.get("end"), body.get("transcript", "")
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (start, end)):
+                raise ValueError("'start' and 'end' are seconds into the recording")
+            if not isinstance(transcript, str) or len(transcript) > 500:
+                raise ValueError("'transcript' is the text spoken in the clip (at most 500 characters)")
+            if not 3.0 <= end - start <= 10.0 or start < 0 or end > record.duration:
+                raise ValueError(f"the clip must be 3-10 s inside the {record.duration:.1f} s recording")
+            reference = dict(record.reference)
+            rate = reference["sample_rate"]
+            reference["main"] = {**reference["main"], "start": int(start * rate), "end": int(end * rate),
+                                 "transcript": transcript, "score": None, "complete_sentences": None}
+            reference["transcript_source"] = "typed" if transcript else "none"
+            updated = self.voices.store.set_reference(account.id, voice_id, reference, transcript)
+            self.voices._cache.pop(voice_id, None)
+            if self.voices.cloning is not None:
+                await asyncio.to_thread(self.voices._prepare_blocking, account.id, updated)
+            return self.voices.info(account, updated)
+        return await self.server.guard(request, run)
+
     async def reference_wav(self, request: Request) -> Response:
         async def run() -> Response:
             account = self.server.account(request)

@@ -249,3 +249,17 @@ async def test_vanished_live_recorder_leaves_nothing(live_server: RunningServer)
     assert set(voice_files(live_server)) == before
     with pytest.raises(InvalidStatus):  # a wrong token never gets a connection
         await connect(url.replace(live_server.token, "vxr_wrong"))
+
+
+def test_reference_clip_can_be_replaced_and_checked(live_server: RunningServer) -> None:
+    data, _ = recording(20)
+    _, body = upload(live_server, data)
+    voice_id = body["voice"]["id"]
+    path = f"/api/voices/{voice_id}/reference"
+    for bad in ({"start": 0, "end": 2}, {"start": 15, "end": 28}, {"start": "a", "end": 5}, {"start": 1, "end": 6, "transcript": 3}):
+        status, err = live_server.json("PUT", path, bad)
+        assert status == 400 and err["error"], bad
+    status, voice = live_server.json("PUT", path, {"start": 4.5, "end": 9.0, "transcript": "And you always want"})
+    assert status == 200 and voice["reference"]["main"]["start"] == 72000 and voice["transcript"] == "And you always want"
+    status, _, wav = live_server.request("GET", f"/api/voices/{voice_id}/reference.wav")
+    assert status == 200 and abs((len(wav) - 44) / 2 / 32000 - 4.5) < 0.01
