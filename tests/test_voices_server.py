@@ -263,3 +263,41 @@ def test_reference_clip_can_be_replaced_and_checked(live_server: RunningServer) 
     assert status == 200 and voice["reference"]["main"]["start"] == 72000 and voice["transcript"] == "And you always want"
     status, _, wav = live_server.request("GET", f"/api/voices/{voice_id}/reference.wav")
     assert status == 200 and abs((len(wav) - 44) / 2 / 32000 - 4.5) < 0.01
+
+
+def test_voxroom_serve_with_models_dir_turns_cloning_on(tmp_path: Path) -> None:
+    """The command a user runs after `voxroom models pull`: official-format files in DIR."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gpt_sovits.model_folders import write_models_dir
+
+    models = write_models_dir(tmp_path / "models")
+    env = {**os.environ, "VOXROOM_DATA_DIR": str(tmp_path / "data")}
+    bad = subprocess.run([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--port", "0", "--models",
+                          str(tmp_path / "empty")], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "voxroom models pull" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--port", "0", "--models",
+                             str(models)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        url = token = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and url is None:
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/console#token=(vxr_\S+)", proc.stdout.readline())
+            if match:
+                url, token = match.groups()
+        assert url, "no console URL printed"
+        with urllib.request.urlopen(url + "/api/health", timeout=10) as res:
+            health = json.loads(res.read())
+        assert health["can_clone"] is True
+        req = urllib.request.Request(url + "/api/voices", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as res:
+            assert json.loads(res.read())["advice"] is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
