@@ -195,7 +195,7 @@ class VoicesAPI:
             stock = {"id": "stock", "name": "Joe (stock voice, en-US)", "engine": "stock", "duration": None}
             can_clone = self.voices.cloning is not None
             return {"voices": [stock, *own], "can_clone": can_clone,
-                    "advice": None if can_clone else "This server has no GPT-SoVITS models, so voices are recorded "
+                    "advice": None if can_clone else "The stock voice cannot clone. This server has no GPT-SoVITS models, so voices are recorded "
                     "and kept but speak with the stock voice for now. Run `voxroom models pull v2pro` and start "
                     "`voxroom serve --models DIR` to hear them cloned."}
         return await self.server.guard(request, run)

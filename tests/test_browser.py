@@ -111,6 +111,10 @@ def test_listener_chats_and_the_cohost_answers_in_the_room(live_server: Any, bro
     console.click("#rooms button:has-text('Chat room')")
     console.wait_for_selector("#cohost-panel:not([hidden])")
     assert "Read-aloud mode" in console.inner_text("#cohost-mode")
+    assert console.input_value("#template") == "{user} says: {text}"
+    console.fill("#template", "{user} wonders: {text}")
+    console.click("#save-cohost")
+    console.wait_for_function("document.querySelector('#cohost-saved').innerText === 'saved'")
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -122,7 +126,7 @@ def test_listener_chats_and_the_cohost_answers_in_the_room(live_server: Any, bro
     page.click("#chat-form button")
     page.wait_for_function("document.querySelector('#chat-status').innerText === 'sent'")
     page.wait_for_function("window.voxroomStats.captions.some(c => c.type === 'speech.piece' && "
-                           "c.text.includes('what game are we playing'))", timeout=20000)
+                           "c.text.includes('Dana wonders'))", timeout=20000)
     page.wait_for_function("window.voxroomStats.loudFrames > 10", timeout=15000)
     console.wait_for_function("document.querySelectorAll('#reply-metrics tr').length > 1", timeout=20000)
     assert "spoken" in console.inner_text("#reply-metrics")

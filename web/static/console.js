@@ -38,6 +38,14 @@ function renderQueue() {
   }
 }
 
+let templates = {};
+function showTemplate() {
+  const lang = $("template-lang").value, kind = $("template-kind").value;
+  $("template").value = ((templates[lang] || {})[kind]) || "";
+}
+$("template-lang").onchange = showTemplate;
+$("template-kind").onchange = showTemplate;
+
 const ms = (s) => (s === null || s === undefined ? "–" : `${Math.round(s * 1000)} ms`);
 
 async function loadCohost(room) {
@@ -52,6 +60,8 @@ async function loadCohost(room) {
   $("policy").value = st.policy;
   $("idle").value = st.idle_after || "";
   $("blocked").value = st.blocked_words.join(", ");
+  templates = st.templates || {};
+  showTemplate();
   renderChatQueue(state.queue);
   $("moderated").innerHTML = "";
   for (const m of state.moderation || []) addModerated(m);
@@ -141,6 +151,9 @@ $("save-cohost").onclick = async () => {
     blocked_words: $("blocked").value.split(",").map((w) => w.trim()).filter(Boolean),
   };
   if (!$("persona-box").hidden) body.persona = $("persona").value;
+  if ($("template").value.trim()) {
+    body.templates = { [$("template-lang").value]: { [$("template-kind").value]: $("template").value.trim() } };
+  }
   try {
     await api(`/api/rooms/${current.id}/cohost`, { method: "PATCH", body: JSON.stringify(body) });
     $("cohost-saved").textContent = "saved";
