@@ -11,12 +11,10 @@ Run: python bench/enroll.py [--accuracy]
 
 from __future__ import annotations
 
-import io
 import os
 import statistics
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.enrollment
 
 from tests.enrollment import recordings as r  # noqa: E402
-from voxroom.models.audio_decode import decode_audio  # noqa: E402
+from voxroom.models.audio_decode import decode_audio, encode_wav  # noqa: E402
 from voxroom.models.enrollment import quality  # noqa: E402
 from voxroom.models.enrollment.live import LiveCoach  # noqa: E402
 from voxroom.models.enrollment.reference import choose_reference  # noqa: E402
@@ -33,21 +31,17 @@ from voxroom.models.vad import FRAME, speech_probabilities, speech_segments  # n
 CHUNK = 320  # 20 ms
 
 
-def _wav(x: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+
+
+def _wav16k(x: np.ndarray) -> bytes:
+    return encode_wav(x, 16000)
 
 
 def analysis_speed() -> None:
     import torch
 
     x = r.one_speaker(r.CODEC2, 60.0)  # 60 s of one woman reading, pauses included
-    upload = _wav(x)
+    upload = _wav16k(x)
     print(f"1. analysis of a {len(x) / 16000:.0f} s upload (torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} cores)")
     parts: dict[str, list[float]] = {"decode": [], "vad": [], "quality": [], "reference": [], "total": []}

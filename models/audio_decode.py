@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -232,3 +233,14 @@ def _decode_stream(
     samples = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
     np.clip(samples, -1.0, 1.0, out=samples)
     return samples, failed
+
+
+def encode_wav(samples: np.ndarray, rate: int) -> bytes:
+    """Mono float samples in [-1, 1] as a 16-bit PCM WAV file (reference clips, samples, tests)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return out.getvalue()

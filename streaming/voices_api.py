@@ -9,10 +9,8 @@ Every call names an owner; the store answers "no such voice" for anyone else's. 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
-import wave
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio
+from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio, encode_wav
 from voxroom.models.engine import Engine, EngineRouter, Voice
 from voxroom.models.enrollment.analysis import EnrollmentAnalysis, analyse_upload
 from voxroom.models.enrollment.live import LiveCoach
@@ -37,16 +35,6 @@ MAX_LIVE_SECONDS = 15 * 60
 CONSENT_STATEMENT = "I am the person whose voice this is, and I agree to it being cloned for my co-host."
 SAMPLE_TEXT = "Hi everyone, this is my co-host voice. Thanks for hanging out in the stream today!"
 CLONING_ENGINE = "gpt-sovits"
-
-
-def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return out.getvalue()
 
 
 class Voices:
@@ -283,7 +271,7 @@ class VoicesAPI:
                 raise LookupError("no such reference clip")
             scale = rate / record.reference["sample_rate"]
             clip = audio[int(spans[index]["start"] * scale) : int(spans[index]["end"] * scale)]
-            return Response(wav_bytes(clip, rate), media_type="audio/wav", headers={"Cache-Control": "no-store"})
+            return Response(encode_wav(clip, rate), media_type="audio/wav", headers={"Cache-Control": "no-store"})
         return await self.server.guard(request, run)
 
     async def sample_wav(self, request: Request) -> Response:
@@ -294,7 +282,7 @@ class VoicesAPI:
             chunks = [c async for c in self.voices.engine.stream(SAMPLE_TEXT, voice, lang="en")]
             rate = chunks[0].sample_rate if chunks else 22050
             audio = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
-            return Response(wav_bytes(audio, rate), media_type="audio/wav",
+            return Response(encode_wav(audio, rate), media_type="audio/wav",
                             headers={"X-Voxroom-Engine": engine_name, "Cache-Control": "no-store"})
         return await self.server.guard(request, run)
 
@@ -399,7 +387,7 @@ class LiveEnrollment:
 
     async def finish(self) -> None:
         pcm = np.frombuffer(bytes(self.pcm), dtype="<i2").astype(np.float32) / 32768
-        upload = wav_bytes(pcm, 16000)
+        upload = encode_wav(pcm, 16000)
         read = self.sentences[: self.read_up_to + 1] if self.read_up_to >= 0 else None
         try:
             analysis, record = await asyncio.to_thread(

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from conftest import SHARED, RunningServer, start_server
-from voxroom.streaming.voices_api import wav_bytes
+from voxroom.models.audio_decode import encode_wav as wav_bytes
 
 SPEECH = SHARED / "speech"
 pytestmark = pytest.mark.skipif(not (SPEECH / "README.md").is_file(), reason="../shared/speech is not here")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import wave
 from pathlib import Path
 
 import av
@@ -11,17 +10,11 @@ import numpy as np
 import pytest
 
 from tests.enrollment.recordings import AWB, SPEECH, THORSTEN, need_speech
-from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio
+from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio, encode_wav
 
 
 def _wav(samples: np.ndarray, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+    return encode_wav(samples, rate)
 
 
 def _tone(seconds: float, rate: int = 16000) -> np.ndarray:
