@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -166,7 +167,37 @@ def test_rest_say_validates_input(live_server: Any) -> None:
     assert status == 202 and speech["state"] == "queued"
 
 
-@pytest.mark.parametrize("path", ["/console", "/r/abc", "/obs/abc", "/static/room.js", "/static/console.js"])
+@pytest.mark.parametrize("path", ["/console", "/r/abc", "/obs/abc", "/enroll", "/static/room.js", "/static/console.js",
+                                  "/static/enroll.js", "/static/enroll-worklet.js"])
 def test_pages_are_served(live_server: Any, path: str) -> None:
     status, _, body = live_server.request("GET", path, token="")
     assert status == 200 and body
+
+
+async def test_credentials_in_urls_stay_out_of_the_logs(live_server: Any) -> None:
+    """Pages put the token (WebSocket) or a grant (listener links) in URLs; uvicorn logs every URL."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    loggers = [logging.getLogger(name) for name in ("uvicorn.access", "uvicorn.error")]
+    levels = [logger.level for logger in loggers]
+    handler = Keep()
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    try:
+        await asyncio.to_thread(live_server.request, "GET", "/r/abc?grant=vxg_secretgrant&x=1", token="")
+        events = live_server.ws_url.replace("/ws", "/api/enroll/live") + f"?token={live_server.token}"
+        async with connect(events) as ws:
+            await ws.send(json.dumps({"type": "cancel"}))
+            await ws.recv()
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    text = "\n".join(lines)
+    assert "/r/abc?grant=[redacted]&x=1" in text and "/api/enroll/live?token=[redacted]" in text
+    assert "vxg_secretgrant" not in text and live_server.token not in text
