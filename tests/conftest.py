@@ -8,6 +8,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         for needed in (SHARED / "golden" / "manifest.json", SHARED / "speech" / "README.md"):
             if not needed.is_file():
                 raise pytest.UsageError(f"{needed} is missing (VOXROOM_REQUIRE_SHARED is set)")
+
+
+CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's real binary; /usr/bin/chromium is a wrapper
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+
+
+@contextmanager
+def chromium(*extra_flags: str) -> Iterator[Any]:
+    """A real headless Chromium (TESTING.md's flags). Skipped without Debian's chromium, unless
+    VOXROOM_REQUIRE_BROWSER is set (CI sets it, so a missing browser fails instead of passing quietly)."""
+    if not CHROMIUM.exists():
+        if os.environ.get("VOXROOM_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *extra_flags], headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="session")

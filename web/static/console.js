@@ -1,25 +1,8 @@
-// Host console: the API token arrives in the URL fragment (never sent to the server in a URL),
-// is kept for this tab, and goes in the Authorization header of every call.
+// Host console: rooms, lines to say, the co-host's settings, chat queue and metrics, over the REST
+// API and each room's event stream ($, token and api() come from common.js).
 "use strict";
-const $ = (id) => document.getElementById(id);
-const fragment = new URLSearchParams(location.hash.slice(1));
-if (fragment.get("token")) {
-  sessionStorage.setItem("voxroom-token", fragment.get("token"));
-  history.replaceState(null, "", location.pathname);
-}
-const token = sessionStorage.getItem("voxroom-token");
 let current = null, events = null;
 const queue = new Map();
-
-async function api(path, options = {}) {
-  const res = await fetch(path, {
-    ...options,
-    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...(options.headers || {}) },
-  });
-  const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
-  return body;
-}
 
 function renderQueue() {
   const list = $("queue");
@@ -58,6 +41,7 @@ async function loadCohost(room) {
   $("persona-box").hidden = st.mode !== "llm";
   $("persona").value = st.persona || "";
   $("policy").value = st.policy;
+  $("voice").value = st.voice || "stock";
   $("idle").value = st.idle_after || "";
   $("blocked").value = st.blocked_words.join(", ");
   templates = st.templates || {};
@@ -147,6 +131,7 @@ function select(room) {
 $("save-cohost").onclick = async () => {
   const body = {
     policy: $("policy").value,
+    voice: $("voice").value,
     idle_after: $("idle").value ? Number($("idle").value) : null,
     blocked_words: $("blocked").value.split(",").map((w) => w.trim()).filter(Boolean),
   };
@@ -216,7 +201,7 @@ $("say-form").onsubmit = async (e) => {
   const text = $("say-text").value.trim();
   if (!text || !current) return;
   try {
-    const r = await api(`/api/rooms/${current.id}/say`, { method: "POST", body: JSON.stringify({ text }) });
+    const r = await api(`/api/rooms/${current.id}/say`, { method: "POST", body: JSON.stringify({ text, voice: $("voice").value }) });
     queue.set(r.id, { text, state: r.state });
     renderQueue();
     $("say-text").value = "";
@@ -231,6 +216,13 @@ $("say-form").onsubmit = async (e) => {
   try {
     const voices = await api("/api/voices");
     if (voices.advice) { $("voice-notice").hidden = false; $("voice-notice").textContent = voices.advice; }
+    $("voice").innerHTML = "";
+    for (const v of voices.voices) {
+      const option = document.createElement("option");
+      option.value = v.id;
+      option.textContent = v.id === "stock" ? v.name : `${v.name}${v.can_clone ? "" : " (stock voice until cloning is set up)"}`;
+      $("voice").append(option);
+    }
     await loadRooms();
   } catch (err) {
     $("auth-error").hidden = false;
