@@ -143,9 +143,13 @@ class Voices:
         }
 
 
-def report_json(analysis: EnrollmentAnalysis, lang: str) -> dict[str, Any]:
+def message_lang(ui: str | None, script_lang: str) -> str:
+    """The language advice and reports are written in: the page's (`ui`), else the script's."""
+    return "zh" if (ui or script_lang).lower().startswith("zh") else "en"
+
+
+def report_json(analysis: EnrollmentAnalysis, msg_lang: str) -> dict[str, Any]:
     report = analysis.report
-    msg_lang = "zh" if lang == "zh" else "en"
     return {
         "verdict": report.verdict,
         "problems": [{"code": p.code, "severity": p.severity, "message": p.message.get(msg_lang, p.message["en"]),
@@ -206,7 +210,7 @@ class VoicesAPI:
             return JSONResponse({"error": exc.message, "code": exc.code}, 413 if exc.code == "too_big" else 400)
         except Exception as exc:
             return self.server.error(exc)
-        report = report_json(analysis, lang)
+        report = report_json(analysis, message_lang(params.get("ui"), lang))
         if record is None:
             return JSONResponse({"error": "this recording is not usable for cloning; please re-record",
                                  "report": report}, 422)
@@ -307,6 +311,7 @@ class LiveEnrollment:
         self.coach = LiveCoach()
         self.pcm = bytearray()
         self.lang = "en"
+        self.msg_lang = "en"
         self.name = "my voice"
         self.sentences: list[str] = []
         self.read_up_to = -1
@@ -343,6 +348,8 @@ class LiveEnrollment:
                                      + CONSENT_STATEMENT)
                     continue
                 self.lang, self.name = lang, str(msg.get("name") or "my voice")[:80]
+                ui = msg.get("ui")
+                self.msg_lang = message_lang(ui if isinstance(ui, str) else None, lang)
                 self.sentences = list(script_for(lang).sentences)
                 self.coach, self.pcm, self.read_up_to, started = LiveCoach(), bytearray(), -1, True
             elif kind == "sentence" and started:
@@ -381,8 +388,8 @@ class LiveEnrollment:
                              "speaking": update.speaking})
 
     async def advice(self, advice: Any) -> None:
-        lang = "zh" if self.lang == "zh" else "en"
-        await self.send({"type": "advice", "code": advice.code, "message": advice.message.get(lang, advice.message["en"]),
+        await self.send({"type": "advice", "code": advice.code,
+                         "message": advice.message.get(self.msg_lang, advice.message["en"]),
                          "time": round(advice.time, 2)})
 
     async def finish(self) -> None:
@@ -402,4 +409,4 @@ class LiveEnrollment:
             return
         voice = self.api.voices.info(self.account, record) if record is not None else None
         self.pcm = bytearray()
-        await self.send({"type": "result", "report": report_json(analysis, self.lang), "voice": voice})
+        await self.send({"type": "result", "report": report_json(analysis, self.msg_lang), "voice": voice})

@@ -68,8 +68,17 @@ def test_console_creates_a_room_and_the_cohost_says_a_line(live_server: Any, bro
     page.wait_for_function("document.querySelector('#captions').innerText.includes('Good evening, chat.')",
                            timeout=20000)
     assert "✓" in page.inner_text("#captions")
+    page.wait_for_selector("#cohost-panel:not([hidden])")
+    assert page.eval_on_selector_all("#voice option", "os => os.map(o => o.value)")[0] == "stock"
+    page.select_option("#voice", "stock")
+    page.select_option("#policy", "drop")
+    page.click("#save-cohost")
+    page.wait_for_function("document.querySelector('#cohost-saved').innerText === 'saved'")
     listen = page.get_attribute("#listen-link", "href")
     assert listen and "/r/" in listen and "grant=vxg_" in listen
+    room_id = listen.split("/r/")[1].split("?")[0]
+    _, state = live_server.json("GET", f"/api/rooms/{room_id}/cohost")
+    assert state["settings"]["policy"] == "drop" and state["settings"]["voice"] == "stock"
     assert not errors
     page.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ def recording(seconds: float = 30.0) -> tuple[bytes, np.ndarray]:
 
 
 def upload(server: RunningServer, data: bytes, *, token: str | None = None, name: str = "me",
-           filename: str = "take1.wav", consent: str = "true", transcript: str | None = None) -> tuple[int, Any]:
-    query = f"/api/voices?name={name}&lang=en&consent={consent}"
+           filename: str = "take1.wav", consent: str = "true", transcript: str | None = None,
+           ui: str = "en") -> tuple[int, Any]:
+    query = f"/api/voices?name={name}&lang=en&consent={consent}&ui={ui}"
     if transcript:
         query += "&transcript=" + transcript.replace(" ", "%20")
     req_token = server.token if token is None else token
@@ -97,8 +99,9 @@ def test_bad_uploads_are_refused_and_leave_nothing_behind(live_server: RunningSe
 
 def test_silence_is_a_rerecord_and_no_voice_is_kept(live_server: RunningServer) -> None:
     before = set(voice_files(live_server))
-    status, body = upload(live_server, wav_bytes(np.zeros(16000 * 20, np.float32), 16000))
+    status, body = upload(live_server, wav_bytes(np.zeros(16000 * 20, np.float32), 16000), ui="zh-CN")
     assert status == 422 and body["report"]["verdict"] == "rerecord"
+    assert all(re.search("[\u4e00-\u9fff]", p["message"]) for p in body["report"]["problems"])  # the reader's language
     assert set(voice_files(live_server)) == before
 
 
@@ -213,7 +216,7 @@ async def test_live_recording_gets_levels_advice_and_a_voice(live_server: Runnin
         assert json.loads(await ws.recv())["code"] == "not_started"
         await ws.send(json.dumps({"type": "start", "lang": "en", "name": "live take", "consent": False}))
         assert json.loads(await ws.recv())["code"] == "invalid_start"
-        await ws.send(json.dumps({"type": "start", "lang": "en", "name": "live take", "consent": True}))
+        await ws.send(json.dumps({"type": "start", "lang": "en", "name": "live take", "consent": True, "ui": "zh"}))
         await ws.send(json.dumps({"type": "sentence", "index": 0}))
         for start in range(0, len(pcm), 3200):  # 100 ms frames
             await ws.send(pcm[start : start + 3200])
@@ -227,6 +230,8 @@ async def test_live_recording_gets_levels_advice_and_a_voice(live_server: Runnin
                     assert 0 <= msg["level"] <= 1
                 elif msg["type"] == "advice":
                     advice.append(msg["code"])
+                    if msg["code"] == "clipping":
+                        assert "削波" in msg["message"]  # an English script, advice in the reader's Chinese
                 elif msg["type"] == "result":
                     result = msg
                 elif msg["type"] == "error":

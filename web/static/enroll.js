@@ -13,6 +13,9 @@ function fail(where, err) {
   return message;
 }
 
+// Advice and the report come in the reader's language (zh or en), whichever script they read.
+const UI_LANG = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
+
 // -- the script --------------------------------------------------------------------------------
 let sentences = [];
 let current = -1;
@@ -104,7 +107,7 @@ async function startRecording() {
   };
   await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; }).catch((err) => fail("websocket", err));
   if (!ws || ws.readyState !== WebSocket.OPEN) { stopMicrophone(); return; }
-  ws.send(JSON.stringify({ type: "start", lang: $("lang").value, name: $("name").value, consent: true }));
+  ws.send(JSON.stringify({ type: "start", lang: $("lang").value, name: $("name").value, consent: true, ui: UI_LANG }));
   ws.send(JSON.stringify({ type: "sentence", index: 0 }));
   showSentence(0);
   node = new AudioWorkletNode(audioCtx, "pcm16-chunker");
@@ -205,7 +208,7 @@ async function upload(event) {
   if (!file) { $("upload-status").textContent = "Choose a file first."; return; }
   if (!$("upload-consent").checked) { $("upload-status").textContent = "Tick the consent box first."; return; }
   $("upload-status").textContent = "Uploading and checking…";
-  const query = new URLSearchParams({ name: $("name").value || file.name, lang: $("lang").value, consent: "true" });
+  const query = new URLSearchParams({ name: $("name").value || file.name, lang: $("lang").value, consent: "true", ui: UI_LANG });
   if ($("transcript").value.trim()) query.set("transcript", $("transcript").value.trim());
   try {
     const body = await api(`/api/voices?${query}`, {
