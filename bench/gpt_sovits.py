@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions
+from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions, bf16_is_native
 from voxroom.models.gpt_sovits.hubert import HubertConfig, HubertModel
 from voxroom.models.gpt_sovits.sovits import SoVITSModel
 from voxroom.models.gpt_sovits.t2s import T2SModel
@@ -98,7 +98,8 @@ def main() -> None:
     hubert = full_hubert()
     base_t2s = T2SModel.from_config()
     sovits = SoVITSModel.from_config("v2")
-    print(f"torch {torch.__version__}, {args.threads} threads; full-size v2 models with random weights")
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU {torch.backends.cpu.get_cpu_capability()} "
+          f"(bf16 {'native' if bf16_is_native() else 'emulated'}); full-size v2 models with random weights")
     print(f"{'precision':9} {'AR tok/s':>9} {'prefill':>8} {'SoVITS RTF':>10} {'first audio (en)':>17} {'first audio (zh)':>17}")
     prompt = None
     for precision in args.precisions.split(","):

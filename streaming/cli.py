@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "ice_addresses": args.ice_address,
         "models_dir": args.models,
+        "precision": args.precision,
         "config_file": args.config,
         "log_level": args.log_level,
     }
@@ -44,11 +45,12 @@ def _serve(args: argparse.Namespace) -> int:
 
         print(f"Loading GPT-SoVITS from {config.models_dir} …", flush=True)
         try:
-            cloning = GPTSoVITSEngine.from_models_dir(config.models_dir)
+            cloning = GPTSoVITSEngine.from_models_dir(config.models_dir, precision=config.precision)
         except (WeightsError, ValueError, OSError) as exc:
             print(f"voxroom: cannot use --models {config.models_dir}: {exc}", file=sys.stderr)
             return 2
         cloning.warm_up()
+        print(f"GPT-SoVITS {cloning.version} ready ({cloning.precision}).", flush=True)
         engine = EngineRouter(engine, cloning)
     server = VoxroomServer(config, engine)
     uv_server = uvicorn.Server(uvicorn_config(server, config, log_level=config.log_level))
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ice-address", action="append", help="offer this address in WebRTC ICE; repeat for "
                        "several (VOXROOM_ICE_ADDRESSES, comma-separated). 127.0.0.1 for same-machine use")
     serve.add_argument("--models", help="GPT-SoVITS models directory (VOXROOM_MODELS)")
+    serve.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                       help="GPT-SoVITS numerics (VOXROOM_PRECISION; default fp32; bf16 only on CPUs with AVX512-BF16/AMX)")
     serve.add_argument("--config", help="TOML config file with the same settings (VOXROOM_CONFIG)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)

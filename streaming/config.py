@@ -32,6 +32,7 @@ class ServerConfig:
     # default). aioice never offers loopback by itself, so a same-machine setup lists 127.0.0.1.
     ice_addresses: list[str] = field(default_factory=list)
     models_dir: Path | None = None  # GPT-SoVITS weights (`voxroom models pull`); None: stock voice only
+    precision: str = "fp32"  # GPT-SoVITS numerics: fp32 | fp16 | bf16 | int8 (bench/gpt_sovits.py measures each)
     openai_base_url: str | None = None  # an OpenAI-compatible endpoint turns on LLM replies
     openai_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -43,12 +44,16 @@ class ConfigError(ValueError):
     pass
 
 
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
 _ENV = {
     "host": "VOXROOM_HOST",
     "port": "VOXROOM_PORT",
     "data_dir": "VOXROOM_DATA_DIR",
     "ice_addresses": "VOXROOM_ICE_ADDRESSES",
     "models_dir": "VOXROOM_MODELS",
+    "precision": "VOXROOM_PRECISION",
     "openai_base_url": "OPENAI_BASE_URL",
     "openai_api_key": "OPENAI_API_KEY",
     "llm_model": "VOXROOM_LLM_MODEL",
@@ -57,6 +62,8 @@ _ENV = {
 
 
 def _coerce(name: str, value: Any) -> Any:
+    if name == "precision" and value not in PRECISIONS:
+        raise ConfigError(f"'precision' must be one of {', '.join(PRECISIONS)}, not {value!r}")
     try:
         if name == "port":
             port = int(value)

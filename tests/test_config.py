@@ -21,11 +21,13 @@ def test_defaults_need_no_configuration() -> None:
     assert (config.host, config.port) == ("127.0.0.1", 8080)
     assert config.data_dir == Path("/home/u/.local/share/voxroom")
     assert config.models_dir is None and config.openai_base_url is None and config.ice_addresses == []
+    assert config.precision == "fp32"
 
 
 def test_layers_override_in_order(tmp_path: Path) -> None:
     file = tmp_path / "voxroom.toml"
-    file.write_text('port = 9000\nhost = "0.0.0.0"\nice_addresses = ["10.0.0.5"]\nllm_model = "file-model"\n')
+    file.write_text('port = 9000\nhost = "0.0.0.0"\nice_addresses = ["10.0.0.5"]\nllm_model = "file-model"\n'
+                    'precision = "int8"\n')
     env = {"VOXROOM_CONFIG": str(file), "VOXROOM_PORT": "9100", "VOXROOM_ICE_ADDRESSES": "127.0.0.1, ::1",
            "OPENAI_BASE_URL": "http://127.0.0.1:1/v1", "HOME": str(tmp_path)}
     config = load_config({"port": 9200}, environ=env)
@@ -34,6 +36,8 @@ def test_layers_override_in_order(tmp_path: Path) -> None:
     assert config.ice_addresses == ["127.0.0.1", "::1"]  # env beats file
     assert config.llm_model == "file-model" and config.openai_base_url == "http://127.0.0.1:1/v1"
     assert config.config_file == file
+    assert config.precision == "int8"
+    assert load_config({"precision": "fp16"}, environ=env).precision == "fp16"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -42,6 +46,7 @@ def test_layers_override_in_order(tmp_path: Path) -> None:
     ("port = 'eighty'", "bad value for 'port'"),
     ("port = 70000", "bad value for 'port'"),
     ("ice_addresses = [1, 2]", "bad value for 'ice_addresses'"),
+    ("precision = 'fp64'", "'precision' must be one of fp32, fp16, bf16, int8"),
 ])
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
     file = tmp_path / "bad.toml"

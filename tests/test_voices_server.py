@@ -287,16 +287,19 @@ def test_voxroom_serve_with_models_dir_turns_cloning_on(tmp_path: Path) -> None:
                           str(tmp_path / "empty")], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "voxroom models pull" in bad.stderr
     proc = subprocess.Popen([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--port", "0", "--models",
-                             str(models)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                             str(models), "--precision", "int8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         assert proc.stdout is not None
         url = token = None
+        lines = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and url is None:
-            match = re.search(r"(http://127\.0\.0\.1:\d+)/console#token=(vxr_\S+)", proc.stdout.readline())
+            lines.append(proc.stdout.readline())
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/console#token=(vxr_\S+)", lines[-1])
             if match:
                 url, token = match.groups()
         assert url, "no console URL printed"
+        assert "GPT-SoVITS v2 ready (int8)." in "".join(lines)
         with urllib.request.urlopen(url + "/api/health", timeout=10) as res:
             health = json.loads(res.read())
         assert health["can_clone"] is True

@@ -41,6 +41,11 @@ from .voice_prompt import VoicePrompt
 
 log = logging.getLogger(__name__)
 
+
+def bf16_is_native() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); without it, bf16 is emulated."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
 SAMPLE_RATE = 32_000
 MIN_REFERENCE_S, MAX_REFERENCE_S = 3.0, 10.0  # the official limits on a reference clip
 ENGINE_NAME = "gpt-sovits"
@@ -135,6 +140,9 @@ class GPTSoVITSEngine:
         elif precision == "fp16":
             self.t2s = self.t2s.to_dtype(torch.float16)
         elif precision == "bf16":
+            if not bf16_is_native():
+                log.warning("bf16 on this CPU (%s) has no hardware bfloat16, so it runs several times slower "
+                            "than fp32; prefer fp32, or int8 for speed", torch.backends.cpu.get_cpu_capability())
             self.t2s = self.t2s.to_dtype(torch.bfloat16)
             self.sovits.use_bf16_vocoder(True)
         elif precision == "int8":

@@ -125,6 +125,36 @@ async def test_wrong_voices_are_clear_errors(engine: GPTSoVITSEngine, prompt: Vo
         [c async for c in engine.stream("hi", Voice("x", "x", "gpt-sovits", prompt=other))]
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
+async def test_every_precision_speaks_like_fp32(tmp_path: Path, precision: str, engine: GPTSoVITSEngine,
+                                                prompt: VoicePrompt, caplog: pytest.LogCaptureFixture) -> None:
+    """The options `voxroom serve --precision` offers: each one loads the same files and speaks. With
+    greedy decoding the tiny golden model picks the same first tokens as fp32, so the first quarter
+    second must match closely; bench/gpt_sovits.py measures speed and drift on full-size models."""
+    from voxroom.models.gpt_sovits.engine import bf16_is_native
+
+    models = write_models_dir(tmp_path / "models")
+    greedy = SynthesisOptions(seed=7, top_k=1)
+    other = GPTSoVITSEngine.from_models_dir(models, options=greedy, precision=precision)
+    assert other.precision == precision
+    if precision == "bf16":
+        assert ("no hardware bfloat16" in caplog.text) == (not bf16_is_native())
+    voice = Voice(id="v1", name="test", engine="gpt-sovits", prompt=prompt.to_bytes())
+    engine.options, saved = greedy, engine.options
+    try:
+        ref = np.concatenate([c.samples async for c in engine.stream("Thanks for the gift.", voice, lang="en")])
+    finally:
+        engine.options = saved
+    out = np.concatenate([c.samples async for c in other.stream("Thanks for the gift.", voice, lang="en")])
+    assert np.isfinite(out).all() and np.max(np.abs(out)) <= 1.0 and np.sqrt(np.mean(out**2)) > 0.01
+    n = min(len(ref), len(out), 32000 // 4)  # the first quarter second: the same tokens, near the same audio
+    snr = 10 * np.log10(np.sum(ref[:n] ** 2) / (np.sum((ref[:n] - out[:n]) ** 2) + 1e-12))
+    # Seen: fp16 141 dB, int8 56 dB (the same tokens), bf16 31 dB (its vocoder runs in bf16 too).
+    assert snr > {"fp16": 40.0, "bf16": 20.0, "int8": 30.0}[precision], snr
+    with pytest.raises(ValueError, match="precision must be"):
+        other.set_precision("fp64")
+
+
 def test_full_size_random_models_run_end_to_end(tmp_path: Path) -> None:
     """Official v2 sizes (24-layer T2S, full SoVITS, 12-layer HuBERT), random weights, through the engine."""
     from voxroom.models.gpt_sovits.hubert import load_hubert
