@@ -3,7 +3,10 @@
 Prints, for each precision (fp32 = official numerics with prepacked weights, fp16, bf16, int8):
   - AR (T2S) tokens/s, single stream, 121-token prompt + ~50 phones  (realtime = 25 tokens/s)
   - SoVITS real-time factor of a one-shot 10 s decode
-  - text -> first audio chunk for a 20-character sentence through the Engine (voice prompt cached)
+  - text -> first audio chunk for a 20-character sentence through the Engine (voice prompt cached;
+    on a machine slower than real time this is when the real-time gate lets the sentence start)
+  - a ~5 s sentence streamed as it would play: real-time factor after the first chunk, and when it
+    starts and how long playback would stall, with the real-time start gate (default) and without
 Official implementation on this machine (golden README): ~25 tokens/s, SoVITS RTF ~0.43-0.6,
 first 24-token chunk after ~1.2 s. Goals: >= 50 tokens/s, RTF <= 0.4, first audio <= 500 ms.
 
@@ -13,6 +16,7 @@ first 24-token chunk after ~1.2 s. Goals: >= 50 tokens/s, RTF <= 0.4, first audi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import threading
@@ -86,6 +90,41 @@ def first_audio_ms(engine: GPTSoVITSEngine, prompt, text: str, lang: str, runs: 
     return times
 
 
+def stream_realtime(engine: GPTSoVITSEngine, prompt, gate: bool) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """Stream one sentence piece for as long as the engine expects it to last (random weights never say
+    EOS) with the real-time start gate on or off.
+    -> (real-time factor after the first chunk, first audio ms, playback stall ms had it been played as it came)."""
+    text = "This sentence goes on and on while we watch whether the stream keeps up with playback."
+    phones, _ = engine._phones_and_bert(text, "en")
+    seconds = engine.realtime.seconds_per_phone * len(phones)
+    stop = threading.Event()
+    arrivals: list[tuple[float, int]] = []  # (time, samples so far)
+
+    def emit(audio: np.ndarray, piece: str) -> None:
+        total = (arrivals[-1][1] if arrivals else 0) + audio.size
+        arrivals.append((time.perf_counter(), total))
+        if total >= seconds * 32000:
+            stop.set()
+
+    options = engine.options
+    engine.options = dataclasses.replace(options, realtime_start=gate)
+    start = time.perf_counter()
+    try:
+        engine.synthesize_blocking(text, prompt, lang="en", emit=emit, stop=stop)
+    finally:
+        engine.options = options
+    t_first = arrivals[0][0]
+    stall, clock, previous = 0.0, t_first, 0  # clock: when everything received so far has played
+    for t, total in arrivals:
+        if t > clock:
+            stall += t - clock
+            clock = t
+        clock += (total - previous) / 32000
+        previous = total
+    rtf = (arrivals[-1][0] - t_first) / max((arrivals[-1][1] - arrivals[0][1]) / 32000, 1e-6)
+    return rtf, (t_first - start) * 1000, stall * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--precisions", default="fp32,fp16,bf16,int8")
@@ -100,7 +139,8 @@ def main() -> None:
     sovits = SoVITSModel.from_config("v2")
     print(f"torch {torch.__version__}, {args.threads} threads, CPU {torch.backends.cpu.get_cpu_capability()} "
           f"(bf16 {'native' if bf16_is_native() else 'emulated'}); full-size v2 models with random weights")
-    print(f"{'precision':9} {'AR tok/s':>9} {'prefill':>8} {'SoVITS RTF':>10} {'first audio (en)':>17} {'first audio (zh)':>17}")
+    print(f"{'precision':9} {'AR tok/s':>9} {'prefill':>8} {'SoVITS RTF':>10} {'first audio (en)':>17} {'first audio (zh)':>17}"
+          f" | {'stream RTF':>10} {'start, stalls: gated':>21} {'ungated':>16}")
     prompt = None
     for precision in args.precisions.split(","):
         t2s = base_t2s if precision == "fp32" else T2SModel.from_config()
@@ -114,8 +154,11 @@ def main() -> None:
         rtf = sovits_rtf(engine, prompt)
         en = first_audio_ms(engine, prompt, SENTENCE, "en")
         zh = first_audio_ms(engine, prompt, SENTENCE_ZH[:20], "zh")
+        stream_rtf, start_open, stalls_open = stream_realtime(engine, prompt, gate=False)
+        _, start_gated, stalls_gated = stream_realtime(engine, prompt, gate=True)
         print(f"{precision:9} {tps:9.1f} {prefill:6.0f}ms {rtf:10.3f} {statistics.median(en):14.0f} ms "
-              f"{statistics.median(zh):14.0f} ms")
+              f"{statistics.median(zh):14.0f} ms | {stream_rtf:10.2f} {start_gated:8.0f} ms {stalls_gated:6.0f} ms "
+              f"{start_open:6.0f} ms {stalls_open:5.0f} ms")
         sovits.use_bf16_vocoder(False)
 
 

@@ -32,7 +32,8 @@ from . import text as frontend
 from .bert import BertFeatureExtractor, load_bert, zero_phone_features
 from .fbank import resample_sinc
 from .hubert import HubertModel, load_hubert, reference_ssl_content
-from .sovits import SoVITSModel, load_sovits
+from .realtime import RealtimeGate
+from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, load_sovits
 from .sovits_streaming import StreamingDecoder, StreamingSchedule
 from .speaker_verification import ERes2NetV2, load_eres2netv2, v2pro_speaker_embedding
 from .spectrogram import reference_spectrogram
@@ -65,6 +66,8 @@ class SynthesisOptions:
     pause_s: float = 0.3  # silence between sentence pieces (official fragment_interval)
     seed: int | None = None
     schedule: StreamingSchedule = StreamingSchedule()
+    # Start a piece only once the rest can follow without a gap (realtime.py); off: first chunk at once.
+    realtime_start: bool = True
 
 
 class GPTSoVITSEngine:
@@ -90,6 +93,8 @@ class GPTSoVITSEngine:
         self.version = sovits.config.version
         self.symbol_version = "v1" if sovits.config.version == "v1" else "v2"
         self._lock = threading.Lock()  # one synthesis or prompt computation at a time
+        # Learns how fast this machine makes audio; holds a piece's start when it could not keep up.
+        self.realtime = RealtimeGate(SAMPLE_RATE)
         self.set_precision(precision)
 
     # -- construction -------------------------------------------------------------------------
@@ -246,7 +251,16 @@ class GPTSoVITSEngine:
         generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
         pause = np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32)
         with self._lock, torch.inference_mode():
+            self.realtime.enabled = opts.realtime_start
+            self.realtime.chunk_plan = tuple(n * SAMPLES_PER_TOKEN for n in opts.schedule.emitted_tokens())
+            label = ""
+
+            def hand_over(audio: np.ndarray) -> None:
+                emit(np.clip(audio, -1.0, 1.0), label)
+
+            utterance = self.realtime.utterance(hand_over)
             for n, piece in enumerate(self.pieces(text, lang)):
+                label = piece
                 phones, bert = self._phones_and_bert(piece, lang)
                 all_phones = torch.cat([prompt.prompt_phones, phones])
                 all_bert = torch.cat([prompt.prompt_bert, bert], dim=1)
@@ -257,17 +271,16 @@ class GPTSoVITSEngine:
                 decoder = StreamingDecoder(self.sovits, phones, prompt.timbre, schedule=opts.schedule,
                                            noise_scale=opts.noise_scale, speed=speed, generator=generator)
                 if n:
-                    emit(pause, piece)
+                    utterance.hand_over(pause)
+                gate = utterance.piece(len(phones), speed)
                 for token in session:
                     if stop is not None and stop.is_set():
                         session.close()  # frees the KV cache now
+                        gate.finish(complete=False)
                         return
-                    audio = decoder.push([token])
-                    if audio.size:
-                        emit(np.clip(audio, -1.0, 1.0), piece)
-                tail = decoder.finish()
-                if tail.size:
-                    emit(np.clip(tail, -1.0, 1.0), piece)
+                    gate.push(decoder.push([token]))
+                gate.push(decoder.finish())
+                gate.finish(complete=True)
 
     async def stream(
         self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0

@@ -1,0 +1,145 @@
+"""Start speaking only when the rest of the sentence can follow without a gap.
+
+On a fast machine GPT-SoVITS makes audio faster than it plays, and the first chunk goes out at
+once. On a slow one (a 2-core CPU without AVX-512 streams fp32 at ~0.7x real time) releasing the
+first chunk at once means the listener hears the sentence stutter. `RealtimeGate` holds a piece's
+first audio until what is already queued for playback, plus what is held, covers the time the rest
+of the piece still needs to be made:
+
+    ahead >= made_by(k) / rate - made_before(k)     for every chunk k still to come
+
+(rate: audio seconds made per wall second; chunks land whole, in the decoder's rhythm), the
+condition for playback never to catch up with synthesis. At a steady rate below 1 that is about
+`remaining * (1 / rate - 1)` plus one chunk. A stall of up to STALL_TOLERANCE_S is allowed.
+It assumes playback starts when audio is first handed over and runs in real time (true for rooms;
+a client that buffers more only gains). `rate` and the length of a piece (seconds of audio per
+phone) are learnt from what this engine has made, so the gate needs no setting per machine. Once
+a piece's audio is released it is never held again: later surprises cost a gap, not a silence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+SECONDS_PER_PHONE = 0.085  # a first guess for a piece's length; replaced by what is measured
+MARGIN = 1.15  # plan as if the machine were this much slower than measured
+# A hiccup this short is accepted rather than delaying the start: without it a machine that is
+# comfortably faster than real time would hold its first chunk (~0.3 s) to save a ~30 ms gap.
+STALL_TOLERANCE_S = 0.08
+EMA = 0.3  # weight of the newest measurement
+
+
+@dataclass
+class RealtimeGate:
+    """What the engine has learnt about itself (rate, piece length); `utterance()` starts one."""
+
+    sample_rate: int
+    clock: Callable[[], float] = time.monotonic
+    rate: float | None = None  # audio seconds per wall second, measured after each piece's first chunk
+    seconds_per_phone: float = SECONDS_PER_PHONE
+    enabled: bool = True
+    # Samples each decoder push hands over, in order; the last repeats (the engine sets it from
+    # StreamingSchedule.emitted_tokens(); 1280 samples a token).
+    chunk_plan: tuple[int, ...] = (6 * 1280, 8 * 1280, 16 * 1280, 24 * 1280)
+
+    def utterance(self, emit: Callable[[np.ndarray], None]) -> UtteranceGate:
+        return UtteranceGate(self, emit)
+
+    def learn(self, rate: float | None, seconds_per_phone: float | None) -> None:
+        if rate is not None:
+            self.rate = rate if self.rate is None else (1 - EMA) * self.rate + EMA * rate
+        if seconds_per_phone is not None:
+            self.seconds_per_phone = (1 - EMA) * self.seconds_per_phone + EMA * seconds_per_phone
+
+
+class UtteranceGate:
+    """One utterance's audio on its way to one listener: what has been handed over and until when it plays."""
+
+    def __init__(self, gate: RealtimeGate, emit: Callable[[np.ndarray], None]) -> None:
+        self.gate, self.emit = gate, emit
+        self.play_until = 0.0
+
+    def hand_over(self, audio: np.ndarray) -> None:
+        now = self.gate.clock()
+        self.play_until = max(self.play_until, now) + audio.size / self.gate.sample_rate
+        self.emit(audio)
+
+    def piece(self, n_phones: int, speed: float = 1.0) -> PieceGate:
+        return PieceGate(self, n_phones, speed)
+
+
+class PieceGate:
+    """Receives one piece's audio as it is made; hands it over when it is safe to start."""
+
+    def __init__(self, utterance: UtteranceGate, n_phones: int, speed: float) -> None:
+        self.utterance, self.gate = utterance, utterance.gate
+        self.n_phones, self.speed = n_phones, speed
+        self.expected_s = n_phones * self.gate.seconds_per_phone / speed
+        self.released = not self.gate.enabled
+        self.held: list[np.ndarray] = []
+        self.made = 0  # samples made in this piece
+        self.chunks = 0  # chunks made in this piece
+        self.first_at: float | None = None  # when the first chunk was made
+        self.first_samples = 0
+
+    def _rate_now(self) -> float | None:
+        """This piece's own rate so far (needs a second chunk), else what earlier pieces showed."""
+        if self.first_at is not None and self.made > self.first_samples:
+            elapsed = self.gate.clock() - self.first_at
+            live = (self.made - self.first_samples) / self.gate.sample_rate / max(elapsed, 1e-6)
+            return live if self.gate.rate is None else min(live, self.gate.rate)
+        return self.gate.rate
+
+    def push(self, audio: np.ndarray) -> None:
+        if not audio.size:
+            return
+        if self.first_at is None:
+            self.first_at, self.first_samples = self.gate.clock(), audio.size
+        self.made += audio.size
+        self.chunks += 1
+        if self.released:
+            self.utterance.hand_over(audio)
+            return
+        self.held.append(audio)
+        rate = self._rate_now()
+        if rate is None:
+            return  # the first chunk of the first piece: wait for a second to know the rate
+        sr = self.gate.sample_rate
+        ahead = max(0.0, self.utterance.play_until - self.gate.clock()) + sum(a.size for a in self.held) / sr
+        if ahead >= self._cushion_needed(rate / MARGIN):
+            self._release()
+
+    def _cushion_needed(self, rate: float) -> float:
+        """Seconds of audio that must be ahead of playback now for the rest of the piece to arrive in time."""
+        plan, sr = self.gate.chunk_plan, self.gate.sample_rate
+        remaining = max(0.0, self.expected_s - self.made / sr)
+        needed = made = 0.0
+        k = self.chunks
+        while made < remaining:
+            chunk = min(plan[min(k, len(plan) - 1)] / sr, remaining - made)
+            needed = max(needed, (made + chunk) / rate - made)  # chunk k lands then; what played before it
+            made += chunk
+            k += 1
+        return max(0.0, needed - STALL_TOLERANCE_S)
+
+    def _release(self) -> None:
+        self.released = True
+        if self.held:
+            audio = np.concatenate(self.held)
+            self.held = []
+            self.utterance.hand_over(audio)
+
+    def finish(self, complete: bool) -> None:
+        """The piece ended (`complete`: it reached its end, not a stop): release the rest and learn."""
+        if complete:
+            self._release()
+        rate = None
+        if self.first_at is not None and self.made > self.first_samples:
+            elapsed = self.gate.clock() - self.first_at
+            rate = (self.made - self.first_samples) / self.gate.sample_rate / max(elapsed, 1e-6)
+        length = self.made / self.gate.sample_rate * self.speed / self.n_phones if complete and self.n_phones else None
+        self.gate.learn(rate, length)
