@@ -164,3 +164,11 @@ def test_upload_play_rename_and_delete_in_one_click(
     assert not voice_dir.exists()
     assert page.evaluate("window.voxroomEnroll.errors") == [] and not errors
     page.close()
+
+
+def test_a_wrong_token_is_told_plainly(live_server: RunningServer, clean_microphone: Any) -> None:
+    page = clean_microphone.new_page()
+    page.goto(f"{live_server.base}/enroll#token=vxr_not_a_token")
+    page.wait_for_selector("#auth-error:not([hidden])")
+    assert "Cannot use this page" in page.inner_text("#auth-error")
+    page.close()

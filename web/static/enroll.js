@@ -338,5 +338,8 @@ if (!token) {
       nextSentence();
     }
   });
-  Promise.all([loadScript(), loadVoices()]).catch((err) => fail("load", err));
+  Promise.all([loadScript(), loadVoices()]).catch((err) => {
+    $("auth-error").hidden = false;
+    $("auth-error").textContent = `Cannot use this page: ${fail("load", err)}`;
+  });
 }
