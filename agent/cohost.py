@@ -49,6 +49,10 @@ class AudioSink(Protocol):
         """Return once everything handed over has been heard."""
         ...
 
+    def queued_seconds(self) -> float:
+        """Audio handed over but not yet heard, in seconds (an engine may start sooner with it)."""
+        ...
+
 
 Observer = Callable[[str, dict[str, Any]], None]
 
@@ -273,7 +277,7 @@ class CoHost:
     async def _speak_piece(self, text: str, metrics: ReplyMetrics, start: float) -> bool:
         """Synthesize and play one piece; False when the host's voice ended the reply (drop policy)."""
         stream: AsyncIterator[AudioChunk] = self.engine.stream(
-            text, self.voice, lang=detect_language(text), speed=self.speed
+            text, self.voice, lang=detect_language(text), speed=self.speed, queued_s=self.sink.queued_seconds()
         )
         try:
             async for engine_chunk in stream:

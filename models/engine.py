@@ -49,9 +49,12 @@ class Engine(Protocol):
     can_clone: bool
 
     def stream(
-        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
+        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0,
+        queued_s: float = 0.0,
     ) -> AsyncIterator[AudioChunk]:
-        """Yield audio for `text` as soon as each part of it is synthesized."""
+        """Yield audio for `text` as soon as each part of it is synthesized. `queued_s`: seconds of
+        the same listener's audio still waiting to play before this text (a reply's earlier pieces),
+        which an engine that paces its start may count as cushion."""
         ...
 
 
@@ -84,6 +87,7 @@ class EngineRouter:
         return engine
 
     def stream(
-        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
+        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0,
+        queued_s: float = 0.0,
     ) -> AsyncIterator[AudioChunk]:
-        return self.engine_for(voice).stream(text, voice, lang=lang, speed=speed)
+        return self.engine_for(voice).stream(text, voice, lang=lang, speed=speed, queued_s=queued_s)

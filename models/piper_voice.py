@@ -89,7 +89,8 @@ class PiperVoiceEngine:
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     async def stream(
-        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
+        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0,
+        queued_s: float = 0.0,  # Piper makes a piece many times faster than it plays: nothing to pace
     ) -> AsyncIterator[AudioChunk]:
         if voice is not None and voice.engine != self.name:
             raise SynthesisError(

@@ -31,6 +31,7 @@ from voxroom.agent.speech_queue import SpeechQueue
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
 from voxroom.models.engine import AudioChunk, Engine, Voice
 from voxroom.models.vad import StreamingVad
+from voxroom.streaming.audio import FRAME_MS
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.playout import Playout, Speech
 
@@ -49,6 +50,7 @@ class PlayoutSink:
         self.playout = playout
         self.speech: Speech | None = None
         self._chunks: asyncio.Queue[AudioChunk | None] | None = None
+        self._handed_s = 0.0  # audio put into the current speech
 
     async def _source(self, chunks: asyncio.Queue[AudioChunk | None]) -> AsyncIterator[AudioChunk]:
         while (chunk := await chunks.get()) is not None:
@@ -59,10 +61,18 @@ class PlayoutSink:
         if speech is None or speech.finished or self._chunks is None:
             self._chunks = asyncio.Queue(maxsize=SINK_AHEAD_CHUNKS)
             speech = self.speech = Speech(id=f"cohost-{next(_ids)}", text="", source=self._source(self._chunks))
+            self._handed_s = 0.0
             self.playout.say(speech)
         if chunk.text and not speech.text.endswith(chunk.text):
             speech.text = f"{speech.text} {chunk.text}".strip()
         await self._chunks.put(chunk)
+        self._handed_s += chunk.duration
+
+    def queued_seconds(self) -> float:
+        speech = self.speech
+        if speech is None or speech.finished:
+            return 0.0
+        return max(0.0, self._handed_s - speech.frames_played * FRAME_MS / 1000)
 
     async def flush(self, fade: bool = True) -> None:
         if self.speech is not None:

@@ -24,7 +24,7 @@ class ToneEngine:
         self.chunks_made = 0
 
     async def stream(self, text: str, voice: Voice | None = None, *, lang: str = "auto",
-                     speed: float = 1.0) -> AsyncIterator[AudioChunk]:
+                     speed: float = 1.0, queued_s: float = 0.0) -> AsyncIterator[AudioChunk]:
         if "boom" in text:
             raise SynthesisError("cannot say boom")
         for word in text.split():
@@ -139,3 +139,21 @@ async def test_pause_holds_frames_and_resume_continues(playout: tuple[Playout, R
     p.paused = False
     await asyncio.wait_for(speech.ended.wait(), 3)
     assert speech.frames_played == 25 and speech.state == "done"
+
+
+async def test_the_cohost_sink_knows_how_much_is_still_to_play(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
+    """What the co-host passes to the engine as `queued_s` between the pieces of one reply."""
+    from voxroom.streaming.room_cohost import PlayoutSink
+
+    p, _, _ = playout
+    sink = PlayoutSink(p)
+    assert sink.queued_seconds() == 0.0
+    tone = (0.2 * np.sin(np.arange(2400) / 24000 * 2 * np.pi * 300)).astype(np.float32)
+    for _ in range(15):  # 1.5 s in 100 ms chunks, as the agent hands them over (back-pressure paces this)
+        await sink.play(AudioChunk(tone, 24000, "piece"))
+    ahead = sink.queued_seconds()
+    assert 0.3 < ahead <= 0.8  # the playout's 500 ms of frames plus the chunk the sink holds
+    await asyncio.sleep(0.2)
+    assert sink.queued_seconds() <= ahead - 0.15  # it drains in real time
+    await sink.flush()
+    assert sink.queued_seconds() == 0.0

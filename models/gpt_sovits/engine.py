@@ -245,8 +245,10 @@ class GPTSoVITSEngine:
         speed: float = 1.0,
         emit: Callable[[np.ndarray, str], None],
         stop: threading.Event | None = None,
+        queued_s: float = 0.0,
     ) -> None:
-        """Synthesize `text`, calling `emit(audio_32k, piece)` whenever audio is ready."""
+        """Synthesize `text`, calling `emit(audio_32k, piece)` whenever audio is ready (`queued_s`:
+        audio still playing before it, which the real-time start gate counts)."""
         opts = self.options
         generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
         pause = np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32)
@@ -258,7 +260,7 @@ class GPTSoVITSEngine:
             def hand_over(audio: np.ndarray) -> None:
                 emit(np.clip(audio, -1.0, 1.0), label)
 
-            utterance = self.realtime.utterance(hand_over)
+            utterance = self.realtime.utterance(hand_over, queued_s)
             for n, piece in enumerate(self.pieces(text, lang)):
                 label = piece
                 phones, bert = self._phones_and_bert(piece, lang)
@@ -283,7 +285,8 @@ class GPTSoVITSEngine:
                 gate.finish(complete=True)
 
     async def stream(
-        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0
+        self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0,
+        queued_s: float = 0.0,
     ) -> AsyncIterator[AudioChunk]:
         prompt = self._prompt_of(voice)
         if not 0.5 <= speed <= 2.0:
@@ -297,7 +300,7 @@ class GPTSoVITSEngine:
 
         def work() -> None:
             try:
-                self.synthesize_blocking(text, prompt, lang=lang, speed=speed, emit=emit, stop=stop)
+                self.synthesize_blocking(text, prompt, lang=lang, speed=speed, emit=emit, stop=stop, queued_s=queued_s)
                 loop.call_soon_threadsafe(queue.put_nowait, None)
             except BaseException as exc:  # handed to the caller, never lost in the thread
                 loop.call_soon_threadsafe(queue.put_nowait, exc)

@@ -12,7 +12,8 @@ of the piece still needs to be made:
 condition for playback never to catch up with synthesis. At a steady rate below 1 that is about
 `remaining * (1 / rate - 1)` plus one chunk. A stall of up to STALL_TOLERANCE_S is allowed.
 It assumes playback starts when audio is first handed over and runs in real time (true for rooms;
-a client that buffers more only gains). `rate` and the length of a piece (seconds of audio per
+a client that buffers more only gains; a caller that knows audio is still queued before the
+utterance, like the co-host between the pieces of one reply, says so with `queued_s`). `rate` and the length of a piece (seconds of audio per
 phone) are learnt from what this engine has made, so the gate needs no setting per machine. Once
 a piece's audio is released it is never held again: later surprises cost a gap, not a silence.
 """
@@ -46,8 +47,9 @@ class RealtimeGate:
     # StreamingSchedule.emitted_tokens(); 1280 samples a token).
     chunk_plan: tuple[int, ...] = (6 * 1280, 8 * 1280, 16 * 1280, 24 * 1280)
 
-    def utterance(self, emit: Callable[[np.ndarray], None]) -> UtteranceGate:
-        return UtteranceGate(self, emit)
+    def utterance(self, emit: Callable[[np.ndarray], None], queued_s: float = 0.0) -> UtteranceGate:
+        """`queued_s`: the listener's audio still to play before this utterance (a cushion)."""
+        return UtteranceGate(self, emit, queued_s)
 
     def learn(self, rate: float | None, seconds_per_phone: float | None) -> None:
         if rate is not None:
@@ -59,9 +61,9 @@ class RealtimeGate:
 class UtteranceGate:
     """One utterance's audio on its way to one listener: what has been handed over and until when it plays."""
 
-    def __init__(self, gate: RealtimeGate, emit: Callable[[np.ndarray], None]) -> None:
+    def __init__(self, gate: RealtimeGate, emit: Callable[[np.ndarray], None], queued_s: float = 0.0) -> None:
         self.gate, self.emit = gate, emit
-        self.play_until = 0.0
+        self.play_until = gate.clock() + max(0.0, queued_s)
 
     def hand_over(self, audio: np.ndarray) -> None:
         now = self.gate.clock()

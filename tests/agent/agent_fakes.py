@@ -30,14 +30,16 @@ class ToneEngine:
         self.synth_seconds_per_chunk = synth_seconds_per_chunk
         self.fail_on = fail_on
         self.texts: list[str] = []
+        self.queued: list[float] = []  # queued_s the agent passed with each text
         self.closed_early = 0
 
     def chunk_count(self, text: str) -> int:
         return max(1, round(len(text) * self.seconds_per_char / self.chunk_seconds))
 
     async def stream(self, text: str, voice: Voice | None = None, *, lang: str = "auto",
-                     speed: float = 1.0) -> AsyncIterator[AudioChunk]:
+                     speed: float = 1.0, queued_s: float = 0.0) -> AsyncIterator[AudioChunk]:
         self.texts.append(text)
+        self.queued.append(queued_s)
         if self.fail_on is not None and self.fail_on in text:
             raise SynthesisError(f"cannot say {text!r}")
         n = int(self.sample_rate * self.chunk_seconds)
@@ -82,6 +84,12 @@ class RecordingSink:
 
     async def wait_played(self) -> None:
         return None
+
+    def queued_seconds(self) -> float:
+        if not self.played or not self.realtime:
+            return 0.0
+        last = self.played[-1]  # play() returns once a chunk has been heard: at most one is left
+        return max(0.0, last.started + last.duration - self.clock.now())
 
     def texts(self) -> list[str]:
         out: list[str] = []

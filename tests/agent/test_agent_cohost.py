@@ -56,6 +56,16 @@ def test_tone_engine_is_an_engine() -> None:
     assert isinstance(ToneEngine(VirtualClock()), Engine)
 
 
+async def test_the_engine_is_told_how_much_audio_is_still_queued() -> None:
+    """Between a reply's pieces the sink still holds audio; a pacing engine may count it as cushion."""
+    cohost, clock, engine, sink = virtual_cohost()
+    sink.queued_seconds = lambda: 0.42  # type: ignore[method-assign]
+    async with running(cohost):
+        cohost.submit(ev(EventKind.MESSAGE, "anna", "hello there"))
+        await clock.advance(3.0)
+    assert engine.texts and engine.queued == [0.42] * len(engine.texts)
+
+
 async def test_read_aloud_reply_is_spoken_with_metrics() -> None:
     events: list[tuple[str, dict]] = []
     cohost, clock, engine, sink = virtual_cohost(observers=[lambda n, d: events.append((n, d))])

@@ -126,3 +126,15 @@ def test_the_schedule_tells_the_gate_its_rhythm() -> None:
     assert StreamingSchedule().emitted_tokens() == (6, 8, 16, 24)
     assert StreamingSchedule(first_chunk_tokens=5, chunk_tokens=4, lookahead_tokens=1, max_chunk_tokens=10
                              ).emitted_tokens() == (4, 4, 8, 10)
+
+
+def test_a_caller_can_say_how_much_is_queued_before_the_utterance() -> None:
+    clock = Clock()
+    gate = RealtimeGate(SR, clock=clock, rate=0.7, seconds_per_phone=0.08)
+    cold = speak(gate, clock, rate=0.7, tokens=100, phones=50)
+    clock.now = 0.0
+    out: list[tuple[float, int]] = []
+    piece = gate.utterance(lambda audio: out.append((clock.now, audio.size)), queued_s=5.0).piece(50)
+    clock.now += 0.3
+    piece.push(np.zeros(6 * TOKEN, np.float32))
+    assert out and cold[0][0] > 0.3 + 6 * TOKEN / SR / 0.7  # 5 s still playing: no need to hold this time
