@@ -11,11 +11,12 @@ of the piece still needs to be made:
 (rate: audio seconds made per wall second; chunks land whole, in the decoder's rhythm), the
 condition for playback never to catch up with synthesis. At a steady rate below 1 that is about
 `remaining * (1 / rate - 1)` plus one chunk. A stall of up to STALL_TOLERANCE_S is allowed.
-It assumes playback starts when audio is first handed over and runs in real time (true for rooms;
-a client that buffers more only gains; a caller that knows audio is still queued before the
-utterance, like the co-host between the pieces of one reply, says so with `queued_s`). `rate` and the length of a piece (seconds of audio per
-phone) are learnt from what this engine has made, so the gate needs no setting per machine. Once
-a piece's audio is released it is never held again: later surprises cost a gap, not a silence.
+It assumes playback starts when audio is first handed over and runs in real time (true for
+rooms; a client that buffers more only gains; a caller that knows audio is still queued before
+the utterance, like the co-host between the pieces of one reply, says so with `queued_s`).
+`rate` and the length of a piece (seconds of audio per phone) are learnt from what this engine
+has made, so the gate needs no setting per machine. Once a piece's audio is released it is never
+held again: later surprises cost a gap, not a silence.
 """
 
 from __future__ import annotations
