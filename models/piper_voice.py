@@ -24,10 +24,13 @@ STOCK_VOICE_ID = "stock"
 # Piper normalizes every sentence to full scale by default; we normalize to a lower peak to keep
 # headroom for the Opus encoder and the fade paths.
 OUTPUT_PEAK = 0.7
-# Sentence ends: . ! ? (and CJK 。！？) followed by space or end; keeps "3.14" and "e.g." intact.
+# Sentence ends: . ! ? (and CJK 。！？) followed by space or end; "3.14" has no space to split at,
+# and a piece ending in one of these abbreviations is joined to the next.
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
-# A first clause worth speaking alone: at least three words, then , ; or : and a space.
-_FIRST_CLAUSE = re.compile(r"^\S+(?:\s+\S+){2,}?[,;:](?=\s)")
+_ABBREVIATIONS = {"e.g.", "i.e.", "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "jr.", "sr.", "approx."}
+# A first clause worth speaking alone: at least two words ("Great question,"), then , ; or : and a
+# space. A lone interjection ("Wow,") is too short to carry its own intonation.
+_FIRST_CLAUSE = re.compile(r"^\S+(?:\s+\S+)+?[,;:](?=\s)")
 
 
 class PiperVoiceEngine:
@@ -53,7 +56,12 @@ class PiperVoiceEngine:
     def pieces(self, text: str) -> list[str]:
         """Sentences of `text`; a long first sentence is cut after its first clause, so the first
         audio leaves after a few words instead of a whole sentence."""
-        pieces = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()]
+        pieces: list[str] = []
+        for part in (p.strip() for p in _SENTENCE_END.split(text)):
+            if part and pieces and pieces[-1].rsplit(None, 1)[-1].lower() in _ABBREVIATIONS:
+                pieces[-1] = f"{pieces[-1]} {part}"
+            elif part:
+                pieces.append(part)
         if pieces:
             head = _FIRST_CLAUSE.match(pieces[0])
             if head and len(pieces[0]) - head.end() >= 12:
