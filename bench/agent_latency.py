@@ -54,6 +54,9 @@ class FirstChunkSink:
     async def wait_played(self) -> None:
         return None
 
+    def queued_seconds(self) -> float:
+        return 0.0
+
 
 def make_engine(choice: str, factory: str | None) -> tuple[Any, str]:
     if factory:
