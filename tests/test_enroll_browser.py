@@ -8,6 +8,7 @@ voice speaks it) and deleted in one click.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,29 @@ def test_a_wrong_token_is_told_plainly(live_server: RunningServer, clean_microph
     page.wait_for_selector("#auth-error:not([hidden])")
     assert "Cannot use this page" in page.inner_text("#auth-error")
     page.close()
+
+
+def test_a_chinese_browser_gets_the_page_script_and_report_in_chinese(
+        live_server: RunningServer, clean_microphone: Any, tmp_path: Path) -> None:
+    upload = tmp_path / "take.wav"
+    upload.write_bytes(encode_wav(take(12), 16000))
+    context = clean_microphone.new_context(locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live_server.base}/enroll#token={live_server.token}")
+    page.wait_for_function("document.querySelectorAll('#script li').length > 3")
+    assert page.inner_text("h1") == "你的副主播声音" and page.input_value("#lang") == "zh"
+    assert re.search("[\u4e00-\u9fff]", page.inner_text("#script li:first-child"))  # the Chinese script
+    assert "无法克隆" in page.inner_text("#voice-notice")
+    page.set_input_files("#file", str(upload))
+    page.check("#upload-consent")
+    page.click("#upload-form button")
+    page.wait_for_function("document.querySelector('#upload-status').innerText.startsWith('已保存')", timeout=60000)
+    assert page.inner_text("#verdict") == "可以使用，但有提醒"  # 12 s is too little speech: a warning
+    assert re.search("[\u4e00-\u9fff]", page.inner_text("#problems"))  # the report's own words, in Chinese
+    voice_id = page.evaluate("window.voxroomEnroll.result.voice.id")
+    page.click(f"#voices li[data-voice='{voice_id}'] button:has-text('删除')")
+    page.wait_for_selector(f"#voices li[data-voice='{voice_id}']", state="detached")
+    assert not errors
+    context.close()

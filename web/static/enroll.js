@@ -15,6 +15,13 @@ function fail(where, err) {
 
 // Advice and the report come in the reader's language (zh or en), whichever script they read.
 const UI_LANG = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
+const t = (en, zh) => (UI_LANG === "zh" ? zh : en);
+if (UI_LANG === "zh") {
+  document.documentElement.lang = "zh";
+  for (const el of document.querySelectorAll("[data-zh]")) el.textContent = el.dataset.zh;
+  $("lang").value = "zh";
+  $("name").value = "我的声音";
+}
 
 // -- the script --------------------------------------------------------------------------------
 let sentences = [];
@@ -40,7 +47,7 @@ function showSentence(index) {
   });
   const li = $("script").children[index];
   if (li) li.scrollIntoView({ block: "nearest" });
-  $("next").textContent = index >= sentences.length - 1 ? "Last sentence" : "Next sentence";
+  $("next").textContent = index >= sentences.length - 1 ? t("Last sentence", "最后一句") : t("Next sentence", "下一句");
 }
 
 // -- recording -----------------------------------------------------------------------------------
@@ -54,7 +61,7 @@ function setRecording(on) {
 
 function stopMicrophone() {
   if (node) { node.port.onmessage = null; node.disconnect(); node = null; }
-  if (micStream) { micStream.getTracks().forEach((t) => t.stop()); micStream = null; }
+  if (micStream) { micStream.getTracks().forEach((track) => track.stop()); micStream = null; }
   if (audioCtx) { audioCtx.close(); audioCtx = null; }
   clearInterval(clockTimer);
   setRecording(false);
@@ -77,8 +84,8 @@ function showMeter(peak) {
 }
 
 async function startRecording() {
-  if (!$("consent").checked) { $("record-status").textContent = "Tick the consent box first: only your own voice may be cloned."; return; }
-  $("record-status").textContent = "Asking for the microphone…";
+  if (!$("consent").checked) { $("record-status").textContent = t("Tick the consent box first: only your own voice may be cloned.", "请先勾选同意：只能克隆你本人的声音。"); return; }
+  $("record-status").textContent = t("Asking for the microphone…", "正在请求麦克风……");
   $("advice").innerHTML = "";
   try {
     // Raw microphone: echo cancellation, noise suppression and auto gain would hide the very
@@ -90,7 +97,7 @@ async function startRecording() {
     await audioCtx.audioWorklet.addModule("/static/enroll-worklet.js");
   } catch (err) {
     stopMicrophone();
-    $("record-status").textContent = `No microphone: ${fail("microphone", err)}`;
+    $("record-status").textContent = `${t("No microphone", "无法使用麦克风")}: ${fail("microphone", err)}`;
     return;
   }
   const proto = location.protocol === "https:" ? "wss" : "ws";
@@ -101,7 +108,7 @@ async function startRecording() {
     if (stats.state === "recording" || stats.state === "checking") {
       stopMicrophone();
       stats.state = "idle";
-      $("record-status").textContent = "The connection to the server closed; nothing was kept. Please record again.";
+      $("record-status").textContent = t("The connection to the server closed; nothing was kept. Please record again.", "与服务器的连接断开了，什么都没有保存。请重新录音。");
     }
     ws = null;
   };
@@ -124,9 +131,9 @@ async function startRecording() {
   setRecording(true);
   startedAt = performance.now();
   clockTimer = setInterval(() => {
-    $("clock").textContent = `${((performance.now() - startedAt) / 1000).toFixed(0)} s of about 60`;
+    $("clock").textContent = t(`${((performance.now() - startedAt) / 1000).toFixed(0)} s of about 60`, `${((performance.now() - startedAt) / 1000).toFixed(0)} 秒 / 约 60 秒`);
   }, 250);
-  $("record-status").textContent = "Recording. Read the highlighted sentence.";
+  $("record-status").textContent = t("Recording. Read the highlighted sentence.", "正在录音。请朗读高亮的句子。");
 }
 
 function nextSentence() {
@@ -140,7 +147,7 @@ function finishRecording() {
   stopMicrophone();
   stats.state = "checking";
   ws.send(JSON.stringify({ type: "finish" }));
-  $("record-status").textContent = "Checking the recording…";
+  $("record-status").textContent = t("Checking the recording…", "正在检查录音……");
 }
 
 function cancelRecording() {
@@ -148,21 +155,21 @@ function cancelRecording() {
   stats.state = "idle";
   if (ws) { ws.send(JSON.stringify({ type: "cancel" })); ws.close(); }
   showSentence(-1);
-  $("record-status").textContent = "Discarded. Nothing was kept.";
+  $("record-status").textContent = t("Discarded. Nothing was kept.", "已放弃，没有保存任何内容。");
 }
 
 function onServerMessage(msg) {
   if (msg.type === "level") {
     stats.levels += 1;
     stats.lastLevel = msg;
-    $("meter-label").textContent = `level: ${msg.level_db.toFixed(0)} dBFS${msg.speaking ? " · speaking" : ""}`;
+    $("meter-label").textContent = `${t("level", "音量")}: ${msg.level_db.toFixed(0)} dBFS${msg.speaking ? t(" · speaking", " · 正在说话") : ""}`;
   } else if (msg.type === "advice") {
     addAdvice(msg);
   } else if (msg.type === "result") {
     stats.result = msg;
     stats.state = "done";
     showReport(msg.report);
-    $("record-status").textContent = msg.voice ? `Saved as “${msg.voice.name}”.` : "Not saved: please record again.";
+    $("record-status").textContent = msg.voice ? t(`Saved as “${msg.voice.name}”.`, `已保存为“${msg.voice.name}”。`) : t("Not saved: please record again.", "未保存：请重新录音。");
     ws.close();
     loadVoices();
   } else if (msg.type === "error") {
@@ -174,9 +181,9 @@ function onServerMessage(msg) {
 
 // -- the report ----------------------------------------------------------------------------------
 const VERDICTS = {
-  usable: "usable for cloning ✓",
-  usable_with_warnings: "usable, with warnings",
-  rerecord: "please record again",
+  usable: t("usable for cloning ✓", "可以用来克隆 ✓"),
+  usable_with_warnings: t("usable, with warnings", "可以使用，但有提醒"),
+  rerecord: t("please record again", "请重新录音"),
 };
 
 function showReport(report) {
@@ -192,22 +199,22 @@ function showReport(report) {
     li.className = p.severity === "severe" ? "error" : "";
     list.append(li);
   }
-  if (!report.problems.length) list.innerHTML = '<li class="muted">no problems found</li>';
+  if (!report.problems.length) list.innerHTML = `<li class="muted">${t("no problems found", "没有发现问题")}</li>`;
   const fmt = (v, unit, digits = 0) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(digits)} ${unit}`);
   $("measures").textContent = [
-    `speech ${fmt(report.speech_s, "s", 1)} of ${fmt(report.duration_s, "s", 1)}`,
+    `${t("speech", "语音")} ${fmt(report.speech_s, "s", 1)} / ${fmt(report.duration_s, "s", 1)}`,
     `SNR ${fmt(report.snr_db, "dB")}`,
-    `loudness ${fmt(report.loudness_lufs, "LUFS")}`,
-    `bandwidth ${fmt(report.bandwidth_hz && report.bandwidth_hz / 1000, "kHz", 1)}`,
+    `${t("loudness", "响度")} ${fmt(report.loudness_lufs, "LUFS")}`,
+    `${t("bandwidth", "带宽")} ${fmt(report.bandwidth_hz && report.bandwidth_hz / 1000, "kHz", 1)}`,
   ].join(" · ");
 }
 
 async function upload(event) {
   event.preventDefault();
   const file = $("file").files[0];
-  if (!file) { $("upload-status").textContent = "Choose a file first."; return; }
-  if (!$("upload-consent").checked) { $("upload-status").textContent = "Tick the consent box first."; return; }
-  $("upload-status").textContent = "Uploading and checking…";
+  if (!file) { $("upload-status").textContent = t("Choose a file first.", "请先选择文件。"); return; }
+  if (!$("upload-consent").checked) { $("upload-status").textContent = t("Tick the consent box first.", "请先勾选同意。"); return; }
+  $("upload-status").textContent = t("Uploading and checking…", "正在上传并检查……");
   const query = new URLSearchParams({ name: $("name").value || file.name, lang: $("lang").value, consent: "true", ui: UI_LANG });
   if ($("transcript").value.trim()) query.set("transcript", $("transcript").value.trim());
   try {
@@ -216,7 +223,7 @@ async function upload(event) {
     });
     stats.result = body;
     showReport(body.report);
-    $("upload-status").textContent = `Saved as “${body.voice.name}”.`;
+    $("upload-status").textContent = t(`Saved as “${body.voice.name}”.`, `已保存为“${body.voice.name}”。`);
     loadVoices();
   } catch (err) {
     if (err.body && err.body.report) showReport(err.body.report);
@@ -226,7 +233,7 @@ async function upload(event) {
 
 // -- my voices -----------------------------------------------------------------------------------
 async function play(path, note) {
-  $("player-note").textContent = "Loading…";
+  $("player-note").textContent = t("Loading…", "加载中……");
   const res = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
   if (!res.ok) {
     const body = await res.json().catch(() => ({}));
@@ -235,9 +242,10 @@ async function play(path, note) {
   }
   const engine = res.headers.get("X-Voxroom-Engine");
   if (engine === "stock") {
-    note += " — spoken by the stock voice: this server has no GPT-SoVITS models, so it cannot clone yet";
+    note += t(" — spoken by the stock voice: this server has no GPT-SoVITS models, so it cannot clone yet",
+      "（由内置声音朗读：本服务器没有 GPT-SoVITS 模型，暂时无法克隆）");
   } else if (engine) {
-    note += ` — spoken by ${engine}`;
+    note += t(` — spoken by ${engine}`, `（由 ${engine} 朗读）`);
   }
   const player = $("player");
   if (player.src) URL.revokeObjectURL(player.src);
@@ -267,11 +275,11 @@ function renderVoice(v) {
   name.maxLength = 80;
   name.className = "voice-name";
   const head = document.createElement("div");
-  head.append(name, button("Rename", () => api(`/api/voices/${v.id}`, {
+  head.append(name, button(t("Rename", "改名"), () => api(`/api/voices/${v.id}`, {
     method: "PATCH", body: JSON.stringify({ name: name.value }),
   }).then(loadVoices).catch((err) => alert(fail("rename", err)))),
-  button("Play sample", () => play(`/api/voices/${v.id}/sample.wav`, `Sample of “${v.name}”`)),
-  button("Delete", async (event) => {
+  button(t("Play sample", "试听"), () => play(`/api/voices/${v.id}/sample.wav`, t(`Sample of “${v.name}”`, `“${v.name}”的试听`))),
+  button(t("Delete", "删除"), async (event) => {
     event.target.disabled = true; // one click: the voice, its files and its key are gone for good
     await api(`/api/voices/${v.id}`, { method: "DELETE" }).catch((err) => alert(fail("delete", err)));
     loadVoices();
@@ -280,7 +288,8 @@ function renderVoice(v) {
   li.append(head);
   const meta = document.createElement("p");
   meta.className = "muted";
-  meta.textContent = `${v.duration.toFixed(0)} s recorded · consent by ${v.consent.who} on ${new Date(v.consent.at * 1000).toLocaleString()}`;
+  meta.textContent = t(`${v.duration.toFixed(0)} s recorded · consent by ${v.consent.who} on ${new Date(v.consent.at * 1000).toLocaleString()}`,
+    `录音 ${v.duration.toFixed(0)} 秒 · ${v.consent.who} 于 ${new Date(v.consent.at * 1000).toLocaleString()} 同意`);
   li.append(meta);
   const ref = v.reference || {};
   const rate = ref.sample_rate || 16000;
@@ -289,18 +298,18 @@ function renderVoice(v) {
   [ref.main, ...(ref.auxiliary || [])].forEach((span, i) => {
     if (!span) return;
     const c = document.createElement("li");
-    c.textContent = `${i === 0 ? "reference" : "timbre clip"} ${clipLabel(span, rate)} `;
-    c.append(button("▶", () => play(`/api/voices/${v.id}/reference.wav?clip=${i === 0 ? "main" : i}`, `Clip ${clipLabel(span, rate)}`)));
+    c.textContent = `${i === 0 ? t("reference", "参考片段") : t("timbre clip", "音色片段")} ${clipLabel(span, rate)} `;
+    c.append(button("▶", () => play(`/api/voices/${v.id}/reference.wav?clip=${i === 0 ? "main" : i}`, `${t("Clip", "片段")} ${clipLabel(span, rate)}`)));
     clips.append(c);
   });
   li.append(clips);
   const form = document.createElement("form");
   form.className = "replace-clip";
-  form.innerHTML = `<span class="muted">Use another reference clip:</span>
-    <input name="start" type="number" step="0.1" min="0" placeholder="from s" style="width:5.5rem">
-    <input name="end" type="number" step="0.1" min="0" placeholder="to s" style="width:5.5rem">
-    <input name="transcript" placeholder="what is said in it" maxlength="500">
-    <button type="submit">Replace</button>`;
+  form.innerHTML = `<span class="muted">${t("Use another reference clip:", "换一个参考片段：")}</span>
+    <input name="start" type="number" step="0.1" min="0" placeholder="${t("from s", "起始秒")}" style="width:5.5rem">
+    <input name="end" type="number" step="0.1" min="0" placeholder="${t("to s", "结束秒")}" style="width:5.5rem">
+    <input name="transcript" placeholder="${t("what is said in it", "片段里说了什么")}" maxlength="500">
+    <button type="submit">${t("Replace", "替换")}</button>`;
   form.onsubmit = (event) => {
     event.preventDefault();
     const body = { start: Number(form.start.value), end: Number(form.end.value), transcript: form.transcript.value };
@@ -313,11 +322,15 @@ function renderVoice(v) {
 
 async function loadVoices() {
   const data = await api("/api/voices");
-  if (data.advice) { $("voice-notice").hidden = false; $("voice-notice").textContent = data.advice; }
+  if (data.advice) {
+    $("voice-notice").hidden = false;
+    $("voice-notice").textContent = t(data.advice, "内置声音无法克隆。本服务器没有 GPT-SoVITS 模型，所以录下的声音会被保存，但暂时仍由内置声音朗读。"
+      + "运行 `voxroom models pull v2pro` 并用 `voxroom serve --models DIR` 启动，即可听到克隆的声音。");
+  }
   const own = data.voices.filter((v) => v.id !== "stock");
   const list = $("voices");
   list.innerHTML = "";
-  if (!own.length) list.innerHTML = '<li class="muted">none yet</li>';
+  if (!own.length) list.innerHTML = `<li class="muted">${t("none yet", "还没有")}</li>`;
   for (const v of own) list.append(renderVoice(v));
   stats.voices = own.map((v) => ({ id: v.id, name: v.name }));
 }
@@ -340,6 +353,6 @@ if (!token) {
   });
   Promise.all([loadScript(), loadVoices()]).catch((err) => {
     $("auth-error").hidden = false;
-    $("auth-error").textContent = `Cannot use this page: ${fail("load", err)}`;
+    $("auth-error").textContent = `${t("Cannot use this page", "无法使用此页面")}: ${fail("load", err)}`;
   });
 }
