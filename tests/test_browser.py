@@ -132,3 +132,23 @@ def test_console_without_token_says_how_to_get_in(live_server: Any, browser: Any
     page.goto(f"{live_server.base}/console")
     assert page.is_visible("#auth-error")
     page.close()
+
+
+def test_console_speaks_chinese_to_a_chinese_browser(live_server: Any, browser: Any) -> None:
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live_server.base}/console#token={live_server.token}")
+    assert page.inner_text("h1") == "voxroom 主播控制台"
+    page.wait_for_function("document.querySelector('#voice-notice').innerText.includes('无法克隆')")
+    page.fill("#room-name", "中文直播间")
+    page.click("#create-room button")
+    page.wait_for_selector("#cohost-panel:not([hidden])")
+    assert page.inner_text("#cohost-mode").startswith("朗读模式")
+    assert page.inner_text("#voice option[value='stock']") == "Joe（内置声音，美式英语）"
+    assert page.input_value("#template-kind") == "message"  # the option's value, not its Chinese label
+    page.click("#save-cohost")
+    page.wait_for_function("document.querySelector('#cohost-saved').innerText === '已保存'")
+    assert not errors
+    context.close()

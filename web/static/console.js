@@ -7,13 +7,13 @@ const queue = new Map();
 function renderQueue() {
   const list = $("queue");
   list.innerHTML = "";
-  if (!queue.size) list.innerHTML = '<li class="muted">empty</li>';
+  if (!queue.size) list.innerHTML = `<li class="muted">${t("empty", "空")}</li>`;
   for (const [id, item] of queue) {
     const li = document.createElement("li");
     li.textContent = `${item.state === "speaking" ? "▶ " : ""}${item.text}`;
     li.className = item.state === "speaking" ? "speaking" : "";
     const skip = document.createElement("button");
-    skip.textContent = "skip";
+    skip.textContent = t("skip", "跳过");
     skip.style.marginLeft = ".5rem";
     skip.onclick = () => api(`/api/rooms/${current.id}/speeches/${encodeURIComponent(id)}`, { method: "DELETE" }).catch(alert);
     li.append(skip);
@@ -36,8 +36,9 @@ async function loadCohost(room) {
   const st = state.settings;
   $("cohost-panel").hidden = false;
   $("cohost-mode").textContent = st.mode === "llm"
-    ? "Answers chat with the LLM endpoint configured on the server."
-    : "Read-aloud mode: reads chosen messages and thanks gifters (set OPENAI_BASE_URL on the server for LLM replies).";
+    ? t("Answers chat with the LLM endpoint configured on the server.", "用服务器上配置的 LLM 回答聊天。")
+    : t("Read-aloud mode: reads chosen messages and thanks gifters (set OPENAI_BASE_URL on the server for LLM replies).",
+      "朗读模式：读出选中的消息并感谢送礼的观众（在服务器上设置 OPENAI_BASE_URL 即可用 LLM 回复）。");
   $("persona-box").hidden = st.mode !== "llm";
   $("persona").value = st.persona || "";
   $("policy").value = st.policy;
@@ -53,13 +54,13 @@ async function loadCohost(room) {
 
 function renderChatQueue(items) {
   const list = $("chat-queue");
-  list.innerHTML = items && items.length ? "" : '<li class="muted">empty</li>';
+  list.innerHTML = items && items.length ? "" : `<li class="muted">${t("empty", "空")}</li>`;
   for (const item of items || []) {
     const li = document.createElement("li");
     li.textContent = `[${item.kind}] ${item.user}: ${item.text || item.gift || ""}`;
-    for (const action of ["pin", "skip"]) {
+    for (const [action, label] of [["pin", t("pin", "置顶")], ["skip", t("skip", "跳过")]]) {
       const b = document.createElement("button");
-      b.textContent = action;
+      b.textContent = label;
       b.style.marginLeft = ".4rem";
       b.onclick = () => api(`/api/rooms/${current.id}/queue/${encodeURIComponent(item.id)}/${action}`, { method: "POST" })
         .then(refreshChatQueue).catch((e) => alert(e.message));
@@ -141,7 +142,7 @@ $("save-cohost").onclick = async () => {
   }
   try {
     await api(`/api/rooms/${current.id}/cohost`, { method: "PATCH", body: JSON.stringify(body) });
-    $("cohost-saved").textContent = "saved";
+    $("cohost-saved").textContent = t("saved", "已保存");
   } catch (err) {
     $("cohost-saved").textContent = err.message;
   }
@@ -151,14 +152,14 @@ let talking = false;
 $("talking").onclick = async () => {
   talking = !talking;
   await api(`/api/rooms/${current.id}/host-speaking`, { method: "POST", body: JSON.stringify({ speaking: talking }) });
-  $("talking").textContent = talking ? "I'm done talking" : "I'm talking";
+  $("talking").textContent = talking ? t("I'm done talking", "我说完了") : t("I'm talking", "我在说话");
 };
 $("skip-current").onclick = () => api(`/api/rooms/${current.id}/cohost/skip`, { method: "POST" });
 $("clear-chat").onclick = () => api(`/api/rooms/${current.id}/queue`, { method: "DELETE" }).then(refreshChatQueue);
 
 let micPc = null;
 $("mic").onclick = async () => {
-  if (micPc) { micPc.close(); micPc = null; $("mic").textContent = "Use my microphone for turn-taking"; return; }
+  if (micPc) { micPc.close(); micPc = null; $("mic").textContent = t("Use my microphone for turn-taking", "用我的麦克风判断轮流说话"); return; }
   const { grant } = await api(`/api/rooms/${current.id}/grants`, { method: "POST", body: JSON.stringify({ role: "host" }) });
   const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
   micPc = new RTCPeerConnection();
@@ -167,19 +168,19 @@ $("mic").onclick = async () => {
   await new Promise((r) => { if (micPc.iceGatheringState === "complete") r(); micPc.onicegatheringstatechange = () => micPc.iceGatheringState === "complete" && r(); setTimeout(r, 2000); });
   const res = await fetch(`/rooms/${current.id}/whip`, { method: "POST", body: micPc.localDescription.sdp,
     headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${grant}` } });
-  if (res.status !== 201) { alert(`microphone refused: ${res.status}`); micPc.close(); micPc = null; return; }
+  if (res.status !== 201) { alert(`${t("microphone refused", "麦克风被拒绝")}: ${res.status}`); micPc.close(); micPc = null; return; }
   await micPc.setRemoteDescription({ type: "answer", sdp: await res.text() });
-  $("mic").textContent = "Stop using my microphone";
+  $("mic").textContent = t("Stop using my microphone", "停止使用我的麦克风");
 };
 
 async function loadRooms() {
   const { rooms } = await api("/api/rooms");
   const list = $("rooms");
-  list.innerHTML = rooms.length ? "" : '<li class="muted">no rooms yet</li>';
+  list.innerHTML = rooms.length ? "" : `<li class="muted">${t("no rooms yet", "还没有直播间")}</li>`;
   for (const room of rooms) {
     const li = document.createElement("li");
     const open = document.createElement("button");
-    open.textContent = `${room.name} (${room.listeners} listening)`;
+    open.textContent = `${room.name} (${room.listeners} ${t("listening", "人在听")})`;
     open.onclick = async () => {
       const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener" }) });
       select({ ...room, listen_url: `/r/${room.id}?grant=${grant}` });
@@ -205,7 +206,7 @@ $("say-form").onsubmit = async (e) => {
     queue.set(r.id, { text, state: r.state });
     renderQueue();
     $("say-text").value = "";
-    $("say-status").textContent = "queued";
+    $("say-status").textContent = t("queued", "已排队");
   } catch (err) {
     $("say-status").textContent = err.message;
   }
@@ -215,17 +216,18 @@ $("say-form").onsubmit = async (e) => {
   if (!token) { $("auth-error").hidden = false; return; }
   try {
     const voices = await api("/api/voices");
-    if (voices.advice) { $("voice-notice").hidden = false; $("voice-notice").textContent = voices.advice; }
+    if (voices.advice) { $("voice-notice").hidden = false; $("voice-notice").textContent = cannotCloneNotice(voices.advice); }
     $("voice").innerHTML = "";
     for (const v of voices.voices) {
       const option = document.createElement("option");
       option.value = v.id;
-      option.textContent = v.id === "stock" ? v.name : `${v.name}${v.can_clone ? "" : " (stock voice until cloning is set up)"}`;
+      option.textContent = v.id === "stock" ? t(v.name, "Joe（内置声音，美式英语）")
+        : `${v.name}${v.can_clone ? "" : t(" (stock voice until cloning is set up)", "（在配置克隆之前由内置声音朗读）")}`;
       $("voice").append(option);
     }
     await loadRooms();
   } catch (err) {
     $("auth-error").hidden = false;
-    $("auth-error").textContent = `Cannot use this console: ${err.message}`;
+    $("auth-error").textContent = `${t("Cannot use this console", "无法使用此控制台")}: ${err.message}`;
   }
 })();

@@ -14,11 +14,8 @@ function fail(where, err) {
 }
 
 // Advice and the report come in the reader's language (zh or en), whichever script they read.
-const UI_LANG = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
-const t = (en, zh) => (UI_LANG === "zh" ? zh : en);
+// (UI_LANG and t() come from common.js.)
 if (UI_LANG === "zh") {
-  document.documentElement.lang = "zh";
-  for (const el of document.querySelectorAll("[data-zh]")) el.textContent = el.dataset.zh;
   $("lang").value = "zh";
   $("name").value = "我的声音";
 }
@@ -324,8 +321,7 @@ async function loadVoices() {
   const data = await api("/api/voices");
   if (data.advice) {
     $("voice-notice").hidden = false;
-    $("voice-notice").textContent = t(data.advice, "内置声音无法克隆。本服务器没有 GPT-SoVITS 模型，所以录下的声音会被保存，但暂时仍由内置声音朗读。"
-      + "运行 `voxroom models pull v2pro` 并用 `voxroom serve --models DIR` 启动，即可听到克隆的声音。");
+    $("voice-notice").textContent = cannotCloneNotice(data.advice);
   }
   const own = data.voices.filter((v) => v.id !== "stock");
   const list = $("voices");
