@@ -79,6 +79,7 @@ def test_console_creates_a_room_and_the_cohost_says_a_line(live_server: Any, bro
     room_id = listen.split("/r/")[1].split("?")[0]
     _, state = live_server.json("GET", f"/api/rooms/{room_id}/cohost")
     assert state["settings"]["policy"] == "drop" and state["settings"]["voice"] == "stock"
+    assert live_server.json("DELETE", f"/api/rooms/{room_id}")[0] == 200  # the shared server caps rooms per account
     assert not errors
     page.close()
 
@@ -150,5 +151,7 @@ def test_console_speaks_chinese_to_a_chinese_browser(live_server: Any, browser: 
     assert page.input_value("#template-kind") == "message"  # the option's value, not its Chinese label
     page.click("#save-cohost")
     page.wait_for_function("document.querySelector('#cohost-saved').innerText === '已保存'")
+    room_id = (page.get_attribute("#listen-link", "href") or "").split("/r/")[1].split("?")[0]
+    assert live_server.json("DELETE", f"/api/rooms/{room_id}")[0] == 200  # the shared server caps rooms per account
     assert not errors
     context.close()
