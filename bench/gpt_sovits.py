@@ -29,6 +29,7 @@ import torch
 
 from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions, bf16_is_native
 from voxroom.models.gpt_sovits.hubert import HubertConfig, HubertModel
+from voxroom.models.gpt_sovits.realtime import playback_stall
 from voxroom.models.gpt_sovits.sovits import SoVITSModel
 from voxroom.models.gpt_sovits.t2s import T2SModel
 
@@ -98,12 +99,11 @@ def stream_realtime(engine: GPTSoVITSEngine, prompt, gate: bool) -> tuple[float,
     phones, _ = engine._phones_and_bert(text, "en")
     seconds = engine.realtime.seconds_per_phone * len(phones)
     stop = threading.Event()
-    arrivals: list[tuple[float, int]] = []  # (time, samples so far)
+    arrivals: list[tuple[float, int]] = []  # (time, samples)
 
     def emit(audio: np.ndarray, piece: str) -> None:
-        total = (arrivals[-1][1] if arrivals else 0) + audio.size
-        arrivals.append((time.perf_counter(), total))
-        if total >= seconds * 32000:
+        arrivals.append((time.perf_counter(), audio.size))
+        if sum(n for _, n in arrivals) >= seconds * 32000:
             stop.set()
 
     options = engine.options
@@ -114,15 +114,9 @@ def stream_realtime(engine: GPTSoVITSEngine, prompt, gate: bool) -> tuple[float,
     finally:
         engine.options = options
     t_first = arrivals[0][0]
-    stall, clock, previous = 0.0, t_first, 0  # clock: when everything received so far has played
-    for t, total in arrivals:
-        if t > clock:
-            stall += t - clock
-            clock = t
-        clock += (total - previous) / 32000
-        previous = total
-    rtf = (arrivals[-1][0] - t_first) / max((arrivals[-1][1] - arrivals[0][1]) / 32000, 1e-6)
-    return rtf, (t_first - start) * 1000, stall * 1000
+    after_first = sum(n for _, n in arrivals[1:]) / 32000
+    rtf = (arrivals[-1][0] - t_first) / max(after_first, 1e-6)
+    return rtf, (t_first - start) * 1000, playback_stall(arrivals, 32000) * 1000
 
 
 def main() -> None:

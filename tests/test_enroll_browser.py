@@ -90,7 +90,7 @@ def test_clipping_is_called_out_while_recording_and_the_take_is_refused(
     assert page.get_attribute("#script li:nth-child(2)", "class") == "reading"
     # The clipped stretch starts 6 s into the fake microphone's file.
     page.wait_for_function("window.voxroomEnroll.advice.some(a => a.code === 'clipping')", timeout=20000)
-    page.wait_for_timeout(3000)
+    page.wait_for_function("window.voxroomEnroll.levels >= 80", timeout=20000)  # past the clipped stretch
     stats = page.evaluate("window.voxroomEnroll")
     assert stats["levels"] >= 80  # the server's meter, ten values a second
     assert stats["bytesSent"] >= 16000 * 2 * 8  # PCM16 went up as it was recorded
@@ -112,10 +112,11 @@ def test_a_clean_take_recorded_in_the_browser_becomes_a_voice(
         live_server: RunningServer, clean_microphone: Any) -> None:
     page, errors = open_enroll(live_server, clean_microphone)
     start_recording(page, "browser take")
-    for _ in range(7):  # about 24 s, a sentence every 3 s
-        page.wait_for_timeout(3000)
+    sent = "window.voxroomEnroll.bytesSent >= {}"  # the microphone's own clock: PCM16 at 16 kHz went up
+    for sentence in range(1, 8):  # about 24 s, a sentence every 3 s of audio
+        page.wait_for_function(sent.format(sentence * 3 * 32000), timeout=20000)
         page.click("#next")
-    page.wait_for_timeout(2500)
+    page.wait_for_function(sent.format(int(24.5 * 32000)), timeout=20000)
     stats = finish_recording(page)
     assert [a["code"] for a in stats["advice"] if a["code"] != "too_fast"] == []  # no false alarms on clean speech
     voice, report = stats["result"]["voice"], stats["result"]["report"]

@@ -47,6 +47,7 @@ def bf16_is_native() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); without it, bf16 is emulated."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
+
 SAMPLE_RATE = 32_000
 MIN_REFERENCE_S, MAX_REFERENCE_S = 3.0, 10.0  # the official limits on a reference clip
 ENGINE_NAME = "gpt-sovits"
@@ -253,14 +254,14 @@ class GPTSoVITSEngine:
         generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
         pause = np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32)
         with self._lock, torch.inference_mode():
-            self.realtime.enabled = opts.realtime_start
-            self.realtime.chunk_plan = tuple(n * SAMPLES_PER_TOKEN for n in opts.schedule.emitted_tokens())
             label = ""
 
             def hand_over(audio: np.ndarray) -> None:
                 emit(np.clip(audio, -1.0, 1.0), label)
 
-            utterance = self.realtime.utterance(hand_over, queued_s)
+            utterance = self.realtime.utterance(
+                hand_over, queued_s, enabled=opts.realtime_start,
+                chunk_plan=tuple(n * SAMPLES_PER_TOKEN for n in opts.schedule.emitted_tokens()))
             for n, piece in enumerate(self.pieces(text, lang)):
                 label = piece
                 phones, bert = self._phones_and_bert(piece, lang)

@@ -33,6 +33,23 @@ MARGIN = 1.15  # plan as if the machine were this much slower than measured
 # comfortably faster than real time would hold its first chunk (~0.3 s) to save a ~30 ms gap.
 STALL_TOLERANCE_S = 0.08
 EMA = 0.3  # weight of the newest measurement
+# Samples each decoder push hands over, in order; the last repeats (the engine passes its own from
+# StreamingSchedule.emitted_tokens(); 1280 samples a token).
+DEFAULT_CHUNK_PLAN = (6 * 1280, 8 * 1280, 16 * 1280, 24 * 1280)
+
+
+def playback_stall(handed: list[tuple[float, int]], sample_rate: int) -> float:
+    """Seconds of silence a listener hears inside an utterance handed over as [(time, samples)],
+    if playback starts with the first audio and runs in real time."""
+    if not handed:
+        return 0.0
+    stall, clock = 0.0, handed[0][0]  # clock: when everything received so far has played
+    for t, samples in handed:
+        if t > clock:
+            stall += t - clock
+            clock = t
+        clock += samples / sample_rate
+    return stall
 
 
 @dataclass
@@ -43,14 +60,12 @@ class RealtimeGate:
     clock: Callable[[], float] = time.monotonic
     rate: float | None = None  # audio seconds per wall second, measured after each piece's first chunk
     seconds_per_phone: float = SECONDS_PER_PHONE
-    enabled: bool = True
-    # Samples each decoder push hands over, in order; the last repeats (the engine sets it from
-    # StreamingSchedule.emitted_tokens(); 1280 samples a token).
-    chunk_plan: tuple[int, ...] = (6 * 1280, 8 * 1280, 16 * 1280, 24 * 1280)
 
-    def utterance(self, emit: Callable[[np.ndarray], None], queued_s: float = 0.0) -> UtteranceGate:
-        """`queued_s`: the listener's audio still to play before this utterance (a cushion)."""
-        return UtteranceGate(self, emit, queued_s)
+    def utterance(self, emit: Callable[[np.ndarray], None], queued_s: float = 0.0, *, enabled: bool = True,
+                  chunk_plan: tuple[int, ...] = DEFAULT_CHUNK_PLAN) -> UtteranceGate:
+        """`queued_s`: the listener's audio still to play before this utterance (a cushion);
+        `enabled` False hands every chunk over at once (it still learns)."""
+        return UtteranceGate(self, emit, queued_s, enabled, chunk_plan)
 
     def learn(self, rate: float | None, seconds_per_phone: float | None) -> None:
         if rate is not None:
@@ -62,8 +77,10 @@ class RealtimeGate:
 class UtteranceGate:
     """One utterance's audio on its way to one listener: what has been handed over and until when it plays."""
 
-    def __init__(self, gate: RealtimeGate, emit: Callable[[np.ndarray], None], queued_s: float = 0.0) -> None:
+    def __init__(self, gate: RealtimeGate, emit: Callable[[np.ndarray], None], queued_s: float,
+                 enabled: bool, chunk_plan: tuple[int, ...]) -> None:
         self.gate, self.emit = gate, emit
+        self.enabled, self.chunk_plan = enabled, chunk_plan
         self.play_until = gate.clock() + max(0.0, queued_s)
 
     def hand_over(self, audio: np.ndarray) -> None:
@@ -82,20 +99,24 @@ class PieceGate:
         self.utterance, self.gate = utterance, utterance.gate
         self.n_phones, self.speed = n_phones, speed
         self.expected_s = n_phones * self.gate.seconds_per_phone / speed
-        self.released = not self.gate.enabled
+        self.released = not utterance.enabled
         self.held: list[np.ndarray] = []
         self.made = 0  # samples made in this piece
         self.chunks = 0  # chunks made in this piece
         self.first_at: float | None = None  # when the first chunk was made
         self.first_samples = 0
 
+    def _measured_rate(self) -> float | None:
+        """This piece's rate since its first chunk (needs a second one)."""
+        if self.first_at is None or self.made <= self.first_samples:
+            return None
+        elapsed = self.gate.clock() - self.first_at
+        return (self.made - self.first_samples) / self.gate.sample_rate / max(elapsed, 1e-6)
+
     def _rate_now(self) -> float | None:
-        """This piece's own rate so far (needs a second chunk), else what earlier pieces showed."""
-        if self.first_at is not None and self.made > self.first_samples:
-            elapsed = self.gate.clock() - self.first_at
-            live = (self.made - self.first_samples) / self.gate.sample_rate / max(elapsed, 1e-6)
-            return live if self.gate.rate is None else min(live, self.gate.rate)
-        return self.gate.rate
+        """This piece's own rate so far, capped by what earlier pieces showed (or either alone)."""
+        live, known = self._measured_rate(), self.gate.rate
+        return known if live is None else live if known is None else min(live, known)
 
     def push(self, audio: np.ndarray) -> None:
         if not audio.size:
@@ -118,7 +139,7 @@ class PieceGate:
 
     def _cushion_needed(self, rate: float) -> float:
         """Seconds of audio that must be ahead of playback now for the rest of the piece to arrive in time."""
-        plan, sr = self.gate.chunk_plan, self.gate.sample_rate
+        plan, sr = self.utterance.chunk_plan, self.gate.sample_rate
         remaining = max(0.0, self.expected_s - self.made / sr)
         needed = made = 0.0
         k = self.chunks
@@ -140,9 +161,5 @@ class PieceGate:
         """The piece ended (`complete`: it reached its end, not a stop): release the rest and learn."""
         if complete:
             self._release()
-        rate = None
-        if self.first_at is not None and self.made > self.first_samples:
-            elapsed = self.gate.clock() - self.first_at
-            rate = (self.made - self.first_samples) / self.gate.sample_rate / max(elapsed, 1e-6)
         length = self.made / self.gate.sample_rate * self.speed / self.n_phones if complete and self.n_phones else None
-        self.gate.learn(rate, length)
+        self.gate.learn(self._measured_rate(), length)

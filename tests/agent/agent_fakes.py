@@ -86,10 +86,7 @@ class RecordingSink:
         return None
 
     def queued_seconds(self) -> float:
-        if not self.played or not self.realtime:
-            return 0.0
-        last = self.played[-1]  # play() returns once a chunk has been heard: at most one is left
-        return max(0.0, last.started + last.duration - self.clock.now())
+        return 0.0  # play() returns once a chunk has been heard (or at once, when not real time)
 
     def texts(self) -> list[str]:
         out: list[str] = []

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxroom.models.gpt_sovits.realtime import STALL_TOLERANCE_S, RealtimeGate
+from voxroom.models.gpt_sovits.realtime import (
+    DEFAULT_CHUNK_PLAN,
+    STALL_TOLERANCE_S,
+    RealtimeGate,
+    playback_stall,
+)
 from voxroom.models.gpt_sovits.sovits_streaming import StreamingSchedule
 
 SR = 32000
@@ -32,10 +37,10 @@ def chunk_sizes(tokens: int) -> list[int]:
 
 
 def speak(gate: RealtimeGate, clock: Clock, *, rate: float, tokens: int, phones: int,
-          prefill_s: float = 0.3, stop_after: int | None = None) -> list[tuple[float, int]]:
+          prefill_s: float = 0.3, stop_after: int | None = None, enabled: bool = True) -> list[tuple[float, int]]:
     """Make one piece at `rate` (audio s per wall s) through the gate; -> [(time handed over, samples)]."""
     out: list[tuple[float, int]] = []
-    utterance = gate.utterance(lambda audio: out.append((clock.now, audio.size)))
+    utterance = gate.utterance(lambda audio: out.append((clock.now, audio.size)), enabled=enabled)
     piece = utterance.piece(phones)
     clock.now += prefill_s
     for i, size in enumerate(chunk_sizes(tokens)):
@@ -49,14 +54,7 @@ def speak(gate: RealtimeGate, clock: Clock, *, rate: float, tokens: int, phones:
 
 
 def stall_s(handed: list[tuple[float, int]]) -> float:
-    """Silence a listener hears inside the piece if playback starts with the first audio."""
-    stall, clock = 0.0, handed[0][0]
-    for t, samples in handed:
-        if t > clock:
-            stall += t - clock
-            clock = t
-        clock += samples / SR
-    return stall
+    return playback_stall(handed, SR)
 
 
 @pytest.mark.parametrize("rate", [1.8, 2.5, 10.0])
@@ -79,7 +77,7 @@ def test_a_slow_machine_starts_later_and_never_stutters(rate: float) -> None:
     assert sum(n for _, n in handed) == 100 * TOKEN  # nothing lost
     # Waiting costs less than the stutter it saves, and no more than the steady-rate bound needs.
     clock = Clock()
-    eager = speak(RealtimeGate(SR, clock=clock, enabled=False), clock, rate=rate, tokens=100, phones=50)
+    eager = speak(RealtimeGate(SR, clock=clock), clock, rate=rate, tokens=100, phones=50, enabled=False)
     assert stall_s(eager) > 0.05
     assert handed[0][0] - eager[0][0] < 1.15 * stall_s(eager) + 24 * TOKEN / SR
 
@@ -124,6 +122,7 @@ def test_audio_already_queued_counts_as_cushion() -> None:
 
 def test_the_schedule_tells_the_gate_its_rhythm() -> None:
     assert StreamingSchedule().emitted_tokens() == (6, 8, 16, 24)
+    assert DEFAULT_CHUNK_PLAN == tuple(n * TOKEN for n in StreamingSchedule().emitted_tokens())
     assert StreamingSchedule(first_chunk_tokens=5, chunk_tokens=4, lookahead_tokens=1, max_chunk_tokens=10
                              ).emitted_tokens() == (4, 4, 8, 10)
 
@@ -138,3 +137,10 @@ def test_a_caller_can_say_how_much_is_queued_before_the_utterance() -> None:
     clock.now += 0.3
     piece.push(np.zeros(6 * TOKEN, np.float32))
     assert out and cold[0][0] > 0.3 + 6 * TOKEN / SR / 0.7  # 5 s still playing: no need to hold this time
+
+
+def test_playback_stall_counts_the_silence_between_late_chunks() -> None:
+    assert playback_stall([], SR) == 0.0
+    # 1 s plays 0-1 s; the next second arrives at 1.5 s (0.5 s of silence) and plays until 2.5 s,
+    # so the third, there at 2.0 s, is in time.
+    assert playback_stall([(0.0, SR), (1.5, SR), (2.0, SR)], SR) == 0.5
