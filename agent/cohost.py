@@ -1,15 +1,16 @@
-"""The co-host loop: chat events in, spoken replies out.
+"""The co-host loop: chat events in, replies spoken through speech handles.
 
-`CoHost` takes events from the speech queue, gets reply text (LLM or read-aloud), cuts it into
-speakable pieces, moderates each piece, synthesizes it with the room's `Engine` and hands the
-audio to an `AudioSink`. Before every chunk it checks turn-taking, so the host's voice pauses it
-at the next chunk boundary. The reply text is produced by its own task while audio plays, so a
-slow engine never stalls the LLM stream. Skipping the current reply is one cancellation that ends
-the LLM request, the synthesis and the queued audio (flushed with a fade). Each reply's timings go
-to `AgentMetrics` and every step is reported to observers (the console, logs).
+`CoHost` takes events from the speech queue (gifts > questions > messages; a line the host typed
+goes first), gets reply text (LLM or read-aloud), cuts it into speakable pieces, moderates each
+piece and pushes it into one `SpeechHandle` per reply, which the room's speaker (its playout) says.
+The co-host never touches audio: the playout synthesizes, applies turn-taking (hold, duck, drop)
+and reports what went on air. The reply text is produced by its own task while audio plays, so a
+slow engine never stalls the LLM stream; a reply whose speech ends early (the host's voice under
+the drop policy, a DELETE, a bot's cancel) stops its text too.
 
-Only what was actually played is remembered as said: pieces cut off by an interruption or a skip
-never enter the LLM's memory.
+Skipping the current reply is one cancellation: the LLM request, the handle (synthesis and queued
+audio, faded) and the reply task. Only what was actually played is remembered as said. Everything
+the co-host does is published on the room's `EventBus` (agent.lifecycle); metrics are a subscriber.
 """
 
 from __future__ import annotations
@@ -18,81 +19,87 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from voxroom.agent.clock import Clock, SystemClock
 from voxroom.agent.events import ChatEvent, EventKind, parse_event
+from voxroom.agent.lifecycle import (
+    CoHostState,
+    EventAccepted,
+    EventBus,
+    EventDropped,
+    HostSpeaking,
+    LifecycleEvent,
+    Moderated,
+    ReplyFinished,
+    ReplyPiece,
+    ReplyStarted,
+    SpeechEnded,
+    SpeechQueued,
+    SpeechStarted,
+)
 from voxroom.agent.metrics import AgentMetrics, ReplyMetrics
 from voxroom.agent.moderation import ModerationEntry, Moderator
 from voxroom.agent.replies import ReplySource, detect_language
-from voxroom.agent.segmenter import Segmenter
+from voxroom.agent.speech import FrameListener, Speaker, SpeakerBusy, SpeechHandle, SpeechState
 from voxroom.agent.speech_queue import Outcome, QueuedEvent, SpeechQueue
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
-from voxroom.models.engine import AudioChunk, Engine, SynthesisError, Voice
+from voxroom.models.engine import Voice
+from voxroom.models.text_pieces import Segmenter
 
 log = logging.getLogger(__name__)
 
-
-class AudioSink(Protocol):
-    """Where the co-host's audio goes (the server's room track, a WebSocket, a test recorder)."""
-
-    async def play(self, chunk: AudioChunk) -> None:
-        """Take one chunk; may wait (back-pressure) until there is room for it."""
-        ...
-
-    async def flush(self, fade: bool = True) -> None:
-        """Drop audio handed over but not yet heard, fading out instead of clicking."""
-        ...
-
-    async def wait_played(self) -> None:
-        """Return once everything handed over has been heard."""
-        ...
-
-    def queued_seconds(self) -> float:
-        """Audio handed over but not yet heard, in seconds (an engine may start sooner with it)."""
-        ...
+# How a reply's speech ended -> the reply's outcome.
+_OUTCOMES = {SpeechState.DONE: "spoken", SpeechState.INTERRUPTED: "interrupted",
+             SpeechState.CANCELLED: "skipped", SpeechState.FAILED: "error"}
 
 
-Observer = Callable[[str, dict[str, Any]], None]
+@dataclass
+class HostLine:
+    """How a line the host (console, REST, a bot) asked to be said is spoken, besides its text."""
+
+    voice: Voice | None | bool = False  # False: the co-host's voice
+    lang: str = "auto"
+    speed: float | None = None
+    listener: FrameListener | None = None
+    source: str = "host"
 
 
 class CoHost:
     def __init__(
         self,
         *,
-        engine: Engine,
-        sink: AudioSink,
+        speaker: Speaker,
         replies: ReplySource,
         clock: Clock | None = None,
         queue: SpeechQueue | None = None,
         moderator: Moderator | None = None,
         turns: TurnTaking | None = None,
         metrics: AgentMetrics | None = None,
+        events: EventBus | None = None,
         voice: Voice | None = None,
         speed: float = 1.0,
-        max_chunk_seconds: float = 0.1,
         cohost_names: Sequence[str] = (),
         question_prefixes: Sequence[str] = (),
-        observers: Iterable[Observer] = (),
         segmenter_factory: Callable[[], Segmenter] = Segmenter,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
-        self.engine = engine
-        self.sink = sink
+        self.speaker = speaker
         self.replies = replies
         # `is None`, not `or`: an empty queue is falsy.
         self.queue = queue if queue is not None else SpeechQueue(self.clock)
         self.moderator = moderator if moderator is not None else Moderator(self.clock)
         self.turns = turns if turns is not None else TurnTaking(self.clock)
         self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.events = events if events is not None else EventBus("cohost")
+        self.events.subscribe(self.metrics.observe)
+        self.events.subscribe(self._watch_speech)
         self.voice = voice
         self.speed = speed
-        # Engines may yield a whole sentence as one chunk; slicing bounds how late a pause can act.
-        self.max_chunk_seconds = max_chunk_seconds
         self.cohost_names = list(cohost_names)
         self.question_prefixes = list(question_prefixes)
-        self.observers: list[Observer] = list(observers)
         self.segmenter_factory = segmenter_factory
         if self.queue.on_drop is None:
             self.queue.on_drop = self._on_drop
@@ -100,23 +107,21 @@ class CoHost:
             self.moderator.on_entry = self._on_moderated
         self.state = "idle"  # idle, thinking, speaking, paused
         self.current: QueuedEvent | None = None
+        self.handle: SpeechHandle | None = None  # the current reply's speech
         self._task: asyncio.Task[ReplyMetrics] | None = None
         self._skip_requested = False
         self._task_metrics: ReplyMetrics | None = None
         self._last_activity = self.clock.now()
-        self._host_lines = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._host_lines: dict[str, HostLine] = {}
 
     # Intake.
     def submit(self, event: ChatEvent) -> str:
         """Moderate and queue an event; returns the outcome ("queued", "moderated", "duplicate", ...)."""
         self._last_activity = self.clock.now()
         checked = self.moderator.check_input(event)
-        if checked is None:
-            outcome = "moderated"
-        else:
-            outcome = str(self.queue.put(checked))
-        self.metrics.count_event(str(event.kind), outcome)
-        self._emit("event", {"id": event.id, "kind": str(event.kind), "user": event.user, "outcome": outcome})
+        outcome = "moderated" if checked is None else str(self.queue.put(checked))
+        self.events.publish(EventAccepted(id=event.id, kind=str(event.kind), user=event.user, outcome=outcome))
         return outcome
 
     def submit_dict(self, data: Mapping[str, Any]) -> str:
@@ -126,37 +131,53 @@ class CoHost:
         return self.submit(event)
 
     # Host controls.
-    def say(self, text: str) -> str:
-        """Queue a line the host typed, said word for word ahead of chat (output moderation still applies)."""
-        now = self.clock.now()
+    def say(self, text: str, *, speech_id: str | None = None, line: HostLine | None = None) -> str:
+        """Queue a line the host asked for (console, REST, a bot), said word for word ahead of chat;
+        output moderation and the host policies still apply. Returns the speech id (SpeakerBusy when
+        the queue cannot take it)."""
+        speech_id = speech_id or f"host-{next(self._ids)}"
+        if speech_id in self._host_lines or (self.handle is not None and self.handle.id == speech_id):
+            raise ValueError(f"speech id {speech_id!r} is already in use")
         event = ChatEvent(kind=EventKind.HOST, user="host", text=text.strip(), platform="console",
-                          timestamp=now, id=f"host-{next(self._host_lines)}")
-        outcome = str(self.queue.put(event))
+                          timestamp=self.clock.now(), id=speech_id)
+        self._last_activity = self.clock.now()
+        outcome = self.queue.put(event)
+        self.events.publish(EventAccepted(id=event.id, kind="host", user="host", outcome=str(outcome)))
+        if outcome is not Outcome.QUEUED:
+            raise SpeakerBusy(f"the co-host's queue cannot take this line ({outcome})")
         self.queue.pin(event.id)
-        self._emit("event", {"id": event.id, "kind": "host", "user": "host", "outcome": outcome})
+        self._host_lines[event.id] = line or HostLine()
+        self.events.publish(SpeechQueued(id=event.id, text=event.text, source=(line or HostLine()).source))
         return event.id
+
+    def cancel(self, speech_id: str) -> bool:
+        """Cancel a line or reply by its speech id (or its chat event id), queued or on air."""
+        if self.queue.skip(speech_id):
+            return True
+        current = self.current.event.id if self.current is not None else None
+        if speech_id in (current, self.handle.id if self.handle is not None else None):
+            return self.skip_current()
+        return False
 
     def set_host_speaking(self, speaking: bool) -> None:
         self.turns.set_host_speaking(speaking)
-        self._emit("host_speaking", {"speaking": speaking})
+        self.events.publish(HostSpeaking(speaking=speaking))
+        self._refresh_state()
 
     def skip_current(self) -> bool:
         """Stop the reply being spoken now (LLM request, synthesis and queued audio)."""
         if self._task is None or self._task.done():
             return False
         self._skip_requested = True
+        if self.handle is not None:
+            self.handle.cancel()
         self._task.cancel()
         return True
-
-    def add_observer(self, observer: Observer) -> None:
-        self.observers.append(observer)
 
     # The loop.
     async def run(self) -> None:
         """Answer events until cancelled."""
         while True:
-            if self.turns.must_yield():
-                await self.turns.wait_host_quiet()
             item = self.queue.get_nowait()
             if item is None:
                 item = await self._wait_for_item()
@@ -172,8 +193,10 @@ class CoHost:
         remaining = self._last_activity + idle_after - self.clock.now()
         if remaining <= 0:
             self._last_activity = self.clock.now()
+            if self.turns.host_speaking:
+                return None  # the host is filling the silence already
             idle = ChatEvent(kind=EventKind.IDLE, user="", text="", platform="voxroom",
-                             timestamp=self.clock.now(), id=f"idle-{self.clock.now():.3f}")
+                             timestamp=self.clock.now(), id=f"idle-{next(self._ids)}")
             return QueuedEvent(idle, 0, self.clock.now(), -1)
         waiters = [asyncio.ensure_future(self.queue.wait_for_event()),
                    asyncio.ensure_future(self.clock.sleep(remaining))]
@@ -202,57 +225,95 @@ class CoHost:
             return self._task_metrics
         finally:
             self.current = None
+            self.handle = None
             self._set_state("idle")
 
     async def _answer(self, item: QueuedEvent) -> ReplyMetrics:
         event = item.event
         start = self.clock.now()
+        line = self._host_lines.pop(event.id, None) if event.kind is EventKind.HOST else None
         source = "host" if event.kind is EventKind.HOST else self._source_name()
         metrics = ReplyMetrics(event_id=event.id, kind=str(event.kind), source=source,
                                queue_wait=start - item.enqueued_at)
         self._task_metrics = metrics
         fallbacks_before = self._fallbacks()
-        self._emit("reply_started", {"id": event.id, "kind": str(event.kind), "user": event.user,
-                                     "text": event.text, "queue_wait": metrics.queue_wait})
+        self.events.publish(ReplyStarted(id=event.id, kind=str(event.kind), user=event.user, text=event.text,
+                                         queue_wait=metrics.queue_wait))
         self._set_state("thinking")
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         producer = asyncio.ensure_future(self._produce(event, pieces, metrics, start))
-        played: list[str] = []
+        handle: SpeechHandle | None = None
         try:
-            while (piece := await pieces.get()) is not None:
+            while (piece := await self._next_piece(pieces, handle)) is not None:
                 safe = self.moderator.check_output(piece, event_id=event.id)
                 if safe is None:
                     metrics.extra["moderated_pieces"] = metrics.extra.get("moderated_pieces", 0) + 1
                     continue
-                if not await self._speak_piece(safe, metrics, start):
-                    metrics.outcome = "interrupted"
-                    break
-                played.append(safe)
-                self._emit("piece", {"id": event.id, "text": safe})
-            if metrics.outcome != "interrupted":
-                await self.sink.wait_played()
-                if not played:
-                    metrics.outcome = "moderated" if metrics.extra.get("moderated_pieces") else "silent"
+                if handle is None:
+                    handle = self.handle = self._speech_for(event, line)
+                    self.speaker.speak(handle)
+                if not handle.push(safe, lang=detect_language(safe) if handle.lang == "auto" else None):
+                    break  # the speech ended early: stop writing
+                self.events.publish(ReplyPiece(id=event.id, text=safe))
+            if handle is None:
+                metrics.outcome = "moderated" if metrics.extra.get("moderated_pieces") else "silent"
+            else:
+                handle.end_input()
+                metrics.outcome = _OUTCOMES.get(await handle.wait_played(), "spoken")
+                if handle.error:
+                    metrics.extra["synthesis_error"] = handle.error
         except asyncio.CancelledError:
             metrics.outcome = "skipped"
-            await self._flush()
             raise
+        except SpeakerBusy as error:
+            log.warning("reply to %s not spoken: %s", event.id, error)
+            metrics.outcome, metrics.extra["error"] = "error", str(error)
         finally:
+            if handle is not None and not handle.finished:
+                handle.cancel()
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
-            metrics.total = self.clock.now() - start
-            metrics.text = " ".join(played)
+            now = self.clock.now()
+            metrics.total = now - start
+            if handle is not None:
+                metrics.text = " ".join(handle.played_text)
+                metrics.audio_seconds = handle.played_seconds
+                if handle.started_at is not None:
+                    metrics.first_audio = handle.started_at - start
             if self._fallbacks() > fallbacks_before:
                 metrics.source = "fallback"
             self._remember(event, metrics.text)
-            self.metrics.observe_reply(metrics)
-            self._emit("reply_finished", {"id": event.id, "outcome": metrics.outcome, "text": metrics.text,
-                                          "queue_wait": metrics.queue_wait,
-                                          "llm_first_token": metrics.llm_first_token,
-                                          "first_audio": metrics.first_audio, "total": metrics.total,
-                                          "source": metrics.source})
+            self.events.publish(ReplyFinished(
+                id=event.id, kind=str(event.kind), outcome=metrics.outcome, text=metrics.text,
+                queue_wait=metrics.queue_wait, llm_first_token=metrics.llm_first_token,
+                first_audio=metrics.first_audio, total=metrics.total, source=metrics.source,
+                audio_seconds=metrics.audio_seconds, extra=dict(metrics.extra)))
         return metrics
+
+    def _speech_for(self, event: ChatEvent, line: HostLine | None) -> SpeechHandle:
+        if line is None:
+            return SpeechHandle(id=f"cohost-{next(self._ids)}", voice=self.voice, speed=self.speed,
+                                source="reply", reply_to=event.id)
+        voice = self.voice if line.voice is False else (line.voice if isinstance(line.voice, Voice) else None)
+        return SpeechHandle(id=event.id, voice=voice, lang=line.lang,
+                            speed=line.speed if line.speed is not None else self.speed,
+                            source=line.source, reply_to=event.id, listener=line.listener)
+
+    @staticmethod
+    async def _next_piece(pieces: asyncio.Queue[str | None], handle: SpeechHandle | None) -> str | None:
+        """The next piece of text, or None when the text is done or the reply's speech has ended."""
+        if handle is None or not pieces.empty():
+            return await pieces.get()
+        getter = asyncio.ensure_future(pieces.get())
+        ended = asyncio.ensure_future(handle.wait_played())
+        try:
+            await asyncio.wait({getter, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not getter.done():
+                getter.cancel()
+        return getter.result() if getter.done() and not getter.cancelled() else None
 
     async def _produce(self, event: ChatEvent, pieces: asyncio.Queue[str | None], metrics: ReplyMetrics,
                        start: float) -> None:
@@ -274,55 +335,27 @@ class CoHost:
         finally:
             pieces.put_nowait(None)
 
-    async def _speak_piece(self, text: str, metrics: ReplyMetrics, start: float) -> bool:
-        """Synthesize and play one piece; False when the host's voice ended the reply (drop policy)."""
-        stream: AsyncIterator[AudioChunk] = self.engine.stream(
-            text, self.voice, lang=detect_language(text), speed=self.speed, queued_s=self.sink.queued_seconds()
-        )
-        try:
-            async for engine_chunk in stream:
-                for chunk in self._slices(engine_chunk):
-                    # The chunk boundary: the one place where turn-taking acts.
-                    if self.turns.must_yield():
-                        if self.turns.policy is HostSpeechPolicy.DROP:
-                            await self._flush()
-                            return False
-                        self._set_state("paused")
-                        await self.turns.wait_host_quiet()
-                    gain = self.turns.gain()
-                    if gain != 1.0:
-                        chunk = AudioChunk(chunk.samples * gain, chunk.sample_rate, chunk.text)
-                    self._set_state("speaking")
-                    if metrics.first_audio is None:
-                        metrics.first_audio = self.clock.now() - start
-                    await self.sink.play(chunk)
-                    metrics.audio_seconds += chunk.duration
-        except SynthesisError as error:
-            log.warning("engine could not say %r: %s", text, error)
-            metrics.extra["synthesis_error"] = str(error)
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        return True
-
     # Plumbing.
     @staticmethod
     async def _host_line(event: ChatEvent) -> AsyncIterator[str]:
         yield event.text
 
-    def _slices(self, chunk: AudioChunk) -> list[AudioChunk]:
-        size = max(1, int(chunk.sample_rate * self.max_chunk_seconds))
-        if len(chunk.samples) <= size:
-            return [chunk]
-        return [AudioChunk(chunk.samples[i:i + size], chunk.sample_rate, chunk.text)
-                for i in range(0, len(chunk.samples), size)]
+    def _watch_speech(self, event: LifecycleEvent) -> None:
+        """Follow the current reply's speech on the room's stream (the playout reports it)."""
+        handle = self.handle
+        if handle is not None and isinstance(event, SpeechStarted | SpeechEnded) and event.id == handle.id:
+            self._refresh_state()
 
-    async def _flush(self) -> None:
-        try:
-            await self.sink.flush(fade=True)
-        except Exception as error:  # a broken sink must not keep the loop from going on
-            log.warning("sink flush failed: %s", error)
+    def _refresh_state(self) -> None:
+        handle = self.handle
+        if self.current is None:
+            return
+        if handle is None or handle.started_at is None:
+            self._set_state("thinking")
+        elif self.turns.host_speaking and self.turns.policy is not HostSpeechPolicy.DUCK:
+            self._set_state("paused")
+        else:
+            self._set_state("speaking")
 
     def _remember(self, event: ChatEvent, played_text: str) -> None:
         if event.kind not in (EventKind.IDLE, EventKind.HOST):
@@ -343,24 +376,19 @@ class CoHost:
     def _set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
-            self._emit("state", {"state": state})
+            self.events.publish(CoHostState(state=state))
 
     def _on_drop(self, event: ChatEvent, outcome: Outcome) -> None:
-        if outcome not in (Outcome.DUPLICATE, Outcome.RATE_LIMITED, Outcome.FULL):
-            self.metrics.count_event(str(event.kind), str(outcome))  # later drops of a queued event
-        self._emit("dropped", {"id": event.id, "kind": str(event.kind), "user": event.user,
-                               "text": event.text, "reason": str(outcome)})
+        self.events.publish(EventDropped(id=event.id, kind=str(event.kind), user=event.user, text=event.text,
+                                         reason=str(outcome)))
+        line = self._host_lines.pop(event.id, None)
+        if line is not None:  # a host line that never reached the speaker ends here
+            self.events.publish(SpeechEnded(id=event.id, text=event.text, state=str(SpeechState.CANCELLED),
+                                            source=line.source, reply_to=event.id, frames=0, played_text="",
+                                            error=None, at=self.clock.now()))
 
     def _on_moderated(self, entry: ModerationEntry) -> None:
-        self.metrics.count_moderated(str(entry.direction))
-        self._emit("moderated", entry.as_dict())
-
-    def _emit(self, name: str, data: dict[str, Any]) -> None:
-        for observer in self.observers:
-            try:
-                observer(name, data)
-            except Exception:  # observers are for watching; they never break the co-host
-                log.exception("observer failed on %s", name)
+        self.events.publish(Moderated(entry=entry.as_dict()))
 
     def snapshot(self) -> dict[str, Any]:
         """State for the host console."""

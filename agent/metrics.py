@@ -1,7 +1,8 @@
 """Per-reply timings of the co-host and their Prometheus text exposition for /metrics.
 
-Each reply records how long its event waited in the queue, the LLM's time to first token, the
-time to the first audio chunk and the total; `render_prometheus` writes counters and histograms
+`AgentMetrics` is a subscriber of the room's event stream (`agent.lifecycle`): it counts accepted,
+dropped and moderated events and records each finished reply: how long its event waited in the
+queue, the LLM's time to first token, the time to its first audio frame on air and the total; `render_prometheus` writes counters and histograms
 (with # HELP and # TYPE lines) for one room or many, labelled by room.
 """
 
@@ -13,6 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxroom.agent.lifecycle import EventAccepted, EventDropped, LifecycleEvent, Moderated, ReplyFinished
+
+# Refusals at intake are counted once, as the intake's outcome (EventAccepted), not again as drops.
+_COUNTED_AT_INTAKE = frozenset({"duplicate", "rate_limited", "full"})
 BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
@@ -23,7 +28,7 @@ class ReplyMetrics:
     source: str  # "llm", "read_aloud", "fallback", "host"
     queue_wait: float = 0.0
     llm_first_token: float | None = None  # from the reply's start; None without an LLM
-    first_audio: float | None = None  # from the reply's start to the first chunk handed to the sink
+    first_audio: float | None = None  # from the reply's start to its first frame on air
     total: float = 0.0
     outcome: str = "spoken"  # spoken, interrupted, skipped, moderated, silent, error
     text: str = ""  # what was actually played
@@ -47,8 +52,8 @@ class Histogram:
 HISTOGRAMS = {
     "queue_wait": "Seconds a chat event waited in the speech queue before its reply started.",
     "llm_first_token": "Seconds from the reply's start to the LLM's first text token.",
-    "first_audio": "Seconds from the reply's start to its first audio chunk reaching the sink.",
-    "total": "Seconds from the reply's start to its last audio chunk.",
+    "first_audio": "Seconds from the reply's start to its first audio frame on air.",
+    "total": "Seconds from the reply's start to its end (its last frame on air).",
 }
 
 
@@ -71,6 +76,20 @@ class AgentMetrics:
             value = getattr(reply, name)
             if value is not None:
                 self.histograms[name].observe(value)
+
+    def observe(self, event: LifecycleEvent) -> None:
+        """The event-stream subscriber: every count and timing comes from here."""
+        if isinstance(event, EventAccepted):
+            self.count_event(event.kind, event.outcome)
+        elif isinstance(event, EventDropped) and event.reason not in _COUNTED_AT_INTAKE:
+            self.count_event(event.kind, event.reason)  # a queued event that left without a reply
+        elif isinstance(event, Moderated):
+            self.count_moderated(str(event.entry.get("direction", "")))
+        elif isinstance(event, ReplyFinished):
+            self.observe_reply(ReplyMetrics(
+                event_id=event.id, kind=event.kind, source=event.source, queue_wait=event.queue_wait,
+                llm_first_token=event.llm_first_token, first_audio=event.first_audio, total=event.total,
+                outcome=event.outcome, text=event.text, audio_seconds=event.audio_seconds, extra=dict(event.extra)))
 
     def count_event(self, kind: str, outcome: str) -> None:
         self.events[(kind, outcome)] += 1
@@ -117,7 +136,7 @@ def render_prometheus(rooms: Mapping[str, AgentMetrics], prefix: str = "voxroom_
     for room, m in rooms.items():
         for direction, n in sorted(m.moderated.items()):
             lines.append(f"{prefix}_moderated_total{_labels({'room': room, 'direction': direction})} {n}")
-    header("audio_seconds_total", "counter", "Seconds of co-host audio handed to the room.")
+    header("audio_seconds_total", "counter", "Seconds of co-host reply audio played on air.")
     for room, m in rooms.items():
         lines.append(f"{prefix}_audio_seconds_total{_labels({'room': room})} {_number(round(m.audio_seconds, 6))}")
     for name, text in HISTOGRAMS.items():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from voxroom.agent.events import ChatEvent, EventKind
-from voxroom.agent.segmenter import clean_for_speech
+from voxroom.models.text_pieces import clean_for_speech
 
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")

@@ -1,9 +1,9 @@
 """Turn-taking: the co-host yields while the host talks, and fills silence when chat is quiet.
 
-A host-speaking signal (from the VAD on the host's microphone, the console, or a test) is checked
-by the co-host before every audio chunk, so it takes effect at the next chunk boundary. What
-happens to the rest of the reply is a room setting: pause and resume it when the host stops,
-drop it, or keep speaking with the volume ducked. Idle talk is off unless `idle_after` is set.
+A host-speaking signal (from the VAD on the host's microphone, the console, or a test) sets the
+state here; the room's playout reads it at every 20 ms tick, so it acts on the audio within a
+frame, in one place. What happens to the speech on air is a room setting: hold it and resume when
+the host stops, drop it, or keep speaking with the volume ducked. Idle talk is off unless `idle_after` is set.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from voxroom.agent.clock import Clock
 
 
 class HostSpeechPolicy(StrEnum):
-    RESUME = "resume"  # stop at the next chunk, continue the same reply when the host stops
-    DROP = "drop"  # stop at the next chunk and abandon the rest of the reply
+    RESUME = "resume"  # hold the audio, continue the same speech when the host stops
+    DROP = "drop"  # fade out the speech on air and abandon it; later ones wait for the host
     DUCK = "duck"  # keep talking, quieter
 
 
@@ -56,6 +56,15 @@ class TurnTaking:
     def must_yield(self) -> bool:
         """True when the co-host must stop feeding audio now (not when ducking)."""
         return self.host_speaking and self.policy is not HostSpeechPolicy.DUCK
+
+    def holds_audio(self) -> bool:
+        """True while the room's audio must wait: the host talks, or stopped less than `resume_after`
+        ago (under resume and drop; ducking never holds)."""
+        if self.policy is HostSpeechPolicy.DUCK:
+            return False
+        if self.host_speaking:
+            return True
+        return self.interruptions > 0 and self.clock.now() - self.host_changed_at < self.resume_after
 
     def gain(self) -> float:
         return self.duck_gain if self.host_speaking and self.policy is HostSpeechPolicy.DUCK else 1.0

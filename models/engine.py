@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -40,6 +40,43 @@ class Voice:
     engine: str
     prompt: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VoiceRef:
+    """Which voice to speak with, as callers name it: the stock voice or a stored voice, by id.
+
+    Parsed once where a name comes in (REST bodies, the bot protocol, room settings), so the rest of
+    the code never guesses what None, "", "stock" or a dict meant. Resolving a reference to a `Voice`
+    (with its prompt) is the voice store's job, for one owner.
+    """
+
+    id: str | None = None  # None: the stock voice
+
+    STOCK_NAME: ClassVar[str] = "stock"
+
+    @classmethod
+    def parse(cls, value: object) -> VoiceRef:
+        """"stock" or a voice id (ValueError for anything else; None means the stock voice)."""
+        if value is None or value == cls.STOCK_NAME:
+            return cls()
+        if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.isprintable():
+            raise ValueError("'voice' must be 'stock' or a voice id (1-64 printable characters)")
+        return cls(value)
+
+    @classmethod
+    def of(cls, voice: Voice | None) -> VoiceRef:
+        return cls() if voice is None or voice.id == cls.STOCK_NAME else cls(voice.id)
+
+    @property
+    def is_stock(self) -> bool:
+        return self.id is None
+
+    def __str__(self) -> str:
+        return self.id if self.id is not None else self.STOCK_NAME
+
+
+STOCK_VOICE = VoiceRef()
 
 
 @runtime_checkable

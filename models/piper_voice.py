@@ -3,15 +3,14 @@
 It is the embedded default so that `voxroom serve` speaks on a fresh machine with no downloads.
 It cannot clone a voice; the console says so and points at `voxroom models pull`.
 
-Piper phonemizes the whole text with espeak-ng and groups phonemes by sentence; we synthesize one
-sentence at a time in a worker thread and yield it at once, so the first sentence plays while the
-rest is still being synthesized.
+The text is cut by voxroom's one sentence splitter (`text_pieces`), each piece phonemized by
+espeak-ng and synthesized in a worker thread and yielded at once, so the first sentence plays while
+the rest is still being synthesized.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,20 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from voxroom.models.engine import AudioChunk, SynthesisError, Voice
+from voxroom.models.text_pieces import split_text
 
 STOCK_VOICE_ID = "stock"
 # Piper normalizes every sentence to full scale by default; we normalize to a lower peak to keep
 # headroom for the Opus encoder and the fade paths.
 OUTPUT_PEAK = 0.7
-# Sentence ends: . ! ? (and CJK 。！？) followed by space or end; "3.14" has no space to split at,
-# and a piece ending in one of these abbreviations is joined to the next.
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
-_ABBREVIATIONS = {"e.g.", "i.e.", "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "jr.", "sr.", "approx."}
-# A first clause worth speaking alone: at least two words ("Great question,"), then , ; or : and a
-# space. A lone interjection ("Wow,") is too short to carry its own intonation.
-_FIRST_CLAUSE = re.compile(r"^\S+(?:\s+\S+)+?[,;:](?=\s)")
-
-
 class PiperVoiceEngine:
     """`Engine` over a Piper ONNX voice (default: the packaged en_US-joe-medium)."""
 
@@ -54,19 +45,9 @@ class PiperVoiceEngine:
         self.voice = Voice(id=STOCK_VOICE_ID, name="Joe (stock voice, en-US)", engine=self.name)
 
     def pieces(self, text: str) -> list[str]:
-        """Sentences of `text`; a long first sentence is cut after its first clause, so the first
-        audio leaves after a few words instead of a whole sentence."""
-        pieces: list[str] = []
-        for part in (p.strip() for p in _SENTENCE_END.split(text)):
-            if part and pieces and pieces[-1].rsplit(None, 1)[-1].lower() in _ABBREVIATIONS:
-                pieces[-1] = f"{pieces[-1]} {part}"
-            elif part:
-                pieces.append(part)
-        if pieces:
-            head = _FIRST_CLAUSE.match(pieces[0])
-            if head and len(pieces[0]) - head.end() >= 12:
-                pieces[:1] = [head.group(0).strip(), pieces[0][head.end():].strip()]
-        return pieces
+        """Sentences of `text`; a long first sentence is cut after its first clause of two words or
+        more ("Great question,"), so the first audio leaves after a few words instead of a sentence."""
+        return split_text(text, first_clause_weight=2, clause_first=True)
 
     def phonemes(self, piece: str) -> list[str]:
         with self._lock:

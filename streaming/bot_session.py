@@ -1,9 +1,13 @@
-"""The I/O layer of WebSocket protocol v1: moves bytes between a socket and `protocol`.
+"""The I/O side of bot protocol v1: a pump between one WebSocket and its `protocol.BotConnection`.
 
-One `BotSession` per connection. A `say` without a room is synthesized straight to this client
-as fast as the engine goes (a bot using voxroom as its voice); a `say` with a room is queued in
-that room's playout and the client receives its frames as they go on air. Every bad message gets
-an `error` and the loop keeps reading; a vanished client cancels its own speeches and nothing else.
+It changes no protocol state itself: every message in goes through `BotConnection.receive`, every
+message out is made by a `send_*` call on the connection, and this module moves the results and
+acts on the events. A `say` with a room becomes a line for that room's co-host (its priority,
+moderation and host policies apply; the room's playout says it and this client also receives its
+frames); a `say` without a room is said by the session's own unpaced playout, as fast as the engine
+goes (a bot using voxroom as its voice). Either way the playout's lifecycle events drive
+`speech.started` / `speech.ended`, so every open speech id is freed when its speech ends, whatever
+ends it. A vanished client cancels its own speeches and nothing else.
 """
 
 from __future__ import annotations
@@ -18,63 +22,60 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voxroom.models.engine import Engine, SynthesisError, Voice
+from voxroom.agent.clock import Clock
+from voxroom.agent.cohost import HostLine
+from voxroom.agent.lifecycle import EventBus, LifecycleEvent, SpeechEnded, SpeechStarted
+from voxroom.agent.speech import SpeakerBusy, SpeechHandle
+from voxroom.models.engine import Engine, Voice, VoiceRef
+from voxroom.models.pcm import to_pcm16_bytes
 from voxroom.streaming import protocol
 from voxroom.streaming.accounts import Account, Accounts, AuthError
-from voxroom.streaming.audio import to_pcm16
-from voxroom.streaming.playout import Speech, synthesize_frames
-from voxroom.streaming.rooms import RoomError, Rooms
+from voxroom.streaming.playout import Playout
+from voxroom.streaming.rooms import Room, RoomError, Rooms
 
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1500  # 30 s of frames: a client this far behind is gone or broken
-VoiceLookup = Callable[[str | None, Account], Voice | None]
+VoiceLookup = Callable[[VoiceRef, Account], Voice | None]
 ChatHandler = Callable[[str, dict[str, Any], Account], Awaitable[None]]
 
 
 class BotSession:
-    def __init__(
-        self,
-        ws: WebSocket,
-        accounts: Accounts,
-        rooms: Rooms,
-        engine: Engine,
-        voices: VoiceLookup,
-        chat: ChatHandler | None = None,
-    ) -> None:
+    def __init__(self, ws: WebSocket, accounts: Accounts, rooms: Rooms, engine: Engine, clock: Clock,
+                 voices: VoiceLookup, chat: ChatHandler | None = None) -> None:
         self.ws = ws
         self.accounts = accounts
         self.rooms = rooms
         self.engine = engine
+        self.clock = clock
         self.voices = voices
         self.chat = chat
         self.id = secrets.token_urlsafe(8)
-        self.state = protocol.ConnectionState()
+        self.conn = protocol.BotConnection()
         self.account: Account | None = None
         self._outbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
-        self._direct: dict[str, asyncio.Task[None]] = {}
-        self._room_speeches: dict[str, tuple[Speech, Any]] = {}
-        self._seq: dict[str, int] = {}
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._overflowed = False
+        self._direct: Playout | None = None
+        self._speeches: dict[str, SpeechHandle | Room] = {}  # open speech id -> its handle or its room
+        self._unsubscribe: dict[str, Callable[[], None]] = {}  # bus name -> unsubscribe
 
-    # -- outgoing ---------------------------------------------------------------------------
-    def send(self, message: dict[str, Any]) -> None:
-        self._put(protocol.encode(message))
-
-    def _put(self, item: str | bytes) -> None:
-        try:
-            self._outbox.put_nowait(item)
-        except asyncio.QueueFull:
-            self._overflowed = True  # the writer closes the connection
-
-    def _frame_bytes(self, speech_id: str, frame: np.ndarray) -> bytes:
-        seq = self._seq.get(speech_id, 0)
-        self._seq[speech_id] = seq + 1
-        return protocol.encode_audio(speech_id, seq, to_pcm16(frame))
+    # -- moving messages --------------------------------------------------------------------------
+    def _flush(self) -> None:
+        for item in self.conn.data_to_send():
+            try:
+                self._outbox.put_nowait(item)
+            except asyncio.QueueFull:
+                self._overflowed = True  # the writer closes the connection
+        if self._outbox.qsize() >= OUTBOX_LIMIT // 2:
+            self._drained.clear()
 
     async def _writer(self) -> None:
         while True:
             item = await self._outbox.get()
+            if self._outbox.qsize() < OUTBOX_LIMIT // 2:
+                self._drained.set()
             if item is None or self._overflowed:
                 if self._overflowed:
                     with contextlib.suppress(Exception):
@@ -85,26 +86,36 @@ class BotSession:
             else:
                 await self.ws.send_text(item)
 
-    # -- SpeechListener, for speeches queued in a room ----------------------------------------
-    def speech_started(self, speech: Speech) -> None:
-        self.send({"type": "speech.started", "id": speech.id})
+    # -- what the playouts tell us (FrameListener and event-bus subscriber) ------------------------
+    def speech_frame(self, handle: SpeechHandle, frame: np.ndarray) -> None:
+        self.conn.send_audio(handle.id, to_pcm16_bytes(frame))
+        self._flush()
 
-    def speech_frame(self, speech: Speech, frame: np.ndarray) -> None:
-        self._put(self._frame_bytes(speech.id, frame))
+    async def writable(self) -> None:
+        """Back-pressure for direct speech: the unpaced playout waits while the socket is behind."""
+        await self._drained.wait()
 
-    def speech_ended(self, speech: Speech) -> None:
-        self._room_speeches.pop(speech.id, None)
-        self._ended(speech.id, speech.state, speech.frames_played, speech.error)
+    def _watch(self, source: SpeechHandle | Room | None) -> Callable[[LifecycleEvent], None]:
+        def on_event(event: LifecycleEvent) -> None:
+            if not isinstance(event, SpeechStarted | SpeechEnded):
+                return
+            owner = self._speeches.get(event.id)
+            ours = owner is source if source is not None else isinstance(owner, SpeechHandle)
+            if owner is None or not ours:
+                return
+            if isinstance(event, SpeechStarted):
+                self.conn.send_started(event.id)
+            else:
+                self._speeches.pop(event.id, None)
+                self.conn.send_ended(event.id, event.state, event.frames, event.error)
+            self._flush()
+        return on_event
 
-    def _ended(self, speech_id: str, reason: str, frames: int, error: str | None = None) -> None:
-        self.state.speech_finished(speech_id)
-        self._seq.pop(speech_id, None)
-        msg: dict[str, Any] = {"type": "speech.ended", "id": speech_id, "reason": reason, "frames": frames}
-        if error:
-            msg["error"] = error
-        self.send(msg)
+    def _follow(self, bus: EventBus, source: Room | None) -> None:
+        if bus.name not in self._unsubscribe:
+            self._unsubscribe[bus.name] = bus.subscribe(self._watch(source))
 
-    # -- incoming ---------------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------------
     async def run(self) -> None:
         await self.ws.accept()
         writer = asyncio.create_task(self._writer())
@@ -116,25 +127,25 @@ class BotSession:
                 data = received.get("text")
                 if data is None:
                     data = received.get("bytes") or b""
-                try:
-                    await self._handle(self.state.receive(data))
-                except protocol.ProtocolError as exc:
-                    self.send(exc.to_message())
+                msg = self.conn.receive(data)
+                if msg is not None:
+                    await self._act(msg)
+                self._flush()
         except WebSocketDisconnect:
             pass
         finally:
             await self._cleanup(writer)
 
-    async def _handle(self, msg: protocol.ClientMessage) -> None:
+    async def _act(self, msg: protocol.ClientMessage) -> None:
         if isinstance(msg, protocol.Hello):
             try:
                 self.account = self.accounts.by_token(msg.token)
             except AuthError as exc:
-                raise protocol.ProtocolError("unauthorized", str(exc)) from None
-            self.state.accept_hello()
-            self.send(protocol.welcome(self.id, self.account.id))
+                self.conn.send_error(protocol.ProtocolError("unauthorized", str(exc)))
+                return
+            self.conn.send_welcome(self.id, self.account.id)
         elif isinstance(msg, protocol.Ping):
-            self.send({"type": "pong", **({"id": msg.id} if msg.id else {})})
+            self.conn.send_pong(msg.id)
         elif isinstance(msg, protocol.Say):
             self._say(msg)
         elif isinstance(msg, protocol.Cancel):
@@ -145,75 +156,91 @@ class BotSession:
     def _say(self, msg: protocol.Say) -> None:
         assert self.account is not None
         try:
-            voice = self.voices(msg.voice, self.account)
+            voice = self.voices(msg.voice, self.account) if msg.voice is not None else None
         except LookupError as exc:
-            self.state.speech_finished(msg.id)
-            raise protocol.ProtocolError("unknown_voice", str(exc), msg.id) from None
+            self.conn.send_refused(msg.id, protocol.ProtocolError("unknown_voice", str(exc), msg.id))
+            return
         if msg.room is None:
-            self.send({"type": "speech.queued", "id": msg.id})
-            self._direct[msg.id] = asyncio.create_task(self._speak_direct(msg, voice))
+            playout = self._direct_playout()
+            handle = SpeechHandle(id=msg.id, voice=voice, lang=msg.lang, speed=msg.speed, source="bot",
+                                  listener=self)
+            self._speeches[msg.id] = handle
+            try:
+                playout.speak(handle.say(msg.text))
+            except SpeakerBusy as exc:
+                self._speeches.pop(msg.id, None)
+                self.conn.send_refused(msg.id, protocol.ProtocolError("busy", str(exc), msg.id))
+                return
+            self.conn.send_queued(msg.id)
             return
         try:
             room = self.rooms.owned(msg.room, self.account.id)
-            speech = Speech(id=msg.id, text=msg.text, voice=voice, lang=msg.lang, speed=msg.speed, listener=self)
-            room.playout.say(speech)
-        except (RoomError, SynthesisError) as exc:
-            self.state.speech_finished(msg.id)
-            code = "unknown_room" if isinstance(exc, RoomError) else "busy"
-            raise protocol.ProtocolError(code, str(exc), msg.id) from None
-        self._room_speeches[msg.id] = (speech, room)
-        self.send({"type": "speech.queued", "id": msg.id, "room": room.id})
-
-    async def _speak_direct(self, msg: protocol.Say, voice: Voice | None) -> None:
-        frames, reason, error = 0, "done", None
+        except RoomError as exc:
+            self.conn.send_refused(msg.id, protocol.ProtocolError("unknown_room", str(exc), msg.id))
+            return
+        self._follow(room.events, room)
+        self._speeches[msg.id] = room
+        line = HostLine(voice=voice if msg.voice is not None else False, lang=msg.lang, speed=msg.speed,
+                        listener=self, source="bot")
         try:
-            async for frame, _piece in synthesize_frames(self.engine, msg.text, voice, lang=msg.lang, speed=msg.speed):
-                if frames == 0:
-                    self.send({"type": "speech.started", "id": msg.id})
-                self._put(self._frame_bytes(msg.id, frame))
-                frames += 1
-                while self._outbox.qsize() > OUTBOX_LIMIT // 2:  # back-pressure from the socket
-                    await asyncio.sleep(0.01)
-        except asyncio.CancelledError:
-            reason = "cancelled"
-        except SynthesisError as exc:
-            reason, error = "failed", str(exc)
-        except Exception as exc:
-            log.exception("direct speech %s failed", msg.id)
-            reason, error = "failed", f"synthesis failed: {exc}"
-        finally:
-            self._direct.pop(msg.id, None)
-            self._ended(msg.id, reason, frames, error)
+            room.cohost.agent.say(msg.text, speech_id=msg.id, line=line)
+        except (SpeakerBusy, ValueError) as exc:
+            self._speeches.pop(msg.id, None)
+            self.conn.send_refused(msg.id, protocol.ProtocolError("busy", str(exc), msg.id))
+            return
+        self.conn.send_queued(msg.id, room.id)
+
+    def _direct_playout(self) -> Playout:
+        if self._direct is None:
+            self._direct = Playout(self.engine, self.clock, name=f"bot-{self.id}", paced=False)
+            self._follow(self._direct.events, None)
+            self._direct.start()
+        return self._direct
 
     def _cancel(self, speech_id: str) -> None:
-        task = self._direct.get(speech_id)
-        if task is not None:
-            task.cancel()
-            return
-        entry = self._room_speeches.get(speech_id)
-        if entry is not None:
-            speech, room = entry
-            room.playout.cancel(speech)
+        owner = self._speeches.get(speech_id)
+        if isinstance(owner, SpeechHandle):
+            owner.cancel()
+        elif owner is not None:
+            cancel_in_room(owner, speech_id)
 
     async def _chat(self, msg: protocol.Chat) -> None:
         assert self.account is not None
         if self.chat is None:
-            raise protocol.ProtocolError("not_supported", "this server does not take chat events")
+            self.conn.send_error(protocol.ProtocolError("not_supported", "this server does not take chat events"))
+            return
         try:
             await self.chat(msg.room, msg.event, self.account)
         except RoomError as exc:
-            raise protocol.ProtocolError("unknown_room", str(exc)) from None
+            self.conn.send_error(protocol.ProtocolError("unknown_room", str(exc)))
         except ValueError as exc:
-            raise protocol.ProtocolError("invalid_event", str(exc)) from None
+            self.conn.send_error(protocol.ProtocolError("invalid_event", str(exc)))
 
     async def _cleanup(self, writer: asyncio.Task[None]) -> None:
-        for task in list(self._direct.values()):
-            task.cancel()
-        for speech, room in list(self._room_speeches.values()):
-            speech.listener = None  # nobody to tell any more
-            room.playout.cancel(speech)
+        for unsubscribe in self._unsubscribe.values():
+            unsubscribe()  # nobody to tell any more
+        for speech_id, owner in list(self._speeches.items()):
+            if isinstance(owner, SpeechHandle):
+                owner.listener = None
+                owner.cancel()
+            else:
+                cancel_in_room(owner, speech_id)
+        self._speeches.clear()
+        if self._direct is not None:
+            await self._direct.close()
         with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(None)
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer
+
+
+def cancel_in_room(room: Room, speech_id: str) -> bool:
+    """Cancel a speech of a room by id: a line still waiting in its co-host, or one its playout holds."""
+    if room.cohost.agent.cancel(speech_id):
+        return True
+    handle = room.playout.find(speech_id)
+    if handle is None:
+        return False
+    handle.cancel()
+    return True

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import logging
+import os
+import signal
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 from voxroom.streaming.config import ConfigError, load_config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
     import uvloop
 
     flags: dict[str, Any] = {
@@ -52,16 +59,21 @@ def _serve(args: argparse.Namespace) -> int:
         cloning.warm_up()
         print(f"GPT-SoVITS {cloning.version} ready ({cloning.precision}).", flush=True)
         engine = EngineRouter(engine, cloning)
+    try:
+        sock = listening_socket(config.host, config.port)
+    except OSError as exc:
+        print(f"voxroom: {exc}", file=sys.stderr)
+        return 2
     server = VoxroomServer(config, engine)
-    uv_server = uvicorn.Server(uvicorn_config(server, config, log_level=config.log_level))
+    uv_server = GracefulServer(uvicorn_config(server, config, log_level=config.log_level,
+                                              timeout_graceful_shutdown=1))
 
     async def run() -> None:
-        serve_task = asyncio.create_task(uv_server.serve())
+        serve_task = asyncio.create_task(uv_server.serve(sockets=[sock]))
         while not uv_server.started and not serve_task.done():
             await asyncio.sleep(0.05)
         if uv_server.started:
-            port = uv_server.servers[0].sockets[0].getsockname()[1] if config.port == 0 else config.port
-            config.port = port
+            config.port = sock.getsockname()[1]
             print(f"voxroom is serving. Open the host console:\n    {server.console_url()}", flush=True)
             if not engine.can_clone:
                 print("Voice: the stock voice (cannot clone). For GPT-SoVITS: `voxroom models pull v2pro`, "
@@ -69,7 +81,59 @@ def _serve(args: argparse.Namespace) -> int:
         await serve_task
 
     uvloop.run(run())
+    print("voxroom stopped.", flush=True)
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bind the server's port before anything starts, so a port in use is one clear line (OSError)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(f"port {port} on {host} is already in use; choose another with --port") from None
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server with voxroom's signal handling: the first SIGINT/SIGTERM shuts down cleanly
+    (speech fades out, peers and sockets close, the database is flushed) and the process exits within
+    `SHUTDOWN_DEADLINE` seconds whatever hangs; a second signal exits at once. No signal is re-raised
+    afterwards, so an ordinary Ctrl+C prints no traceback."""
+
+    SHUTDOWN_DEADLINE = 2.5
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in signals:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.should_exit:
+            print("voxroom: second signal, exiting now.", file=sys.stderr, flush=True)
+            os._exit(1)
+        print("voxroom: shutting down…", file=sys.stderr, flush=True)
+        self.should_exit = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.SHUTDOWN_DEADLINE, self._deadline)
+
+    def _deadline(self) -> None:
+        logging.getLogger(__name__).warning("shutdown took longer than %.1f s; exiting", self.SHUTDOWN_DEADLINE)
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def _models_dir(args: argparse.Namespace) -> Path:

@@ -13,11 +13,11 @@ import logging
 import secrets
 from collections.abc import Callable
 
-import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from voxroom.models.pcm import Resampler
 from voxroom.streaming.webrtc import filter_remote_candidates
 
 log = logging.getLogger(__name__)
@@ -59,21 +59,22 @@ class HostMicrophone:
         return self.pc.localDescription.sdp
 
     async def _read(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=INPUT_RATE)
+        resampler = Resampler(0, INPUT_RATE)  # the track's rate is whatever each frame says
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            for out in resampler.resample(frame):  # type: ignore[arg-type]
-                block = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                self.samples_in += block.size
-                for callback in list(self.on_audio):
-                    try:
-                        callback(block)
-                    except Exception:
-                        log.exception("host audio consumer failed; removing it")
-                        self.on_audio.remove(callback)
+            block = resampler.push_frame(frame)  # type: ignore[arg-type]
+            if not block.size:
+                continue
+            self.samples_in += block.size
+            for callback in list(self.on_audio):
+                try:
+                    callback(block)
+                except Exception:
+                    log.exception("host audio consumer failed; removing it")
+                    self.on_audio.remove(callback)
 
     async def close(self) -> None:
         if self._closed:

@@ -1,9 +1,12 @@
-"""WebSocket protocol v1 for bot developers: pure data in, data out (no sockets here).
+"""WebSocket protocol v1 for bot developers, sans I/O: messages in -> events, send_* -> messages out.
 
-Text frames carry JSON control messages; binary frames carry audio. Every client message is
-validated: a bad one gets an `error` message and the connection, its speeches and every room keep
-working. The schema is documented in docs/protocol.md; tests/test_protocol.py checks each rule
-without a network, as websockets' own sans-I/O core is tested.
+Text frames carry JSON control messages; binary frames carry audio. `BotConnection` holds one
+connection's whole protocol state in both directions — authentication, the speeches it has open
+and their sequence numbers — like the `websockets` library's own `protocol.py`: the server's
+`bot_session.py` only moves messages between the socket and this object and acts on the events.
+Every client message is validated: a bad one becomes an `error` message and the connection, its
+speeches and every room keep working. The schema is documented in docs/protocol.md;
+tests/test_protocol.py checks each rule without a network.
 
 Binary audio frame (server -> client), little-endian:
     u8 version (=1) | u8 kind (=1 audio) | u16 id_len | id (utf-8) | u32 seq | PCM16 mono 48 kHz
@@ -12,9 +15,12 @@ Binary audio frame (server -> client), little-endian:
 from __future__ import annotations
 
 import json
+import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from voxroom.models.engine import VoiceRef
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024  # a control message; 10 MB of text gets `message_too_large`
@@ -56,7 +62,7 @@ class Hello:
 class Say:
     id: str
     text: str
-    voice: str | None = None
+    voice: VoiceRef | None = None  # None: not given (a room's co-host voice; the stock voice without a room)
     room: str | None = None
     lang: str = "auto"
     speed: float = 1.0
@@ -109,11 +115,15 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
     if len(data.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
         raise ProtocolError("message_too_large", f"a message may be at most {MAX_MESSAGE_BYTES} bytes")
     try:
-        obj = json.loads(data)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
+        obj = json.loads(data, parse_int=_bounded_int, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError, as are huge integers
+        raise ProtocolError("bad_json", f"message is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_message", "a message must be a JSON object with a 'type' field")
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("invalid_text", "strings must be valid Unicode (a lone surrogate is not)") from None
     kind = obj.get("type")
     ref = obj.get("id") if isinstance(obj.get("id"), str) else None
     if not isinstance(kind, str):
@@ -152,18 +162,31 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
     if lang not in _LANGS:
         raise ProtocolError("invalid_field", f"'say.lang' must be one of {sorted(_LANGS)}", ref)
     speed = float(obj.get("speed", 1.0))
-    if not 0.5 <= speed <= 2.0:
+    if not math.isfinite(speed) or not 0.5 <= speed <= 2.0:
         raise ProtocolError("invalid_field", "'say.speed' must be between 0.5 and 2.0", ref)
     voice = obj.get("voice")
     room = obj.get("room")
     return Say(
         id=speech_id,
         text=text,
-        voice=_check_id(voice, "say.voice", ref) if voice is not None else None,
+        voice=VoiceRef.parse(_check_id(voice, "say.voice", ref)) if voice is not None else None,
         room=_check_id(room, "say.room", ref) if room is not None else None,
         lang=lang,
         speed=speed,
     )
+
+
+MAX_INT_DIGITS = 30  # no field needs more; Python refuses to parse past 4,300 digits anyway
+
+
+def _bounded_int(text: str) -> int | float:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _check_id(value: str, where: str, ref: str | None) -> str:
@@ -172,19 +195,31 @@ def _check_id(value: str, where: str, ref: str | None) -> str:
     return value
 
 
-@dataclass
-class ConnectionState:
-    """The per-connection rules: hello first, one version, unique speech ids, a cap on active ones.
+class BotConnection:
+    """One bot connection, both directions, no I/O.
 
-    `receive` returns the message to act on (after hello) or raises ProtocolError; the I/O layer
-    turns errors into `error` messages and keeps reading.
+    `receive(data)` validates a client message against the connection's state and returns it for
+    the I/O layer to act on, or None when it was refused (the `error` is already queued to send).
+    The `send_*` methods queue what the server says; `data_to_send()` hands the queue to the socket.
+    A speech id is "open" from its accepted `say` until `send_ended`; at most MAX_ACTIVE_SPEECHES at
+    once, and `send_ended` is the only thing that frees one.
     """
 
-    authenticated: bool = False
-    active: set[str] = field(default_factory=set)
+    def __init__(self) -> None:
+        self.authenticated = False
+        self.session: str | None = None
+        self._open: dict[str, int] = {}  # speech id -> next audio sequence number
+        self._out: list[str | bytes] = []
 
-    def receive(self, data: str | bytes) -> ClientMessage:
-        msg = parse_client_message(data)
+    # -- in ------------------------------------------------------------------------------------
+    def receive(self, data: str | bytes) -> ClientMessage | None:
+        try:
+            return self._check(parse_client_message(data))
+        except ProtocolError as exc:
+            self.send_error(exc)
+            return None
+
+    def _check(self, msg: ClientMessage) -> ClientMessage:
         if isinstance(msg, Hello):
             if self.authenticated:
                 raise ProtocolError("already_authenticated", "hello was already accepted on this connection")
@@ -196,20 +231,67 @@ class ConnectionState:
         if not self.authenticated:
             raise ProtocolError("not_authenticated", "send {'type': 'hello', 'version': 1, 'token': ...} first")
         if isinstance(msg, Say):
-            if msg.id in self.active:
+            if msg.id in self._open:
                 raise ProtocolError("duplicate_id", f"speech id {msg.id!r} is already active", msg.id)
-            if len(self.active) >= MAX_ACTIVE_SPEECHES:
+            if len(self._open) >= MAX_ACTIVE_SPEECHES:
                 raise ProtocolError("busy", f"at most {MAX_ACTIVE_SPEECHES} speeches may be queued or speaking", msg.id)
-            self.active.add(msg.id)
-        elif isinstance(msg, Cancel) and msg.id not in self.active:
+            self._open[msg.id] = 0
+        elif isinstance(msg, Cancel) and msg.id not in self._open:
             raise ProtocolError("unknown_speech", f"no active speech with id {msg.id!r}", msg.id)
         return msg
 
-    def accept_hello(self) -> None:
-        self.authenticated = True
+    def is_open(self, speech_id: str) -> bool:
+        return speech_id in self._open
 
-    def speech_finished(self, speech_id: str) -> None:
-        self.active.discard(speech_id)
+    @property
+    def open_speeches(self) -> list[str]:
+        return list(self._open)
+
+    # -- out -----------------------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        self._out.append(encode(message))
+
+    def send_welcome(self, session: str, account: str) -> None:
+        self.authenticated = True
+        self.session = session
+        self.send(welcome(session, account))
+
+    def send_error(self, error: ProtocolError) -> None:
+        self.send(error.to_message())
+
+    def send_refused(self, speech_id: str, error: ProtocolError) -> None:
+        """A `say` the server could not take (unknown room or voice, a busy room): its id is free again."""
+        self._open.pop(speech_id, None)
+        self.send_error(error)
+
+    def send_pong(self, ping_id: str | None) -> None:
+        self.send({"type": "pong", **({"id": ping_id} if ping_id else {})})
+
+    def send_queued(self, speech_id: str, room: str | None = None) -> None:
+        self.send({"type": "speech.queued", "id": speech_id, **({"room": room} if room else {})})
+
+    def send_started(self, speech_id: str) -> None:
+        if speech_id in self._open:
+            self.send({"type": "speech.started", "id": speech_id})
+
+    def send_audio(self, speech_id: str, pcm16: bytes) -> None:
+        seq = self._open.get(speech_id)
+        if seq is None:
+            return  # ended already: late frames are not the client's any more
+        self._open[speech_id] = seq + 1
+        self._out.append(encode_audio(speech_id, seq, pcm16))
+
+    def send_ended(self, speech_id: str, reason: str, frames: int, error: str | None = None) -> None:
+        if self._open.pop(speech_id, None) is None:
+            return
+        msg: dict[str, Any] = {"type": "speech.ended", "id": speech_id, "reason": reason, "frames": frames}
+        if error:
+            msg["error"] = error
+        self.send(msg)
+
+    def data_to_send(self) -> list[str | bytes]:
+        out, self._out = self._out, []
+        return out
 
 
 def encode(message: dict[str, Any]) -> str:

@@ -1,113 +1,60 @@
-"""Wires a room to its co-host: `voxroom.agent.CoHost` speaking into the room's playout.
+"""Wires a room to its co-host: `voxroom.agent.CoHost` speaking through the room's playout.
 
-The agent knows no server: it reads events from its queue and plays `AudioChunk`s into an
-`AudioSink`. `PlayoutSink` is that sink for a room: each reply becomes one playout `Speech` whose
-audio is the agent's chunks, so replies, typed lines and bot speeches share one real-time
-track, one fade-out path and one caption stream.
-
-The host's voice acts twice: the agent stops feeding audio at its next chunk boundary, and the
-playout reacts at once (within one 20 ms tick) to what is already queued: held while the host
-talks (resume), cancelled with a fade (drop), or turned down (duck).
+The agent knows no server: it reads events from its queue and pushes text into speech handles
+that the room's `Playout` says. Replies, lines the host types (console, REST, a bot's `say` into the
+room) and their cancellation all go through the agent, so they share its priorities, output
+moderation and the host policies. The host's voice (the microphone's VAD, `POST .../host-speaking`,
+the console button) only sets the room's `TurnTaking`; the playout reads it at every tick and acts
+on the audio there, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from voxroom.agent.clock import SystemClock
+from voxroom.agent.clock import Clock
 from voxroom.agent.cohost import CoHost
 from voxroom.agent.events import EventKind, parse_event
+from voxroom.agent.lifecycle import EventBus
 from voxroom.agent.moderation import Moderator
 from voxroom.agent.replies import DEFAULT_TEMPLATES, LLMReplies, ReadAloud, ReplySource
 from voxroom.agent.speech_queue import SpeechQueue
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
-from voxroom.models.engine import AudioChunk, Engine, Voice
+from voxroom.models.engine import Voice, VoiceRef
 from voxroom.models.vad import StreamingVad
-from voxroom.streaming.audio import FRAME_MS
 from voxroom.streaming.config import ServerConfig
-from voxroom.streaming.playout import Playout, Speech
+from voxroom.streaming.playout import Playout
 
 log = logging.getLogger(__name__)
 
-SINK_AHEAD_CHUNKS = 1  # the agent's chunks are 100 ms; hold one, the playout holds 500 ms of frames
 LISTENER_KINDS = {EventKind.MESSAGE, EventKind.QUESTION}  # a listener page cannot send gifts or follows
 TEMPLATE_FIELDS = {"user", "text", "gift", "amount", "currency", "platform"}
-_ids = itertools.count(1)
-
-
-class PlayoutSink:
-    """`AudioSink` for the agent: one playout speech per reply, fed chunk by chunk."""
-
-    def __init__(self, playout: Playout) -> None:
-        self.playout = playout
-        self.speech: Speech | None = None
-        self._chunks: asyncio.Queue[AudioChunk | None] | None = None
-        self._handed_s = 0.0  # audio put into the current speech
-
-    async def _source(self, chunks: asyncio.Queue[AudioChunk | None]) -> AsyncIterator[AudioChunk]:
-        while (chunk := await chunks.get()) is not None:
-            yield chunk
-
-    async def play(self, chunk: AudioChunk) -> None:
-        speech = self.speech
-        if speech is None or speech.finished or self._chunks is None:
-            self._chunks = asyncio.Queue(maxsize=SINK_AHEAD_CHUNKS)
-            speech = self.speech = Speech(id=f"cohost-{next(_ids)}", text="", source=self._source(self._chunks))
-            self._handed_s = 0.0
-            self.playout.say(speech)
-        if chunk.text and not speech.text.endswith(chunk.text):
-            speech.text = f"{speech.text} {chunk.text}".strip()
-        await self._chunks.put(chunk)
-        self._handed_s += chunk.duration
-
-    def queued_seconds(self) -> float:
-        speech = self.speech
-        if speech is None or speech.finished:
-            return 0.0
-        return max(0.0, self._handed_s - speech.frames_played * FRAME_MS / 1000)
-
-    async def flush(self, fade: bool = True) -> None:
-        if self.speech is not None:
-            self.playout.cancel(self.speech)
-        self.speech, self._chunks = None, None
-
-    async def wait_played(self) -> None:
-        speech, chunks = self.speech, self._chunks
-        if speech is None or chunks is None:
-            return
-        self.speech, self._chunks = None, None
-        await chunks.put(None)
-        await speech.ended.wait()
 
 
 class RoomCoHost:
     """A room's co-host: the agent loop, its settings, and the host-speaking reactions."""
 
-    def __init__(self, room_id: str, playout: Playout, engine: Engine, config: ServerConfig) -> None:
-        clock = SystemClock()
-        self.publish: Callable[[dict[str, Any]], None] = lambda event: None  # the room sets it
+    def __init__(self, room_id: str, playout: Playout, turns: TurnTaking, events: EventBus, clock: Clock,
+                 config: ServerConfig) -> None:
         self.room_id = room_id
         self.playout = playout
-        self.sink = PlayoutSink(playout)
         self.read_aloud = ReadAloud()
         self.llm: LLMReplies | None = None
         if config.openai_base_url:
             self.llm = LLMReplies(base_url=config.openai_base_url, api_key=config.openai_api_key or "none",
                                   model=config.llm_model, fallback=self.read_aloud)
         replies: ReplySource = self.llm if self.llm is not None else self.read_aloud
-        self.agent = CoHost(engine=engine, sink=self.sink, replies=replies, clock=clock,
+        self.agent = CoHost(speaker=playout, replies=replies, clock=clock, events=events,
                             queue=SpeechQueue(clock), moderator=Moderator(clock),
-                            turns=TurnTaking(clock), cohost_names=["cohost", "voxroom"],
+                            turns=turns, cohost_names=["cohost", "voxroom"],
                             question_prefixes=["?", "Q:", "问"])
-        self.agent.add_observer(lambda name, data: self.publish({"type": f"cohost.{name}", **data}))
         self.vad = StreamingVad()
         self._task: asyncio.Task[None] | None = None
 
@@ -131,7 +78,6 @@ class RoomCoHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.sink.flush()
 
     # -- intake -------------------------------------------------------------------------------
     def submit(self, data: Mapping[str, Any], *, from_listener: bool = False) -> str:
@@ -149,17 +95,8 @@ class RoomCoHost:
             self.set_host_speaking(event.kind == "start")
 
     def set_host_speaking(self, speaking: bool) -> None:
-        turns = self.agent.turns
-        if speaking == turns.host_speaking:
-            return
-        self.agent.set_host_speaking(speaking)
-        policy = turns.policy
-        if policy is HostSpeechPolicy.RESUME:
-            self.playout.paused = speaking
-        elif policy is HostSpeechPolicy.DUCK:
-            self.playout.gain = turns.duck_gain if speaking else 1.0
-        elif speaking and self.sink.speech is not None:
-            self.playout.cancel(self.sink.speech)
+        if speaking != self.agent.turns.host_speaking:
+            self.agent.set_host_speaking(speaking)  # the playout reads it at its next tick
 
     # -- settings -----------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
@@ -171,7 +108,7 @@ class RoomCoHost:
             "idle_after": turns.idle_after,
             "blocked_words": self.agent.moderator.blocked_words,
             "templates": self.read_aloud.templates,
-            "voice": self.agent.voice.id if self.agent.voice is not None else "stock",
+            "voice": str(VoiceRef.of(self.agent.voice)),
         }
 
     def update(self, body: Mapping[str, Any], voice: Voice | None | bool = False) -> None:
@@ -188,7 +125,6 @@ class RoomCoHost:
                 policy = HostSpeechPolicy(body["policy"])
             except ValueError:
                 raise ValueError("'policy' must be resume, drop or duck") from None
-            self.set_host_speaking(False)  # leave the old policy's effect behind cleanly
             turns.policy = policy
         if "idle_after" in body:
             idle = body["idle_after"]

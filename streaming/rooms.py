@@ -1,8 +1,9 @@
 """Rooms: a host (the owner account), listeners over WebRTC, and the co-host's voice.
 
-A room owns one `Playout` (its voice, paced in real time) and one `OpusFanout` (its WebRTC
-encoding). Captions: every speech start/end is broadcast to the room's caption subscribers
-(listener pages, the console) so they can show what is being said.
+A room owns one `Playout` (its voice, paced in real time on the server's clock), one
+`OpusFanout` (its WebRTC encoding), its turn-taking state and its event bus. Captions are a
+subscriber of that bus: every lifecycle event becomes a JSON caption event for the room's caption
+sockets (listener pages, the OBS overlay, the console), with a short history for late joiners.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxroom.agent.clock import Clock, SystemClock
+from voxroom.agent.lifecycle import EventBus, LifecycleEvent
+from voxroom.agent.speech import SpeechHandle
+from voxroom.agent.turns import TurnTaking
 from voxroom.models.engine import Engine
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.host_input import AudioCallback, HostMicrophone
-from voxroom.streaming.playout import Playout, Speech
+from voxroom.streaming.playout import Playout
 from voxroom.streaming.room_cohost import RoomCoHost
 from voxroom.streaming.webrtc import ListenerSession, OpusFanout
 
@@ -44,12 +49,17 @@ class Room:
     playout: Playout
     fanout: OpusFanout
     cohost: RoomCoHost
+    events: EventBus
     created: float = field(default_factory=time.time)
     listeners: dict[str, ListenerSession] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
     history: list[dict[str, Any]] = field(default_factory=list)  # recent caption events
     host_mic: HostMicrophone | None = None
     host_audio: list[AudioCallback] = field(default_factory=list)  # 16 kHz mono consumers (VAD)
+
+    def caption(self, event: LifecycleEvent) -> None:
+        """The bus subscriber behind the caption sockets."""
+        self.publish(event.as_dict())
 
     def publish(self, event: dict[str, Any]) -> None:
         self.history = [*self.history[-49:], event]
@@ -72,37 +82,31 @@ class Room:
         }
 
 
-def speech_summary(speech: Speech) -> dict[str, Any]:
-    return {"id": speech.id, "text": speech.text, "state": speech.state}
-
-
-def speech_event(kind: str, speech: Speech) -> dict[str, Any]:
-    """Caption events: speech.started / speech.piece (the part now on air) / speech.ended."""
-    event = {"type": f"speech.{kind}", **speech_summary(speech)}
-    if kind == "piece":
-        event["piece"] = speech.played_text[-1]
-    return event
+def speech_summary(speech: SpeechHandle) -> dict[str, Any]:
+    return speech.summary()
 
 
 class Rooms:
-    def __init__(self, engine: Engine, config: ServerConfig) -> None:
+    def __init__(self, engine: Engine, config: ServerConfig, clock: Clock | None = None) -> None:
         self.engine = engine
         self.config = config
+        self.clock = clock if clock is not None else SystemClock()
         self._rooms: dict[str, Room] = {}
 
     def create(self, owner: str, name: str) -> Room:
         if sum(r.owner == owner for r in self._rooms.values()) >= MAX_ROOMS_PER_ACCOUNT:
             raise RoomError(f"an account may have at most {MAX_ROOMS_PER_ACCOUNT} rooms", 429)
         room_id = secrets.token_urlsafe(8)
-        playout = Playout(self.engine, name=f"room-{room_id}")
+        events = EventBus(f"room-{room_id}")
+        turns = TurnTaking(self.clock)
+        playout = Playout(self.engine, self.clock, name=f"room-{room_id}", events=events, turns=turns)
         fanout = OpusFanout()
         playout.sinks.append(fanout)
-        cohost = RoomCoHost(room_id, playout, self.engine, self.config)
+        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config)
         room = Room(id=room_id, name=name[:100] or "room", owner=owner, playout=playout, fanout=fanout,
-                    cohost=cohost)
-        cohost.publish = room.publish
+                    cohost=cohost, events=events)
+        events.subscribe(room.caption)
         room.host_audio.append(cohost.host_audio)
-        playout.observers.append(lambda kind, speech: room.publish(speech_event(kind, speech)))
         cohost.start()
         self._rooms[room_id] = room
         playout.start()

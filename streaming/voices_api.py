@@ -19,13 +19,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from voxroom.agent.clock import Clock
 from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio, encode_wav
-from voxroom.models.engine import Engine, EngineRouter, Voice
+from voxroom.models.engine import Engine, EngineRouter, Voice, VoiceRef
 from voxroom.models.enrollment.analysis import EnrollmentAnalysis, analyse_upload
 from voxroom.models.enrollment.live import LiveCoach
 from voxroom.models.enrollment.scripts import SCRIPTS, script_for
 from voxroom.models.voice_store import Consent, VoiceRecord, VoiceStore, load_server_key
 from voxroom.streaming.accounts import Account
+from voxroom.streaming.audio import SAMPLE_RATE
+from voxroom.streaming.playout import render_speech
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,11 @@ CLONING_ENGINE = "gpt-sovits"
 class Voices:
     """The server's voices: the encrypted store, in-memory `Voice`s, and the enrollment pipeline."""
 
-    def __init__(self, data_dir: Any, engine: Engine) -> None:
+    def __init__(self, data_dir: Any, engine: Engine, clock: Clock) -> None:
         key = load_server_key(data_dir / "voice-store.key")  # beside, never inside, the database
         self.store = VoiceStore(data_dir / "voxroom.sqlite3", data_dir, key)
         self.engine = engine
+        self.clock = clock
         engines = engine.engines if isinstance(engine, EngineRouter) else getattr(engine, "engines", None) \
             or {engine.name: engine}
         self.cloning = engines.get(CLONING_ENGINE)
@@ -53,11 +57,11 @@ class Voices:
         self.store.on_delete(self._forget)
 
     # -- lookup -------------------------------------------------------------------------------
-    def voice(self, voice_id: str | None, account: Account) -> Voice | None:
+    def voice(self, ref: VoiceRef, account: Account) -> Voice | None:
         """The `Voice` to speak with; None is the stock voice. LookupError for anything not the caller's."""
-        if voice_id in (None, "", "stock"):
+        if ref.id is None:
             return None
-        assert voice_id is not None
+        voice_id = ref.id
         record = self.store.get(account.id, voice_id)  # VoiceNotFound (a LookupError) for other owners
         if self.cloning is None:
             return None  # no cloning engine: the voice's owner hears the stock voice (the console says so)
@@ -281,12 +285,10 @@ class VoicesAPI:
     async def sample_wav(self, request: Request) -> Response:
         async def run() -> Response:
             account = self.server.account(request)
-            voice = self.voices.voice(request.path_params["voice"], account)
+            voice = self.voices.voice(VoiceRef.parse(request.path_params["voice"]), account)
             engine_name = voice.engine if voice is not None else "stock"
-            chunks = [c async for c in self.voices.engine.stream(SAMPLE_TEXT, voice, lang="en")]
-            rate = chunks[0].sample_rate if chunks else 22050
-            audio = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
-            return Response(encode_wav(audio, rate), media_type="audio/wav",
+            audio = await render_speech(self.voices.engine, self.voices.clock, SAMPLE_TEXT, voice, lang="en")
+            return Response(encode_wav(audio, SAMPLE_RATE), media_type="audio/wav",
                             headers={"X-Voxroom-Engine": engine_name, "Cache-Control": "no-store"})
         return await self.server.guard(request, run)
 

@@ -26,6 +26,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from voxroom.models.pcm import to_pcm16
 from voxroom.streaming.audio import FRAME_SAMPLES, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class OpusFanout:
         if not self.tracks:
             self._pts += FRAME_SAMPLES  # keep the clock running; nobody to encode for
             return
-        pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype(np.int16).reshape(1, -1)
+        pcm = to_pcm16(frame).reshape(1, -1)
         av_frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         av_frame.sample_rate = SAMPLE_RATE
         av_frame.pts = self._pts

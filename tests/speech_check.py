@@ -11,8 +11,8 @@ import av
 import numpy as np
 from websockets.asyncio.client import ClientConnection
 
+from voxroom.models.pcm import from_pcm16
 from voxroom.streaming import protocol
-from voxroom.streaming.audio import from_pcm16
 
 
 def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:

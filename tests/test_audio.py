@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxroom.streaming.audio import FRAME_SAMPLES, FrameMaker, fade_out, from_pcm16, output_length, to_pcm16
+from voxroom.models.pcm import from_pcm16
+from voxroom.models.pcm import to_pcm16_bytes as to_pcm16
+from voxroom.streaming.audio import FRAME_SAMPLES, FrameMaker, fade_out, output_length
 
 
 def tone(freq: float, rate: int, seconds: float, amp: float = 0.5) -> np.ndarray:

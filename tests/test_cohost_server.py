@@ -111,7 +111,7 @@ def test_host_speaking_pauses_within_200ms_and_resumes(live_server: RunningServe
     first_silent = after.index(False)
     assert first_silent <= 10, f"{first_silent} loud frames after the host spoke"  # <= 200 ms
     assert not any(after[first_silent:50])  # and it stays quiet while the host talks
-    assert server_room.cohost.agent.snapshot()["host_speaking"] is True and server_room.playout.paused
+    assert server_room.cohost.agent.snapshot()["host_speaking"] is True and server_room.playout.held
     live_server.json("POST", f"/api/rooms/{room['id']}/host-speaking", {"speaking": False})
     wait_for(lambda: any(e["type"] == "cohost.reply_finished" for e in server_room.history), 30)
     finished = next(e for e in server_room.history if e["type"] == "cohost.reply_finished")

@@ -10,6 +10,7 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from speech_check import transcribe, word_error_rate
+from voxroom.agent.lifecycle import HostSpeaking
 from voxroom.streaming.webrtc import filter_remote_candidates
 
 SENTENCE = "Welcome to the stream, everyone."
@@ -172,8 +173,7 @@ async def test_host_speech_on_the_microphone_makes_the_cohost_yield(live_server:
     _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "vad"})
     server_room = live_server.server.rooms.get(room["id"])
     changes: list[bool] = []
-    server_room.cohost.agent.add_observer(lambda name, data: changes.append(data["speaking"])
-                                          if name == "host_speaking" else None)
+    server_room.events.subscribe(lambda e: changes.append(e.speaking) if isinstance(e, HostSpeaking) else None)
 
     class Speech(AudioStreamTrack):
         """Paced 20 ms frames: 3 s of the recording, then silence."""

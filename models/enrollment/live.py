@@ -17,6 +17,7 @@ import numpy as np
 
 from voxroom.models.enrollment.messages import advice
 from voxroom.models.enrollment.scripts import expected_seconds
+from voxroom.models.pcm import from_pcm16
 from voxroom.models.vad import FRAME, SAMPLE_RATE, StreamingVad
 
 FRAME_S = FRAME / SAMPLE_RATE
@@ -76,7 +77,7 @@ class LiveCoach:
 
     def push(self, pcm: np.ndarray | bytes) -> CoachUpdate:
         if isinstance(pcm, bytes | bytearray | memoryview):
-            x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+            x = from_pcm16(bytes(pcm))
         else:
             x = np.asarray(pcm, np.float32).reshape(-1)
         buf = np.concatenate([self._pending, x])

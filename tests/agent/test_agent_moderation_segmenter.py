@@ -7,7 +7,7 @@ import pytest
 from voxroom.agent.clock import VirtualClock
 from voxroom.agent.events import ChatEvent, EventKind
 from voxroom.agent.moderation import Direction, Moderator
-from voxroom.agent.segmenter import Segmenter, clean_for_speech, split_text
+from voxroom.models.text_pieces import Segmenter, clean_for_speech, split_text
 
 
 def msg(text: str, user: str = "viewer") -> ChatEvent:

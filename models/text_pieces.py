@@ -1,10 +1,12 @@
-"""Cut streamed reply text into speakable pieces, as early as it is safe to.
+"""Cut text into speakable pieces, as early as it is safe to: the one sentence splitter.
 
-The first piece may be a clause ("Thanks Anna, ..." is spoken while the LLM is still writing),
+The co-host's streamed replies, host-typed lines and the stock voice all cut text here. The first piece may be a clause ("Thanks Anna, ..." is spoken while the LLM is still writing),
 later pieces are whole sentences, which a speech engine intones better. A full stop only ends a
 sentence when it is followed by space and a new sentence: "3.14", "Dr. Smith", "e.g. this" and
 "wait... what" stay in one piece. Chinese and Japanese sentence marks end a piece at once.
 URLs are not read out and emoji are dropped; a piece with nothing left to say is dropped.
+A text without punctuation is still cut into pieces of at most `max_chars` (at a space when there
+is one), so no single piece holds an engine for long.
 """
 
 from __future__ import annotations
@@ -51,9 +53,14 @@ def clean_for_speech(text: str) -> str:
 class Segmenter:
     """Feed text deltas, get speakable pieces; `flush()` at the end of the reply for the rest."""
 
-    def __init__(self, *, first_clause_weight: int = 3, max_chars: int = 220) -> None:
+    def __init__(self, *, first_clause_weight: int = 3, max_chars: int = 220, clause_first: bool = False,
+                 min_rest_chars: int = 12) -> None:
         self.first_clause_weight = first_clause_weight
         self.max_chars = max_chars
+        # clause_first: cut the first sentence after its first clause even when the whole sentence is
+        # already there (a TTS engine then starts sooner), if at least `min_rest_chars` follow.
+        self.clause_first = clause_first
+        self.min_rest_chars = min_rest_chars
         self._buffer = ""
         self._emitted = 0
         self._final = False  # the buffer holds the whole rest of the text: its end is an end
@@ -79,14 +86,21 @@ class Segmenter:
         return True
 
     def _boundary(self) -> int | None:
-        for match in _SENTENCE_END.finditer(self._buffer):
-            if self._is_sentence_end(match):
-                return match.end()
-        if self._emitted == 0 and not self._final:
-            # No sentence end yet: the first piece may be a clause, if it is long enough to say alone.
-            for match in _CLAUSE_END.finditer(self._buffer):
-                if speech_weight(self._buffer[: match.end()]) >= self.first_clause_weight:
+        sentence_end = next((m.end() for m in _SENTENCE_END.finditer(self._buffer) if self._is_sentence_end(m)),
+                            None)
+        if self._emitted == 0 and (self.clause_first or (sentence_end is None and not self._final)):
+            # The first piece may be a clause, if it is long enough to say alone.
+            limit = len(self._buffer) if sentence_end is None else sentence_end
+            for match in _CLAUSE_END.finditer(self._buffer, 0, limit):
+                if speech_weight(self._buffer[: match.end()]) < self.first_clause_weight:
+                    continue
+                if sentence_end is None and not self._final:
                     return match.end()
+                if len(self._buffer[match.end():limit].strip()) >= self.min_rest_chars:
+                    return match.end()
+                break
+        if sentence_end is not None:
+            return sentence_end
         if len(self._buffer) > self.max_chars:
             # No sentence end in sight: cut at the last clause mark or space rather than wait.
             head = self._buffer[: self.max_chars]
@@ -119,7 +133,7 @@ class Segmenter:
         return []
 
 
-def split_text(text: str, **options: int) -> list[str]:
+def split_text(text: str, **options: int | bool) -> list[str]:
     """All speakable pieces of a finished text (read-aloud lines, host-typed lines)."""
-    segmenter = Segmenter(**options)
+    segmenter = Segmenter(**options)  # type: ignore[arg-type]
     return segmenter.feed(text, final=True) + segmenter.flush()

@@ -1,0 +1,61 @@
+"""Who is calling, and what they may touch: the one place every route checks its caller.
+
+A caller presents an API token (an account) or a join grant (one room, one role) — as
+`Authorization: Bearer …`, or `?token=` where a page cannot set headers (a WebSocket, a listener
+link). Rooms answer "no such room" to anyone but their owner and the holders of their grants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from voxroom.streaming.accounts import Account, Accounts, AuthError, Grant
+from voxroom.streaming.rooms import Room, RoomError, Rooms
+
+
+@dataclass
+class Caller:
+    account: Account | None = None
+    grant: Grant | None = None
+
+
+class Access:
+    def __init__(self, accounts: Accounts, rooms: Rooms) -> None:
+        self.accounts = accounts
+        self.rooms = rooms
+
+    def caller(self, request: HTTPConnection) -> Caller:
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+        if not token:
+            raise AuthError("this call needs an API token or a join grant (Authorization: Bearer ...)")
+        if token.startswith("vxg_"):
+            return Caller(grant=self.accounts.check_grant(token))
+        return Caller(account=self.accounts.by_token(token))
+
+    def account(self, request: HTTPConnection) -> Account:
+        caller = self.caller(request)
+        if caller.account is None:
+            raise AuthError("this call needs an API token, not a join grant", 403)
+        return caller.account
+
+    def room_for(self, request: HTTPConnection, room_id: str, roles: tuple[str, ...]) -> Room:
+        """The room, if the caller owns it or holds a grant for it in one of `roles`."""
+        caller = self.caller(request)
+        if caller.account is not None:
+            return self.rooms.owned(room_id, caller.account.id)
+        assert caller.grant is not None
+        if caller.grant.room != room_id or caller.grant.role not in roles:
+            raise AuthError("this join grant is for another room or role", 403)
+        room = self.rooms.get(room_id)
+        if room.owner != caller.grant.account:
+            raise RoomError("no such room", 404)
+        return room
+
+    def owner_of(self, room: Room) -> Account:
+        owner = self.accounts.get(room.owner)
+        if owner is None:
+            raise RoomError("no such room", 404)
+        return owner

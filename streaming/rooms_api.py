@@ -1,0 +1,139 @@
+"""REST for rooms: create, list, read, delete, join grants, what to say, and the caption socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voxroom.agent.cohost import HostLine
+from voxroom.streaming import protocol
+from voxroom.streaming.accounts import AuthError
+from voxroom.streaming.bot_session import cancel_in_room
+from voxroom.streaming.http_errors import guard, json_body
+from voxroom.streaming.rooms import RoomError
+
+if TYPE_CHECKING:
+    from voxroom.streaming.app import VoxroomServer
+
+CAPTION_BACKLOG = 500  # events a caption socket may fall behind before it drops new ones
+
+
+class RoomsAPI:
+    def __init__(self, server: VoxroomServer) -> None:
+        self.server = server
+        self.access = server.access
+
+    def routes(self) -> list[Any]:
+        return [
+            Route("/api/rooms", self.list_rooms, methods=["GET"]),
+            Route("/api/rooms", self.create_room, methods=["POST"]),
+            Route("/api/rooms/{room}", self.get_room, methods=["GET"]),
+            Route("/api/rooms/{room}", self.delete_room, methods=["DELETE"]),
+            Route("/api/rooms/{room}/say", self.say, methods=["POST"]),
+            Route("/api/rooms/{room}/speeches/{speech}", self.cancel_speech, methods=["DELETE"]),
+            Route("/api/rooms/{room}/grants", self.mint_grant, methods=["POST"]),
+            WebSocketRoute("/rooms/{room}/events", self.room_events),
+        ]
+
+    async def list_rooms(self, request: Request) -> Response:
+        return await guard(lambda: {"rooms": [r.summary() for r in
+                                              self.server.rooms.for_owner(self.access.account(request).id)]})
+
+    async def create_room(self, request: Request) -> Response:
+        async def run() -> Any:
+            account = self.access.account(request)
+            body = await json_body(request)
+            name = body.get("name", "room")
+            if not isinstance(name, str):
+                raise ValueError("'name' must be a string")
+            room = self.server.rooms.create(account.id, name)
+            grant = self.server.accounts.mint_grant(account, room.id, "listener")
+            return {**room.summary(), "listen_url": f"/r/{room.id}?grant={grant}",
+                    "overlay_url": f"/obs/{room.id}?grant={grant}", "listener_grant": grant}
+        return await guard(run, status=201)
+
+    async def get_room(self, request: Request) -> Response:
+        return await guard(lambda: self.access.room_for(request, request.path_params["room"], ("host",)).summary())
+
+    async def delete_room(self, request: Request) -> Response:
+        async def run() -> Any:
+            room = self.server.rooms.owned(request.path_params["room"], self.access.account(request).id)
+            await self.server.rooms.delete(room)
+            return {"deleted": room.id}
+        return await guard(run)
+
+    async def say(self, request: Request) -> Response:
+        """A line for the room's co-host to say: the host's (console, REST) or a bot's, said through the
+        co-host like any reply (first in line, output moderation, the host policies)."""
+        async def run() -> Any:
+            room = self.access.room_for(request, request.path_params["room"], ("host", "bot"))
+            body = await json_body(request)
+            body.setdefault("id", "web-" + secrets.token_hex(4))
+            msg = protocol.parse_client_message(json.dumps({**body, "type": "say"}))
+            assert isinstance(msg, protocol.Say)
+            voice = self.server.voice(msg.voice, self.access.owner_of(room)) if msg.voice is not None else False
+            speech_id = room.cohost.agent.say(msg.text, speech_id=msg.id,
+                                              line=HostLine(voice=voice, lang=msg.lang, speed=msg.speed))
+            return {"id": speech_id, "state": "queued"}
+        return await guard(run, status=202)
+
+    async def cancel_speech(self, request: Request) -> Response:
+        def run() -> Any:
+            room = self.access.room_for(request, request.path_params["room"], ("host",))
+            speech_id = request.path_params["speech"]
+            if not cancel_in_room(room, speech_id):
+                raise RoomError("no such speech in this room", 404)
+            return {"id": speech_id, "state": "cancelled"}
+        return await guard(run)
+
+    async def mint_grant(self, request: Request) -> Response:
+        async def run() -> Any:
+            account = self.access.account(request)
+            room = self.server.rooms.owned(request.path_params["room"], account.id)
+            body = await json_body(request)
+            role = body.get("role", "listener")
+            ttl = body.get("ttl", 6 * 3600)
+            if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 60 <= ttl <= 7 * 24 * 3600:
+                raise ValueError("'ttl' must be between 60 s and 7 days")
+            return {"grant": self.server.accounts.mint_grant(account, room.id, role, ttl), "role": role}
+        return await guard(run, status=201)
+
+    async def room_events(self, ws: WebSocket) -> None:
+        """Captions and queue changes for one room (listener page, OBS overlay, console)."""
+        try:
+            room = self.access.room_for(ws, ws.path_params["room"], ("listener", "host", "bot"))
+        except (AuthError, RoomError) as exc:
+            await ws.close(code=4403 if isinstance(exc, AuthError) else 4404, reason=str(exc)[:120])
+            return
+        await ws.accept()
+        outbox: list[dict[str, Any]] = list(room.history[-10:])
+        wake = asyncio.Event()
+
+        def push(event: dict[str, Any]) -> None:
+            if len(outbox) < CAPTION_BACKLOG:
+                outbox.append(event)
+            wake.set()
+
+        room.subscribers.add(push)
+        reader = asyncio.create_task(ws.receive())
+        try:
+            await ws.send_json({"type": "room", **room.summary()})
+            while not reader.done():
+                while outbox:
+                    await ws.send_json(outbox.pop(0))
+                wake.clear()
+                waiter = asyncio.create_task(wake.wait())
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            room.subscribers.discard(push)
+            reader.cancel()
