@@ -238,6 +238,9 @@ class Playout:
                                         queued_s=self.cushion_seconds())
             try:
                 async for chunk in stream:
+                    if chunk.text and chunk.text != label[1]:  # the engine says which part of the piece it is
+                        number += 1
+                        label = (number, chunk.text)
                     if maker is not None and maker.input_rate != chunk.sample_rate:
                         for frame in maker.flush():
                             await self._frames.put((handle, frame, label))
@@ -312,11 +315,11 @@ class Playout:
 
     def _pop_frame_of(self, handle: SpeechHandle) -> np.ndarray | None:
         """The next queued frame if it belongs to `handle` (the one to fade out on a cut)."""
-        while (item := self._frames.peek()) is not None and item[0] is handle:
-            self._frames.pop()
-            if item[1] is not None:
-                return item[1]
-        return None
+        item = self._frames.peek()
+        if item is None or item[0] is not handle or item[1] is None:
+            return None
+        self._frames.pop()
+        return self._take(item)
 
     def _turn_effect(self) -> tuple[bool, float]:
         """Read the room's turn-taking once per tick: (hold the audio, gain). Drops act here too."""
@@ -389,6 +392,8 @@ class Playout:
             frame = self._take(item)
             if frame is None:
                 continue
+            for sink in list(self.sinks):
+                sink(frame)
             listener = item[0].listener
             writable = getattr(listener, "writable", None)
             if writable is not None:

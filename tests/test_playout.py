@@ -1,4 +1,5 @@
-"""Playout: order, pacing, back-pressure, and cancellation that fades instead of clicking."""
+"""Playout, the one synthesis driver: order, pacing, back-pressure, cancellation that fades instead of
+clicking and always releases its waiters, turn-taking applied on the frames, unpaced delivery."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from voxroom.agent.clock import SystemClock, VirtualClock
+from voxroom.agent.lifecycle import LifecycleEvent, SpeechEnded
+from voxroom.agent.speech import SpeakerBusy, SpeechHandle, SpeechState
+from voxroom.agent.turns import TurnTaking
 from voxroom.models.engine import AudioChunk, SynthesisError, Voice
 from voxroom.streaming.audio import FRAME_SAMPLES
-from voxroom.streaming.playout import AHEAD_FRAMES, Playout, Speech
+from voxroom.streaming.playout import AHEAD_FRAMES, FrameCollector, Playout, render_speech
+
+
+def Speech(id: str, text: str) -> SpeechHandle:  # noqa: N802 - reads like the old constructor
+    return SpeechHandle(id=id).say(text)
 
 
 class ToneEngine:
@@ -42,8 +51,9 @@ class Recorder:
     def __call__(self, frame: np.ndarray) -> None:
         self.frames.append(frame)
 
-    def observe(self, kind: str, speech: Speech) -> None:
-        self.events.append((kind, speech.id))
+    def observe(self, event: LifecycleEvent) -> None:
+        kind = event.type.split(".")[1]
+        self.events.append((kind, event.as_dict()["id"]))
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self.frames)
@@ -52,10 +62,10 @@ class Recorder:
 @pytest.fixture
 async def playout() -> AsyncIterator[tuple[Playout, Recorder, ToneEngine]]:
     engine = ToneEngine()
-    p = Playout(engine, name="test")
+    p = Playout(engine, SystemClock(), name="test")
     rec = Recorder()
     p.sinks.append(rec)
-    p.observers.append(rec.observe)
+    p.events.subscribe(rec.observe)
     p.start()
     yield p, rec, engine
     await p.close()
@@ -63,9 +73,9 @@ async def playout() -> AsyncIterator[tuple[Playout, Recorder, ToneEngine]]:
 
 async def test_speeches_play_in_order_with_silence_when_idle(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
     p, rec, _ = playout
-    a = p.say(Speech(id="a", text="one two"))
-    b = p.say(Speech(id="b", text="three"))
-    await asyncio.wait_for(b.ended.wait(), 5)
+    a = p.speak(Speech(id="a", text="one two"))
+    b = p.speak(Speech(id="b", text="three"))
+    await asyncio.wait_for(b.wait_played(), 5)
     assert (a.state, b.state) == ("done", "done")
     assert [e for e in rec.events if e[0] != "piece"] == [("started", "a"), ("ended", "a"), ("started", "b"),
                                                           ("ended", "b")]
@@ -79,11 +89,11 @@ async def test_speeches_play_in_order_with_silence_when_idle(playout: tuple[Play
 
 async def test_cancel_mid_speech_fades_and_drops_the_rest(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
     p, rec, _ = playout
-    speech = p.say(Speech(id="long", text=" ".join(["w"] * 50)))  # 5 s
+    speech = p.speak(Speech(id="long", text=" ".join(["w"] * 50)))  # 5 s
     while speech.frames_played < 10:
         await asyncio.sleep(0.01)
-    p.cancel(speech)
-    await asyncio.wait_for(speech.ended.wait(), 1)
+    speech.cancel()
+    await asyncio.wait_for(speech.wait_played(), 1)
     assert speech.state == "cancelled"
     assert speech.frames_played < 30
     audio = rec.audio()
@@ -99,65 +109,143 @@ async def test_cancel_mid_speech_fades_and_drops_the_rest(playout: tuple[Playout
 
 async def test_cancel_queued_speech_never_plays(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
     p, rec, _ = playout
-    first = p.say(Speech(id="first", text="a b"))
-    second = p.say(Speech(id="second", text="c d"))
-    p.cancel(second)
-    assert second.state == "cancelled" and second.ended.is_set()
-    await asyncio.wait_for(first.ended.wait(), 3)
+    first = p.speak(Speech(id="first", text="a b"))
+    second = p.speak(Speech(id="second", text="c d"))
+    second.cancel()
+    assert second.state == "cancelled" and second.finished
+    await asyncio.wait_for(first.wait_played(), 3)
     await asyncio.sleep(0.1)
     assert ("started", "second") not in rec.events
 
 
 async def test_synthesis_runs_only_a_little_ahead_of_playback(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
     p, _, engine = playout
-    speech = p.say(Speech(id="long", text=" ".join(["w"] * 100)))  # 10 s of audio
+    speech = p.speak(Speech(id="long", text=" ".join(["w"] * 100)))  # 10 s of audio
     await asyncio.sleep(0.3)
     # 100 ms per chunk = 5 frames; at most AHEAD_FRAMES queued plus what was played plus one chunk in hand
     played_chunks = speech.frames_played / 5
     assert engine.chunks_made <= played_chunks + AHEAD_FRAMES / 5 + 2
-    p.cancel(speech)
+    assert 0.3 <= p.cushion_seconds() <= AHEAD_FRAMES * 0.02  # what it tells the engine is queued
+    speech.cancel()
 
 
 async def test_engine_error_fails_one_speech_and_the_room_goes_on(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
     p, _, _ = playout
-    bad = p.say(Speech(id="bad", text="say boom"))
-    good = p.say(Speech(id="good", text="fine"))
-    await asyncio.wait_for(good.ended.wait(), 3)
+    bad = p.speak(Speech(id="bad", text="say boom"))
+    good = p.speak(Speech(id="good", text="fine"))
+    await asyncio.wait_for(good.wait_played(), 3)
     assert bad.state == "failed" and "boom" in (bad.error or "")
     assert good.state == "done"
 
 
-async def test_pause_holds_frames_and_resume_continues(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
-    p, _, _ = playout
-    speech = p.say(Speech(id="s", text="a b c d e"))
-    while speech.frames_played < 3:
-        await asyncio.sleep(0.005)
-    p.paused = True
+async def test_host_speaking_holds_frames_and_resume_continues() -> None:
+    clock = VirtualClock()
+    turns = TurnTaking(clock, policy="resume", resume_after=0.3)
+    p = Playout(ToneEngine(), clock, name="t", turns=turns)
+    p.start()
+    speech = p.speak(Speech("s", "a b c d e"))
+    await clock.advance(0.07)
+    turns.set_host_speaking(True)
+    await clock.advance(0.02)
     held = speech.frames_played
-    await asyncio.sleep(0.15)
-    assert speech.frames_played == held
-    p.paused = False
-    await asyncio.wait_for(speech.ended.wait(), 3)
+    await clock.advance(1.0)
+    assert speech.frames_played == held and speech.state == "paused" and p.held
+    turns.set_host_speaking(False)
+    await clock.advance(0.2)
+    assert speech.frames_played == held  # waits resume_after before speaking again
+    await clock.run_until(speech.wait_played())
     assert speech.frames_played == 25 and speech.state == "done"
+    await p.close()
 
 
-async def test_the_cohost_sink_knows_how_much_is_still_to_play(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
-    """What the co-host passes to the engine as `queued_s` between the pieces of one reply."""
-    from voxroom.streaming.room_cohost import PlayoutSink
+async def test_cancel_while_held_ends_at_once_and_releases_waiters() -> None:
+    """The drop/resume deadlock of old: a held speech that is cancelled still ends, and so does its waiter."""
+    clock = VirtualClock()
+    turns = TurnTaking(clock, policy="resume")
+    p = Playout(ToneEngine(), clock, name="t", turns=turns)
+    p.start()
+    speech = p.speak(SpeechHandle(id="s"))  # input still open: a reply whose LLM is still writing
+    speech.push("a b c d e f g h i j")
+    await clock.advance(0.1)
+    turns.set_host_speaking(True)
+    await clock.advance(0.5)
+    waiter = asyncio.ensure_future(speech.wait_played())
+    speech.cancel()
+    await clock.advance(0.02)
+    assert waiter.done() and waiter.result() is SpeechState.CANCELLED
+    after = p.speak(Speech("next", "k"))
+    turns.set_host_speaking(False)
+    await clock.run_until(after.wait_played(), limit=5)
+    assert after.state == "done"
+    await p.close()
 
-    p, _, _ = playout
-    sink = PlayoutSink(p)
-    assert sink.queued_seconds() == 0.0
-    tone = (0.2 * np.sin(np.arange(2400) / 24000 * 2 * np.pi * 300)).astype(np.float32)
-    for _ in range(15):  # 1.5 s in 100 ms chunks, as the agent hands them over (back-pressure paces this)
-        await sink.play(AudioChunk(tone, 24000, "piece"))
-    ahead, played = sink.queued_seconds(), sink.speech.frames_played if sink.speech else 0
-    assert 0.3 < ahead <= 0.8  # the playout's 500 ms of frames plus the chunk the sink holds
-    async with asyncio.timeout(2):
-        while sink.speech is not None and sink.speech.frames_played < played + 10:
-            await asyncio.sleep(0.005)
-    assert sink.speech is not None
-    drained = (sink.speech.frames_played - played) * 0.02
-    assert sink.queued_seconds() == pytest.approx(ahead - drained)  # it drains as frames go on air
-    await sink.flush()
-    assert sink.queued_seconds() == 0.0
+
+async def test_drop_policy_fades_the_speech_on_air_and_holds_the_next() -> None:
+    clock = VirtualClock()
+    turns = TurnTaking(clock, policy="drop", resume_after=0.3)
+    p = Playout(ToneEngine(), clock, name="t", turns=turns)
+    rec = Recorder()
+    p.sinks.append(rec)
+    p.start()
+    first = p.speak(Speech("first", " ".join(["w"] * 30)))
+    second = p.speak(Speech("second", "x y"))
+    await clock.advance(0.2)
+    turns.set_host_speaking(True)
+    await clock.advance(0.04)
+    assert first.state == "interrupted" and first.frames_played < 15
+    await clock.advance(1.0)
+    assert second.state == "queued"  # held while the host talks
+    turns.set_host_speaking(False)
+    await clock.run_until(second.wait_played(), limit=5)
+    assert second.state == "done" and second.frames_played == 10
+    await p.close()
+
+
+async def test_duck_gain_is_applied_once_on_the_frames() -> None:
+    clock = VirtualClock()
+    turns = TurnTaking(clock, policy="duck", duck_gain=0.3)
+    p = Playout(ToneEngine(), clock, name="t", turns=turns)
+    rec = Recorder()
+    p.sinks.append(rec)
+    p.start()
+    speech = p.speak(Speech("s", " ".join(["w"] * 20)))
+    await clock.advance(0.3)
+    turns.set_host_speaking(True)
+    await clock.advance(0.02)  # the frame that glides down
+    start = len(rec.frames)
+    await clock.advance(0.6)
+    ducked = rec.frames[start:]
+    turns.set_host_speaking(False)
+    await clock.run_until(speech.wait_played(), limit=5)
+    full = rec.frames[5]
+    ratios = [float(np.sqrt(np.mean(f ** 2)) / np.sqrt(np.mean(full ** 2))) for f in ducked]
+    assert ratios and all(r == pytest.approx(0.3, rel=0.02) for r in ratios)
+    await p.close()
+
+
+async def test_too_many_speeches_is_busy_not_a_wait() -> None:
+    p = Playout(ToneEngine(), VirtualClock(), name="t", max_speeches=2)
+    p.speak(Speech("a", "x"))
+    p.speak(Speech("b", "y"))
+    with pytest.raises(SpeakerBusy):
+        p.speak(Speech("c", "z"))
+    await p.close()
+    assert p.queued() == []
+
+
+async def test_unpaced_playout_delivers_as_fast_as_the_listener_takes() -> None:
+    clock = SystemClock()
+    audio = await render_speech(ToneEngine(), clock, " ".join(["w"] * 50), None)  # 5 s of audio
+    assert audio.size == 50 * 4800
+    p = Playout(ToneEngine(), clock, name="direct", paced=False)
+    ended: list[SpeechEnded] = []
+    p.events.subscribe(lambda e: ended.append(e) if isinstance(e, SpeechEnded) else None)
+    p.start()
+    collector = FrameCollector()
+    handle = SpeechHandle(id="d", listener=collector)
+    handle.push("one two")
+    handle.say("boom")  # a piece the engine refuses: the rest is still said
+    await asyncio.wait_for(p.speak(handle).wait_played(), 2)
+    assert handle.state == "done" and len(collector.frames) == 10 and "boom" in (handle.error or "")
+    assert [e.state for e in ended] == ["done"]
+    await p.close()

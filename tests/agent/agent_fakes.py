@@ -2,18 +2,27 @@
 
 `ToneEngine` is a real `Engine` (the protocol from voxroom.models.engine): it yields sine-tone
 chunks whose count grows with the text, optionally taking virtual synthesis time per chunk.
-`RecordingSink` plays chunks in (virtual) real time and records when each one started.
+`make_cohost` builds a co-host that speaks through a real `Playout` on a virtual clock; `OnAir` records
+what the playout put on air, frame by frame.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from voxroom.agent.clock import Clock
+from voxroom.agent.clock import Clock, VirtualClock
+from voxroom.agent.cohost import CoHost
+from voxroom.agent.lifecycle import EventBus, LifecycleEvent, PieceOnAir, SpeechEnded
+from voxroom.agent.replies import ReadAloud
+from voxroom.agent.turns import TurnTaking
 from voxroom.models.engine import AudioChunk, SynthesisError, Voice
+from voxroom.streaming.playout import Playout
 
 
 class ToneEngine:
@@ -59,38 +68,78 @@ class ToneEngine:
 
 
 @dataclass
-class PlayedChunk:
+class PlayedFrame:
     started: float
-    text: str
+    text: str  # the piece on air
     duration: float
     peak: float
 
 
-@dataclass
-class RecordingSink:
-    clock: Clock
-    realtime: bool = True  # play() takes the chunk's duration on the clock, like a real output
-    played: list[PlayedChunk] = field(default_factory=list)
-    flushes: list[float] = field(default_factory=list)
+class OnAir:
+    """A playout frame sink + event subscriber: every 20 ms frame with sound, when it played and the
+    piece it belongs to; `flushes` are the times a speech was cut (cancelled or interrupted)."""
 
-    async def play(self, chunk: AudioChunk) -> None:
-        self.played.append(PlayedChunk(self.clock.now(), chunk.text, chunk.duration,
-                                       float(np.max(np.abs(chunk.samples))) if len(chunk.samples) else 0.0))
-        if self.realtime:
-            await self.clock.sleep(chunk.duration)
+    def __init__(self, clock: Clock, events: EventBus) -> None:
+        self.clock = clock
+        self.played: list[PlayedFrame] = []
+        self.flushes: list[float] = []
+        self.piece = ""
+        events.subscribe(self.observe)
 
-    async def flush(self, fade: bool = True) -> None:
-        self.flushes.append(self.clock.now())
+    def observe(self, event: LifecycleEvent) -> None:
+        if isinstance(event, PieceOnAir):
+            self.piece = event.piece
+        elif isinstance(event, SpeechEnded) and event.state in ("cancelled", "interrupted"):
+            self.flushes.append(event.at)
 
-    async def wait_played(self) -> None:
-        return None
-
-    def queued_seconds(self) -> float:
-        return 0.0  # play() returns once a chunk has been heard (or at once, when not real time)
+    def __call__(self, frame: np.ndarray) -> None:
+        peak = float(np.max(np.abs(frame))) if frame.size else 0.0
+        if peak > 1e-3:
+            self.played.append(PlayedFrame(self.clock.now(), self.piece, len(frame) / 48000, peak))
 
     def texts(self) -> list[str]:
         out: list[str] = []
-        for chunk in self.played:
-            if not out or out[-1] != chunk.text:
-                out.append(chunk.text)
+        for frame in self.played:
+            if not out or out[-1] != frame.text:
+                out.append(frame.text)
         return out
+
+    def seconds(self, text: str | None = None) -> float:
+        return sum(f.duration for f in self.played if text is None or f.text == text)
+
+
+@dataclass
+class Setup:
+    cohost: CoHost
+    clock: Clock
+    engine: ToneEngine
+    air: OnAir
+    playout: Playout
+
+
+def make_cohost(clock: Clock | None = None, *, paced: bool = True, turns: TurnTaking | None = None,
+                engine: Any = None, **kw: Any) -> Setup:
+    """A co-host speaking through a real `Playout` (tone engine), on a virtual clock unless told otherwise."""
+    clock = clock if clock is not None else VirtualClock()
+    events = EventBus("test")
+    turns = turns if turns is not None else TurnTaking(clock)
+    engine = engine if engine is not None else ToneEngine(clock)
+    playout = Playout(engine, clock, name="test", events=events, turns=turns, paced=paced)
+    air = OnAir(clock, events)
+    playout.sinks.append(air)
+    cohost = CoHost(speaker=playout, replies=kw.pop("replies", None) or ReadAloud(), clock=clock, turns=turns,
+                    events=events, **kw)
+    return Setup(cohost, clock, engine, air, playout)
+
+
+@contextlib.asynccontextmanager
+async def running(setup: Setup) -> AsyncIterator[asyncio.Task[None]]:
+    setup.playout.start()
+    task = asyncio.ensure_future(setup.cohost.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await setup.playout.close()

@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 
 import pytest
-from agent_fakes import RecordingSink, ToneEngine
+from agent_fakes import make_cohost
 
 from voxroom.agent.clock import VirtualClock
-from voxroom.agent.cohost import CoHost
 from voxroom.agent.events import EventError
 from voxroom.agent.metrics import AgentMetrics, ReplyMetrics, render_prometheus
 from voxroom.agent.moderation import Moderator
-from voxroom.agent.replies import ReadAloud
 from voxroom.agent.speech_queue import SpeechQueue
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
 
@@ -76,9 +74,8 @@ def test_two_rooms_share_headers_and_label_values_are_escaped() -> None:
 
 async def test_submit_dict_snapshot_and_bad_input() -> None:
     clock = VirtualClock()
-    cohost = CoHost(engine=ToneEngine(clock), sink=RecordingSink(clock), replies=ReadAloud(), clock=clock,
-                    queue=SpeechQueue(clock, max_length=2), moderator=Moderator(clock, blocked_words=["spam"]),
-                    cohost_names=["vox"])
+    cohost = make_cohost(clock, queue=SpeechQueue(clock, max_length=2),
+                         moderator=Moderator(clock, blocked_words=["spam"]), cohost_names=["vox"]).cohost
     assert cohost.submit_dict({"type": "message", "user": "a", "text": "@vox how are you?", "id": "q1"}) == "queued"
     assert cohost.submit_dict({"type": "message", "user": "b", "text": "buy spam now"}) == "moderated"
     assert cohost.submit_dict({"type": "gift", "user": "c", "gift": "rose", "amount": 1, "id": "g1"}) == "queued"
@@ -94,32 +91,34 @@ async def test_submit_dict_snapshot_and_bad_input() -> None:
 
 
 async def test_cancelling_the_loop_mid_reply_closes_synthesis() -> None:
-    clock = VirtualClock()
-    engine = ToneEngine(clock)
-    cohost = CoHost(engine=engine, sink=RecordingSink(clock), replies=ReadAloud(), clock=clock)
-    cohost.submit_dict({"type": "message", "user": "a", "text": "a rather long line to read out loud"})
-    task = asyncio.ensure_future(cohost.run())
-    await clock.advance(0.3)
-    assert cohost.state == "speaking"
+    t = make_cohost()
+    t.cohost.submit_dict({"type": "message", "user": "a", "text": "a rather long line to read out loud"})
+    t.playout.start()
+    task = asyncio.ensure_future(t.cohost.run())
+    await t.clock.advance(0.3)
+    assert t.cohost.state == "speaking"
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert engine.closed_early == 1 and cohost.state == "idle"
-    assert cohost.metrics.recent[-1].outcome == "skipped"
+    await t.clock.advance(0.1)
+    assert t.engine.closed_early == 1 and t.cohost.state == "idle" and not t.playout.queued()
+    assert t.cohost.metrics.recent[-1].outcome == "skipped"
+    await t.playout.close()
 
 
-async def test_observer_errors_never_break_the_cohost() -> None:
-    clock = VirtualClock()
-    sink = RecordingSink(clock)
+async def test_subscriber_errors_never_break_the_cohost() -> None:
+    t = make_cohost()
 
-    def broken(name: str, data: dict) -> None:
+    def broken(event: object) -> None:
         raise RuntimeError("console went away")
 
-    cohost = CoHost(engine=ToneEngine(clock), sink=sink, replies=ReadAloud(), clock=clock, observers=[broken])
-    cohost.submit_dict({"type": "follow", "user": "newbie"})
-    task = asyncio.ensure_future(cohost.run())
-    await clock.advance(3.0)
+    t.cohost.events.subscribe(broken)
+    t.cohost.submit_dict({"type": "follow", "user": "newbie"})
+    t.playout.start()
+    task = asyncio.ensure_future(t.cohost.run())
+    await t.clock.advance(3.0)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert sink.texts() == ["Thanks for the follow, newbie!"]
+    await t.playout.close()
+    assert t.air.texts() == ["Thanks for the follow, newbie!"]
