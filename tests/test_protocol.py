@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from voxroom.streaming import protocol
 from voxroom.models.engine import VoiceRef
+from voxroom.streaming import protocol
 from voxroom.streaming.protocol import BotConnection, ProtocolError, parse_client_message
 
 

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 
 import pytest
-from agent_fakes import make_cohost
 
+from agent_fakes import make_cohost
 from voxroom.agent.clock import VirtualClock
 from voxroom.agent.events import EventError
 from voxroom.agent.metrics import AgentMetrics, ReplyMetrics, render_prometheus
