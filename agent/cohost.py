@@ -283,6 +283,10 @@ class CoHost:
                     metrics.first_audio = handle.started_at - start
             if self._fallbacks() > fallbacks_before:
                 metrics.source = "fallback"
+            if line is not None and handle is None:  # a line that never became speech still ends, for its asker
+                self.events.publish(SpeechEnded(
+                    id=event.id, text=event.text, state="moderated" if metrics.outcome == "moderated" else "done",
+                    source=line.source, reply_to=event.id, frames=0, played_text="", error=None, at=now))
             self._remember(event, metrics.text)
             self.events.publish(ReplyFinished(
                 id=event.id, kind=str(event.kind), outcome=metrics.outcome, text=metrics.text,

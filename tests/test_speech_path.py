@@ -221,3 +221,21 @@ async def test_bot_say_into_a_room_then_cancel_frees_its_slot(live_server: Runni
                     assert json.loads(message)["type"] == "speech.ended"
                     break
     await wait_idle_then_answer(live_server, room_id, server_room)
+
+
+async def test_a_bot_line_that_moderation_removes_still_ends(live_server: RunningServer) -> None:
+    room_id, server_room = create_room(live_server, "moderated line")
+    status, _ = await asyncio.to_thread(live_server.json, "PATCH", f"/api/rooms/{room_id}/cohost",
+                                        {"blocked_words": ["forbidden"]})
+    assert status == 200
+    async with connect(live_server.ws_url) as ws:
+        await ws.send(json.dumps({"type": "hello", "version": 1, "token": live_server.token}))
+        await ws.recv()
+        for i in range(10):  # more than the connection's 8 open speeches: each one must end
+            await ws.send(json.dumps({"type": "say", "id": f"m{i}", "text": "This is forbidden.", "room": room_id}))
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if message["type"] in ("speech.ended", "error"):
+                    break
+            assert message == {"type": "speech.ended", "id": f"m{i}", "reason": "moderated", "frames": 0}
+    await wait_idle_then_answer(live_server, room_id, server_room)
