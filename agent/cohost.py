@@ -394,6 +394,11 @@ class CoHost:
     def _on_moderated(self, entry: ModerationEntry) -> None:
         self.events.publish(Moderated(entry=entry.as_dict()))
 
+    def pending_lines(self) -> list[dict[str, Any]]:
+        """Host lines still waiting in the queue, as speech summaries (id, text, state)."""
+        return [{"id": q["id"], "text": q["text"], "state": "queued"} for q in self.queue.snapshot()
+                if q["kind"] == str(EventKind.HOST)]
+
     def snapshot(self) -> dict[str, Any]:
         """State for the host console."""
         current = self.current.event if self.current else None

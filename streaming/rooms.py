@@ -76,7 +76,7 @@ class Room:
             "name": self.name,
             "listeners": len(self.listeners),
             "host_mic": self.host_mic is not None,
-            "queue": [speech_summary(s) for s in self.playout.queued()],
+            "queue": [speech_summary(s) for s in self.playout.queued()] + self.cohost.agent.pending_lines(),
             "cohost": self.cohost.settings(),
             "pacer": vars(self.playout.stats),
         }
