@@ -37,7 +37,9 @@ from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, load_sovits
 from .sovits_streaming import StreamingDecoder, StreamingSchedule
 from .speaker_verification import ERes2NetV2, load_eres2netv2, v2pro_speaker_embedding
 from .spectrogram import reference_spectrogram
-from .t2s import T2SModel, generate_stream, load_t2s
+from .t2s_generate import generate_stream
+from .t2s_model import T2SModel, load_t2s
+from .t2s_quantize import pack_weights, quantize_int8, to_dtype
 from .voice_prompt import VoicePrompt
 
 log = logging.getLogger(__name__)
@@ -142,17 +144,17 @@ class GPTSoVITSEngine:
         checkpoint's own fp16 weights), bf16 (T2S and vocoder in bfloat16) or int8 (dynamic-quantized
         T2S). bench/gpt_sovits.py prints each one's speed and drift against fp32."""
         if precision == "fp32":
-            self.t2s.pack_weights()
+            pack_weights(self.t2s)
         elif precision == "fp16":
-            self.t2s = self.t2s.to_dtype(torch.float16)
+            self.t2s = to_dtype(self.t2s, torch.float16)
         elif precision == "bf16":
             if not bf16_is_native():
                 log.warning("bf16 on this CPU (%s) has no hardware bfloat16, so it runs several times slower "
                             "than fp32; prefer fp32, or int8 for speed", torch.backends.cpu.get_cpu_capability())
-            self.t2s = self.t2s.to_dtype(torch.bfloat16)
+            self.t2s = to_dtype(self.t2s, torch.bfloat16)
             self.sovits.use_bf16_vocoder(True)
         elif precision == "int8":
-            self.t2s = self.t2s.quantize_int8()
+            self.t2s = quantize_int8(self.t2s)
         else:
             raise ValueError(f"precision must be fp32, fp16, bf16 or int8, not {precision!r}")
         self.precision = precision

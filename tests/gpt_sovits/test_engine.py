@@ -19,7 +19,7 @@ import torch
 from voxroom.models.engine import SynthesisError, Voice
 from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions
 from voxroom.models.gpt_sovits.sovits import SoVITSModel
-from voxroom.models.gpt_sovits.t2s import T2SModel
+from voxroom.models.gpt_sovits.t2s_model import T2SModel
 from voxroom.models.gpt_sovits.voice_prompt import VoicePrompt
 
 from .model_folders import GOLDEN, write_hubert_folder, write_models_dir
