@@ -219,8 +219,10 @@ class StreamingDecoder:
         self.speed = float(speed)
         self.generator = generator
         self.hop = model.dec.hop
+        # The model's device; token bookkeeping, noise and audio stay on the CPU.
+        self.device = model.codebook.device
         with torch.inference_mode():
-            self.text_enc = model.enc_p.encode_text(text.reshape(1, -1).long())
+            self.text_enc = model.enc_p.encode_text(text.reshape(1, -1).long().to(self.device))
         self._codes = torch.zeros(0, dtype=torch.long)
         self._noise = torch.zeros(1, model.config.inter_channels, 0)
         self._emitted = 0  # samples handed out so far
@@ -324,7 +326,7 @@ class StreamingDecoder:
         else:
             enc_tok = max(0, first_tok - s.encoder_context_tokens)
         with torch.inference_mode():
-            codes = self._codes[enc_tok:].view(1, 1, -1)
+            codes = self._codes[enc_tok:].view(1, 1, -1).to(self.device)
             y = self.model.latent(codes, None, self.timbre, text_enc=self.text_enc)
             src0 = FRAMES_PER_TOKEN * enc_tok
             y = y[:, :, FRAMES_PER_TOKEN * first_tok - src0 :]
@@ -335,7 +337,7 @@ class StreamingDecoder:
             if self.speed == 1.0:
                 y_out = y[:, :, first_out - src0 :]
             else:
-                j = torch.arange(first_out, win_end_out)
+                j = torch.arange(first_out, win_end_out, device=y.device)
                 pos = self._src_pos(j, total_src) - src0
                 lo = pos.floor().long().clamp(0, y.shape[-1] - 1)
                 hi = (lo + 1).clamp(max=y.shape[-1] - 1)
@@ -345,7 +347,8 @@ class StreamingDecoder:
             noise = None
             if self.noise_scale != 0:
                 noise = self._noise_for(first_out + y_out.shape[-1])[:, :, first_out : first_out + y_out.shape[-1]]
-            audio = self.model.synthesize(m, logs, self.timbre.ge, self.noise_scale, noise=noise)[0, 0]
+                noise = noise.to(self.device)
+            audio = self.model.synthesize(m, logs, self.timbre.ge, self.noise_scale, noise=noise)[0, 0].cpu()
         self.windows_decoded += 1
         base = first_out * self.hop
         new = audio[start_sample - base : end_out * self.hop - base].clone()

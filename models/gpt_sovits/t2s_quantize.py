@@ -63,7 +63,7 @@ class Projection(nn.Module):
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         if not self.in_major:
-            if x.dtype == torch.float16 and x.numel() >= FP16_UPCAST_ROWS * x.shape[-1]:
+            if x.dtype == torch.float16 and x.device.type == "cpu" and x.numel() >= FP16_UPCAST_ROWS * x.shape[-1]:
                 # CPUs without AVX512-FP16 run many-row fp16 matmuls slowly (prefill: 600 vs
                 # 190 ms in fp32); upcasting the fp16 weights is exact and cheap next to that.
                 bias = None if self.bias is None else self.bias.float()
