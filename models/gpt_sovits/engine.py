@@ -95,7 +95,8 @@ class GPTSoVITSEngine:
         every network and cache lives there, while voice prompts and audio stay on the CPU."""
         if sovits.config.is_pro and speaker is None:
             raise ValueError(f"SoVITS {sovits.config.version} needs the ERes2NetV2 speaker model")
-        self.device = resolve_device(device)
+        # int8 exists only on the CPU, so `auto` with int8 means the CPU rather than an error.
+        self.device = resolve_device("cpu" if precision == "int8" and str(device) == "auto" else device)
         for network in (t2s, sovits, hubert, speaker, bert.model if bert is not None else None):
             if network is not None:
                 network.to(self.device)
