@@ -11,7 +11,8 @@
 Model code runs in one worker thread at a time (one set of weights, one KV cache); closing the
 async iterator sets a stop flag that the worker checks after every token, so an interruption
 costs at most one decoding step. Weights and caches live on the engine's device (cpu or cuda,
-`devices.py`); voice prompts, sampling noise and audio stay on the CPU.
+`devices.py`); voice prompts and audio stay on the CPU, and seeded random draws are made there,
+so a seed gives the same draws on every device.
 """
 
 from __future__ import annotations
