@@ -32,19 +32,37 @@ FRAMES_PER_TOKEN = 2
 SOLA_SEARCH = 320
 
 
-def sola_join(previous: torch.Tensor, current: torch.Tensor, overlap: int, search: int = SOLA_SEARCH) -> torch.Tensor:
-    """The official `TTS.sola_algorithm` for two fragments.
+def sola_scores(previous: torch.Tensor, current: torch.Tensor, overlap: int, search: int = SOLA_SEARCH) -> torch.Tensor:
+    """SOLA's normalised cross-correlation of previous[-overlap:] with current[s : s + overlap], s = 0..search.
 
-    Finds the shift (0..search) of `current` whose first `overlap` samples best match the last
-    `overlap` of `previous` (normalised cross-correlation), cross-fades there with a Hann window
-    and returns previous[:-overlap] ++ current[shift:]. Like the original, it writes the
-    cross-fade into `current` in place (later steps of the official loop see that).
+    Computed in the inputs' dtype, as the official code does (float32). Neighbouring periods of a
+    voiced sound can score within float32 rounding of each other, so the argmax of two float32
+    runs may differ between CPUs or thread counts; tests/gpt_sovits/test_sovits.py checks such ties.
     """
     w1 = previous[-overlap:]
     w2 = current[: overlap + search]
     corr = F.conv1d(w2.view(1, 1, -1), w1.view(1, 1, -1)).view(-1)
     energy = F.conv1d(w2.view(1, 1, -1) ** 2, torch.ones_like(w1).view(1, 1, -1)).view(-1) + 1e-8
-    shift = int((corr / energy.sqrt()).argmax())
+    return corr / energy.sqrt()
+
+
+def sola_join(
+    previous: torch.Tensor,
+    current: torch.Tensor,
+    overlap: int,
+    search: int = SOLA_SEARCH,
+    shift: int | None = None,
+) -> torch.Tensor:
+    """The official `TTS.sola_algorithm` for two fragments.
+
+    Finds the shift (0..search) of `current` whose first `overlap` samples best match the last
+    `overlap` of `previous` (normalised cross-correlation, `sola_scores`), cross-fades there with a
+    Hann window and returns previous[:-overlap] ++ current[shift:]. Like the original, it writes the
+    cross-fade into `current` in place (later steps of the official loop see that). A given `shift`
+    skips the search.
+    """
+    if shift is None:
+        shift = int(sola_scores(previous, current, overlap, search).argmax())
     tail = current[shift:]
     window = torch.hann_window(2 * overlap, dtype=current.dtype, device=current.device)
     tail[:overlap] = window[:overlap] * tail[:overlap] + window[overlap:] * previous[-overlap:]
