@@ -31,7 +31,8 @@ from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions, 
 from voxroom.models.gpt_sovits.hubert import HubertConfig, HubertModel
 from voxroom.models.gpt_sovits.realtime import playback_stall
 from voxroom.models.gpt_sovits.sovits import SoVITSModel
-from voxroom.models.gpt_sovits.t2s import T2SModel
+from voxroom.models.gpt_sovits.t2s_generate import start_session
+from voxroom.models.gpt_sovits.t2s_model import T2SModel
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden"
@@ -53,7 +54,7 @@ def ar_speed(engine: GPTSoVITSEngine, n_tokens: int = 150) -> tuple[float, float
     phones = torch.randint(0, 732, (53,), generator=gen)
     bert = torch.zeros(1024, 53)
     prompt = torch.randint(0, 1024, (121,), generator=gen)
-    session = engine.t2s.start(phones, bert, prompt, early_stop_num=n_tokens - 1, generator=gen)
+    session = start_session(engine.t2s, phones, bert, prompt, early_stop_num=n_tokens - 1, generator=gen)
     t0 = time.perf_counter()
     session.step()
     t1 = time.perf_counter()

@@ -17,7 +17,9 @@ import time
 import torch
 
 from voxroom.models.gpt_sovits.sampling import GREEDY, choose_tokens
-from voxroom.models.gpt_sovits.t2s import T2SModel, generate, prefix_lm_mask
+from voxroom.models.gpt_sovits.t2s_generate import generate, start_session
+from voxroom.models.gpt_sovits.t2s_model import T2SModel, prefix_lm_mask
+from voxroom.models.gpt_sovits.t2s_quantize import pack_weights, quantize_int8, to_dtype
 
 
 def make_inputs(n_phones: int, n_prompt: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -31,7 +33,7 @@ def make_inputs(n_phones: int, n_prompt: int, seed: int = 0) -> tuple[torch.Tens
 def time_decode(model: T2SModel, inputs: tuple, n_tokens: int) -> tuple[float, float]:
     """-> (prefill seconds, decode tokens/s) for one n_tokens utterance with top_k 15 sampling."""
     phones, bert, prompt = inputs
-    session = model.start(phones, bert, prompt, early_stop_num=n_tokens - 1, generator=torch.Generator().manual_seed(1))
+    session = start_session(model, phones, bert, prompt, early_stop_num=n_tokens - 1, generator=torch.Generator().manual_seed(1))
     t0 = time.perf_counter()
     session.step()  # prefill + first token
     t1 = time.perf_counter()
@@ -60,7 +62,7 @@ def teacher_forced_logits(model: T2SModel, inputs: tuple, tokens: torch.Tensor) 
 
 
 def _packed(model: T2SModel) -> T2SModel:
-    if not model.pack_weights():
+    if not pack_weights(model):
         print("(oneDNN prepacking unsupported here: unpacked timings)")
     return model
 
@@ -82,10 +84,10 @@ def main() -> None:
     builders = {
         "fp32": lambda: base,
         "fp32+pack": lambda: _packed(T2SModel.from_config(seed=0)),
-        "bf16": lambda: T2SModel.from_config(seed=0).to_dtype(torch.bfloat16),
-        "bf16+pack": lambda: _packed(T2SModel.from_config(seed=0).to_dtype(torch.bfloat16)),
-        "fp16": lambda: T2SModel.from_config(seed=0).to_dtype(torch.float16),
-        "int8": base.quantize_int8,
+        "bf16": lambda: to_dtype(T2SModel.from_config(seed=0), torch.bfloat16),
+        "bf16+pack": lambda: _packed(to_dtype(T2SModel.from_config(seed=0), torch.bfloat16)),
+        "fp16": lambda: to_dtype(T2SModel.from_config(seed=0), torch.float16),
+        "int8": lambda: quantize_int8(base),
     }
     unknown = set(kinds) - set(builders)
     if unknown:

@@ -30,6 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
         "ice_addresses": args.ice_address,
         "models_dir": args.models,
         "precision": args.precision,
+        "device": args.device,
         "config_file": args.config,
         "log_level": args.log_level,
     }
@@ -52,7 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
 
         print(f"Loading GPT-SoVITS from {config.models_dir} …", flush=True)
         try:
-            cloning = GPTSoVITSEngine.from_models_dir(config.models_dir, precision=config.precision)
+            cloning = GPTSoVITSEngine.from_models_dir(config.models_dir, precision=config.precision,
+                                                      device=config.device)
         except (WeightsError, ValueError, OSError) as exc:
             print(f"voxroom: cannot use --models {config.models_dir}: {exc}", file=sys.stderr)
             return 2
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--models", help="GPT-SoVITS models directory (VOXROOM_MODELS)")
     serve.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                        help="GPT-SoVITS numerics (VOXROOM_PRECISION; default fp32; bf16 only on CPUs with AVX512-BF16/AMX)")
+    serve.add_argument("--device", help="where GPT-SoVITS runs: auto, cpu, cuda or cuda:N (VOXROOM_DEVICE; default auto)")
     serve.add_argument("--config", help="TOML config file with the same settings (VOXROOM_CONFIG)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxroom.models.gpt_sovits.devices import DEVICE_CHOICES, DEVICE_SETTING
+
 
 def default_data_dir(environ: dict[str, str] | None = None) -> Path:
     environ = dict(os.environ if environ is None else environ)
@@ -32,7 +34,10 @@ class ServerConfig:
     # default). aioice never offers loopback by itself, so a same-machine setup lists 127.0.0.1.
     ice_addresses: list[str] = field(default_factory=list)
     models_dir: Path | None = None  # GPT-SoVITS weights (`voxroom models pull`); None: stock voice only
-    precision: str = "fp32"  # GPT-SoVITS numerics: fp32 | fp16 | bf16 | int8 (bench/gpt_sovits.py measures each)
+    # GPT-SoVITS numerics: fp32 | fp16 | bf16 | int8 (bench/gpt_sovits.py measures each); None: fp16 on
+    # CUDA, fp32 on the CPU.
+    precision: str | None = None
+    device: str = "auto"  # where GPT-SoVITS runs: auto | cpu | cuda | cuda:N (auto: cuda when torch sees one)
     openai_base_url: str | None = None  # an OpenAI-compatible endpoint turns on LLM replies
     openai_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -54,6 +59,7 @@ _ENV = {
     "ice_addresses": "VOXROOM_ICE_ADDRESSES",
     "models_dir": "VOXROOM_MODELS",
     "precision": "VOXROOM_PRECISION",
+    "device": "VOXROOM_DEVICE",
     "openai_base_url": "OPENAI_BASE_URL",
     "openai_api_key": "OPENAI_API_KEY",
     "llm_model": "VOXROOM_LLM_MODEL",
@@ -64,6 +70,8 @@ _ENV = {
 def _coerce(name: str, value: Any) -> Any:
     if name == "precision" and value not in PRECISIONS:
         raise ConfigError(f"'precision' must be one of {', '.join(PRECISIONS)}, not {value!r}")
+    if name == "device":
+        return _checked_device(value)
     try:
         if name == "port":
             port = int(value)
@@ -83,6 +91,22 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         raise ConfigError(f"bad value for {name!r}: {value!r}") from None
+
+
+def _checked_device(value: Any) -> str:
+    """A well-formed device setting; an explicit cuda one must name a CUDA device torch can use.
+
+    torch is imported only for cuda settings, so that a CPU server starts without it here."""
+    if not isinstance(value, str) or not DEVICE_SETTING.fullmatch(value):
+        raise ConfigError(f"'device' must be {DEVICE_CHOICES}, not {value!r}")
+    if value.startswith("cuda"):
+        from voxroom.models.gpt_sovits.devices import DeviceError, resolve_device
+
+        try:
+            resolve_device(value)
+        except DeviceError as exc:
+            raise ConfigError(str(exc)) from None
+    return value
 
 
 def load_config(flags: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> ServerConfig:

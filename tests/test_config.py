@@ -21,7 +21,8 @@ def test_defaults_need_no_configuration() -> None:
     assert (config.host, config.port) == ("127.0.0.1", 8080)
     assert config.data_dir == Path("/home/u/.local/share/voxroom")
     assert config.models_dir is None and config.openai_base_url is None and config.ice_addresses == []
-    assert config.precision == "fp32"
+    assert config.precision is None  # the engine picks: fp16 on CUDA, fp32 on the CPU
+    assert config.device == "auto"
 
 
 def test_layers_override_in_order(tmp_path: Path) -> None:
@@ -47,12 +48,34 @@ def test_layers_override_in_order(tmp_path: Path) -> None:
     ("port = 70000", "bad value for 'port'"),
     ("ice_addresses = [1, 2]", "bad value for 'ice_addresses'"),
     ("precision = 'fp64'", "'precision' must be one of fp32, fp16, bf16, int8"),
+    ("device = 'gpu'", "'device' must be auto, cpu, cuda or cuda:N, not 'gpu'"),
+    ("device = 'cuda:'", "'device' must be auto, cpu, cuda or cuda:N"),
+    ("device = 0", "'device' must be auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
     file = tmp_path / "bad.toml"
     file.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_config({"config_file": str(file)}, environ={})
+
+
+def test_device_comes_from_every_layer(tmp_path: Path) -> None:
+    file = tmp_path / "voxroom.toml"
+    file.write_text('device = "cpu"\n')
+    assert load_config({"config_file": str(file)}, environ={}).device == "cpu"
+    env = {"VOXROOM_CONFIG": str(file), "VOXROOM_DEVICE": "auto"}
+    assert load_config({}, environ=env).device == "auto"  # env beats file
+    assert load_config({"device": "cpu"}, environ={"VOXROOM_DEVICE": "auto"}).device == "cpu"  # flag beats env
+
+
+def test_cuda_on_a_machine_without_cuda_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for setting in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=f"'device' is {setting}, but torch .* finds no CUDA device"):
+            load_config({"device": setting}, environ={})
+    assert load_config({"device": "auto"}, environ={}).device == "auto"  # resolved by the engine, never an error
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -118,6 +141,19 @@ def test_serve_refuses_a_bad_config_with_a_message(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--config", str(bad)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "bad value for 'port'" in result.stderr
+
+
+def test_serve_refuses_cuda_without_cuda_in_one_line() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = subprocess.run([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--device", "cuda"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"voxroom: 'device' is cuda, but torch {torch.__version__} finds no CUDA device on this machine; use cpu or auto"
+    ]
 
 
 def test_server_config_dataclass_defaults_are_independent() -> None:

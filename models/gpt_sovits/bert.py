@@ -413,7 +413,7 @@ class BertFeatureExtractor:
     @torch.inference_mode()
     def char_features(self, text: str) -> torch.Tensor:
         """hidden_states[-3] without [CLS]/[SEP]: (len(text), hidden)."""
-        ids = torch.tensor([self.token_ids(text)], dtype=torch.long)
+        ids = torch.tensor([self.token_ids(text)], dtype=torch.long, device=next(self.model.parameters()).device)
         # hidden_states[-3] is the output of layer L-2, so the last two layers need not run.
         used = self.model.config.num_hidden_layers - (FEATURE_LAYER_FROM_END - 1)
         states = self.model.hidden_states(ids, num_layers=used)

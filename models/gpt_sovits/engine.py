@@ -10,7 +10,9 @@
 
 Model code runs in one worker thread at a time (one set of weights, one KV cache); closing the
 async iterator sets a stop flag that the worker checks after every token, so an interruption
-costs at most one decoding step.
+costs at most one decoding step. Weights and caches live on the engine's device (cpu or cuda,
+`devices.py`); voice prompts and audio stay on the CPU, and seeded random draws are made there,
+so a seed gives the same draws on every device.
 """
 
 from __future__ import annotations
@@ -30,14 +32,17 @@ from voxroom.models.engine import AudioChunk, SynthesisError, Voice
 
 from . import text as frontend
 from .bert import BertFeatureExtractor, load_bert, zero_phone_features
+from .devices import resolve_device
 from .fbank import resample_sinc
 from .hubert import HubertModel, load_hubert, reference_ssl_content
 from .realtime import RealtimeGate
-from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, load_sovits
+from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, Timbre, load_sovits
 from .sovits_streaming import StreamingDecoder, StreamingSchedule
 from .speaker_verification import ERes2NetV2, load_eres2netv2, v2pro_speaker_embedding
 from .spectrogram import reference_spectrogram
-from .t2s import T2SModel, generate_stream, load_t2s
+from .t2s_generate import generate_stream
+from .t2s_model import T2SModel, load_t2s
+from .t2s_quantize import pack_weights, quantize_int8, to_dtype
 from .voice_prompt import VoicePrompt
 
 log = logging.getLogger(__name__)
@@ -85,10 +90,18 @@ class GPTSoVITSEngine:
         speaker: ERes2NetV2 | None = None,
         *,
         options: SynthesisOptions | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
+        """precision None: fp16 on CUDA, fp32 on CPU. device: cpu, cuda, cuda:N or auto (see devices.py);
+        every network and cache lives there, while voice prompts and audio stay on the CPU."""
         if sovits.config.is_pro and speaker is None:
             raise ValueError(f"SoVITS {sovits.config.version} needs the ERes2NetV2 speaker model")
+        # int8 exists only on the CPU, so `auto` with int8 means the CPU rather than an error.
+        self.device = resolve_device("cpu" if precision == "int8" and str(device) == "auto" else device)
+        for network in (t2s, sovits, hubert, speaker, bert.model if bert is not None else None):
+            if network is not None:
+                network.to(self.device)
         self.t2s, self.sovits, self.hubert, self.bert, self.speaker = t2s, sovits, hubert, bert, speaker
         self.options = options or SynthesisOptions()
         self.version = sovits.config.version
@@ -96,7 +109,7 @@ class GPTSoVITSEngine:
         self._lock = threading.Lock()  # one synthesis or prompt computation at a time
         # Learns how fast this machine makes audio; holds a piece's start when it could not keep up.
         self.realtime = RealtimeGate(SAMPLE_RATE)
-        self.set_precision(precision)
+        self.set_precision(precision or ("fp16" if self.device.type == "cuda" else "fp32"))
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -142,17 +155,19 @@ class GPTSoVITSEngine:
         checkpoint's own fp16 weights), bf16 (T2S and vocoder in bfloat16) or int8 (dynamic-quantized
         T2S). bench/gpt_sovits.py prints each one's speed and drift against fp32."""
         if precision == "fp32":
-            self.t2s.pack_weights()
+            pack_weights(self.t2s)  # a no-op off the CPU
         elif precision == "fp16":
-            self.t2s = self.t2s.to_dtype(torch.float16)
+            self.t2s = to_dtype(self.t2s, torch.float16)
         elif precision == "bf16":
-            if not bf16_is_native():
+            if self.device.type == "cpu" and not bf16_is_native():
                 log.warning("bf16 on this CPU (%s) has no hardware bfloat16, so it runs several times slower "
                             "than fp32; prefer fp32, or int8 for speed", torch.backends.cpu.get_cpu_capability())
-            self.t2s = self.t2s.to_dtype(torch.bfloat16)
+            self.t2s = to_dtype(self.t2s, torch.bfloat16)
             self.sovits.use_bf16_vocoder(True)
         elif precision == "int8":
-            self.t2s = self.t2s.quantize_int8()
+            if self.device.type != "cpu":
+                raise ValueError(f"int8 runs on the CPU only (torch's dynamic quantization), not on {self.device}")
+            self.t2s = quantize_int8(self.t2s)
         else:
             raise ValueError(f"precision must be fp32, fp16, bf16 or int8, not {precision!r}")
         self.precision = precision
@@ -181,17 +196,18 @@ class GPTSoVITSEngine:
         with self._lock, torch.inference_mode():
             wav = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
             wav16 = resample_sinc(wav, sample_rate, 16_000)
-            codes = self.sovits.extract_latent(reference_ssl_content(self.hubert, wav16))
+            codes = self.sovits.extract_latent(reference_ssl_content(self.hubert, wav16.to(self.device))).cpu()
             specs, sv_embs = [], []
             for audio, rate in [(reference, sample_rate), *aux_references]:
                 wav32 = resample_sinc(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), rate, SAMPLE_RATE)
-                spec = reference_spectrogram(wav32)
-                specs.append(spec)
+                specs.append(reference_spectrogram(wav32).to(self.device))
                 if self.speaker is not None:
                     peak = float(wav32.abs().max())
                     sv_in = wav32 / min(2.0, peak) if peak > 1.0 else wav32
                     sv_embs.append(v2pro_speaker_embedding(self.speaker, sv_in, SAMPLE_RATE))
-            timbre = self.sovits.reference_embedding(specs, sv_embs or None)
+            on_device = self.sovits.reference_embedding(specs, sv_embs or None)
+            # Voice prompts are stored and serialized, so they hold CPU tensors whatever the device.
+            timbre = Timbre(ge=on_device.ge.cpu(), ge_text=on_device.ge_text.cpu())
             transcript = transcript.strip()
             if transcript:
                 if transcript[-1] not in "。.!?！？,，…~":
@@ -225,7 +241,7 @@ class GPTSoVITSEngine:
         for chunk_lang, phones in frontend.mixed_text_to_phones(text, mode, self.symbol_version):
             ids += phones.ids
             if chunk_lang == "zh" and self.bert is not None and phones.word2ph is not None:
-                features.append(self.bert.phone_features(phones.norm_text, phones.word2ph))
+                features.append(self.bert.phone_features(phones.norm_text, phones.word2ph).cpu())
             else:
                 features.append(zero_phone_features(len(phones.ids)))
         if not ids:
@@ -251,7 +267,9 @@ class GPTSoVITSEngine:
         """Synthesize `text`, calling `emit(audio_32k, piece)` whenever audio is ready (`queued_s`:
         audio still playing before it, which the real-time start gate counts)."""
         opts = self.options
+        # A CPU generator on every device: the same seed then draws the same numbers on CPU and CUDA.
         generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
+        timbre = Timbre(ge=prompt.timbre.ge.to(self.device), ge_text=prompt.timbre.ge_text.to(self.device))
         pause = np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32)
         with self._lock, torch.inference_mode():
             label = ""
@@ -271,7 +289,7 @@ class GPTSoVITSEngine:
                     self.t2s, all_phones, all_bert, prompt.prompt_tokens, top_k=opts.top_k, top_p=opts.top_p,
                     temperature=opts.temperature, repetition_penalty=opts.repetition_penalty, generator=generator,
                 )
-                decoder = StreamingDecoder(self.sovits, phones, prompt.timbre, schedule=opts.schedule,
+                decoder = StreamingDecoder(self.sovits, phones, timbre, schedule=opts.schedule,
                                            noise_scale=opts.noise_scale, speed=speed, generator=generator)
                 if n:
                     utterance.hand_over(pause)

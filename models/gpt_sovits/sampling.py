@@ -91,7 +91,11 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
 
 def exponential_race(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one id per row from probs (B, V) as argmax(p / Exp(1)) -> (B,) int64."""
-    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    if generator is not None and generator.device != probs.device:
+        # A CPU generator with CUDA probs: draw on the CPU, so one seed gives the same tokens on both.
+        noise = torch.empty(probs.shape, dtype=probs.dtype).exponential_(1.0, generator=generator).to(probs.device)
+    else:
+        noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
     return torch.argmax(probs / noise, dim=-1)
 
 

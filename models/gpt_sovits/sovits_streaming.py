@@ -32,19 +32,37 @@ FRAMES_PER_TOKEN = 2
 SOLA_SEARCH = 320
 
 
-def sola_join(previous: torch.Tensor, current: torch.Tensor, overlap: int, search: int = SOLA_SEARCH) -> torch.Tensor:
-    """The official `TTS.sola_algorithm` for two fragments.
+def sola_scores(previous: torch.Tensor, current: torch.Tensor, overlap: int, search: int = SOLA_SEARCH) -> torch.Tensor:
+    """SOLA's normalised cross-correlation of previous[-overlap:] with current[s : s + overlap], s = 0..search.
 
-    Finds the shift (0..search) of `current` whose first `overlap` samples best match the last
-    `overlap` of `previous` (normalised cross-correlation), cross-fades there with a Hann window
-    and returns previous[:-overlap] ++ current[shift:]. Like the original, it writes the
-    cross-fade into `current` in place (later steps of the official loop see that).
+    Computed in the inputs' dtype, as the official code does (float32). Neighbouring periods of a
+    voiced sound can score within float32 rounding of each other, so the argmax of two float32
+    runs may differ between CPUs or thread counts; tests/gpt_sovits/test_sovits.py checks such ties.
     """
     w1 = previous[-overlap:]
     w2 = current[: overlap + search]
     corr = F.conv1d(w2.view(1, 1, -1), w1.view(1, 1, -1)).view(-1)
     energy = F.conv1d(w2.view(1, 1, -1) ** 2, torch.ones_like(w1).view(1, 1, -1)).view(-1) + 1e-8
-    shift = int((corr / energy.sqrt()).argmax())
+    return corr / energy.sqrt()
+
+
+def sola_join(
+    previous: torch.Tensor,
+    current: torch.Tensor,
+    overlap: int,
+    search: int = SOLA_SEARCH,
+    shift: int | None = None,
+) -> torch.Tensor:
+    """The official `TTS.sola_algorithm` for two fragments.
+
+    Finds the shift (0..search) of `current` whose first `overlap` samples best match the last
+    `overlap` of `previous` (normalised cross-correlation, `sola_scores`), cross-fades there with a
+    Hann window and returns previous[:-overlap] ++ current[shift:]. Like the original, it writes the
+    cross-fade into `current` in place (later steps of the official loop see that). A given `shift`
+    skips the search.
+    """
+    if shift is None:
+        shift = int(sola_scores(previous, current, overlap, search).argmax())
     tail = current[shift:]
     window = torch.hann_window(2 * overlap, dtype=current.dtype, device=current.device)
     tail[:overlap] = window[:overlap] * tail[:overlap] + window[overlap:] * previous[-overlap:]
@@ -219,8 +237,10 @@ class StreamingDecoder:
         self.speed = float(speed)
         self.generator = generator
         self.hop = model.dec.hop
+        # The model's device; token bookkeeping, noise and audio stay on the CPU.
+        self.device = model.codebook.device
         with torch.inference_mode():
-            self.text_enc = model.enc_p.encode_text(text.reshape(1, -1).long())
+            self.text_enc = model.enc_p.encode_text(text.reshape(1, -1).long().to(self.device))
         self._codes = torch.zeros(0, dtype=torch.long)
         self._noise = torch.zeros(1, model.config.inter_channels, 0)
         self._emitted = 0  # samples handed out so far
@@ -324,7 +344,7 @@ class StreamingDecoder:
         else:
             enc_tok = max(0, first_tok - s.encoder_context_tokens)
         with torch.inference_mode():
-            codes = self._codes[enc_tok:].view(1, 1, -1)
+            codes = self._codes[enc_tok:].view(1, 1, -1).to(self.device)
             y = self.model.latent(codes, None, self.timbre, text_enc=self.text_enc)
             src0 = FRAMES_PER_TOKEN * enc_tok
             y = y[:, :, FRAMES_PER_TOKEN * first_tok - src0 :]
@@ -335,7 +355,7 @@ class StreamingDecoder:
             if self.speed == 1.0:
                 y_out = y[:, :, first_out - src0 :]
             else:
-                j = torch.arange(first_out, win_end_out)
+                j = torch.arange(first_out, win_end_out, device=y.device)
                 pos = self._src_pos(j, total_src) - src0
                 lo = pos.floor().long().clamp(0, y.shape[-1] - 1)
                 hi = (lo + 1).clamp(max=y.shape[-1] - 1)
@@ -345,7 +365,8 @@ class StreamingDecoder:
             noise = None
             if self.noise_scale != 0:
                 noise = self._noise_for(first_out + y_out.shape[-1])[:, :, first_out : first_out + y_out.shape[-1]]
-            audio = self.model.synthesize(m, logs, self.timbre.ge, self.noise_scale, noise=noise)[0, 0]
+                noise = noise.to(self.device)
+            audio = self.model.synthesize(m, logs, self.timbre.ge, self.noise_scale, noise=noise)[0, 0].cpu()
         self.windows_decoded += 1
         base = first_out * self.hop
         new = audio[start_sample - base : end_out * self.hop - base].clone()

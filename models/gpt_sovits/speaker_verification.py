@@ -240,4 +240,5 @@ def v2pro_speaker_embedding(model: ERes2NetV2, audio: torch.Tensor, sample_rate:
     if audio.dim() != 2 or audio.shape[0] != 1:
         raise ValueError(f"expected mono audio (n,) or (1, n), got shape {tuple(audio.shape)}")
     audio_16k = resample_sinc(audio.to(torch.float32), sample_rate, SV_SAMPLE_RATE)
-    return model.forward3(speaker_fbank(audio_16k))
+    # The fbank stays where the audio is (the CPU in the engine); only the network runs on its device.
+    return model.forward3(speaker_fbank(audio_16k).to(next(model.parameters()).device))

@@ -19,9 +19,10 @@ import torch
 from voxroom.models.engine import SynthesisError, Voice
 from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions
 from voxroom.models.gpt_sovits.sovits import SoVITSModel
-from voxroom.models.gpt_sovits.t2s import T2SModel
+from voxroom.models.gpt_sovits.t2s_model import T2SModel
 from voxroom.models.gpt_sovits.voice_prompt import VoicePrompt
 
+from .device_checks import assert_t2s_matches_golden, engine_speech
 from .model_folders import GOLDEN, write_hubert_folder, write_models_dir
 
 SPEECH = GOLDEN.parent / "speech" / "pysptk__cmu_arctic_awb_a0007.wav"
@@ -175,3 +176,33 @@ def test_full_size_random_models_run_end_to_end(tmp_path: Path) -> None:
     engine.synthesize_blocking("Hello there, friends.", prompt, lang="en", emit=emit, stop=stop)
     assert sum(len(g) for g in got) >= 32000
     assert np.isfinite(np.concatenate(got)).all()
+
+
+def test_golden_t2s_checks_hold_on_the_cpu_device() -> None:
+    """The comparison test_cuda.py runs on CUDA, run here so that it is known to pass somewhere."""
+    assert_t2s_matches_golden(torch.device("cpu"))
+
+
+def test_engine_on_the_cpu_device_speaks_as_before(tmp_path: Path, engine: GPTSoVITSEngine) -> None:
+    """device="cpu" is the constructor's default: the same prompt and the same audio, bit for bit."""
+    explicit = GPTSoVITSEngine.from_models_dir(write_models_dir(tmp_path), options=SynthesisOptions(seed=7),
+                                               device="cpu")
+    assert explicit.device == engine.device == torch.device("cpu") and explicit.precision == "fp32"
+    prompt, audio = engine_speech(explicit)
+    default_prompt, default_audio = engine_speech(engine)
+    assert prompt.prompt_tokens is not None and default_prompt.prompt_tokens is not None
+    assert torch.equal(prompt.prompt_tokens, default_prompt.prompt_tokens)
+    assert torch.equal(prompt.timbre.ge, default_prompt.timbre.ge)
+    assert torch.equal(prompt.prompt_bert, default_prompt.prompt_bert)
+    assert audio.size and np.array_equal(audio, default_audio)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_auto_is_the_cpu_without_cuda_and_cuda_is_refused(tmp_path: Path) -> None:
+    models = write_models_dir(tmp_path)
+    auto = GPTSoVITSEngine.from_models_dir(models, device="auto")
+    assert auto.device == torch.device("cpu") and auto.precision == "fp32"
+    with pytest.raises(ValueError, match="finds no CUDA device"):
+        GPTSoVITSEngine.from_models_dir(models, device="cuda")
+    with pytest.raises(ValueError, match="'device' must be"):
+        GPTSoVITSEngine.from_models_dir(models, device="gpu")

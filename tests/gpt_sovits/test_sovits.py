@@ -5,7 +5,10 @@ Tolerances (golden data is fp32 from fp16-stored weights; fp64 recomputation mov
 - extract_latent codes: exact; ssl_proj output atol 1e-4;
 - decode intermediates and audio: atol 1e-4 at speed 1 (measured <= 3.4e-6), 2e-4 at speed 1.3
   (linear interpolation of the latent; measured <= 2.4e-6);
-- official decode_streaming per-call audio / latent and emitted fragments: atol 1e-4 (measured <= 3.1e-6);
+- official decode_streaming per-call audio / latent and emitted fragments: atol 1e-4 (measured <= 3.1e-6),
+  with the SOLA shift checked apart: where our float32 argmax differs from the official one, the two
+  shifts must tie to SOLA_TIE_RTOL in a float64 recomputation, and the join then uses the official
+  shift so that the audio is still compared at atol 1e-4 (see test_official_streaming_loop);
 - StreamingDecoder vs one-shot decode of the same tokens (noise_scale 0): SNR >= 30 dB against the
   mean-removed signal (measured 43-44 dB), identical length, and no discontinuity at any join:
   the largest sample-to-sample step within 128 samples of a join stays within 1.1x of the
@@ -22,12 +25,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from voxroom.models.gpt_sovits import sovits_streaming
 from voxroom.models.gpt_sovits.sovits import SAMPLES_PER_TOKEN, SoVITSModel, load_sovits
 from voxroom.models.gpt_sovits.sovits_streaming import (
+    SOLA_SEARCH,
     OfficialStreamingSession,
     StreamingDecoder,
     StreamingSchedule,
     sola_join,
+    sola_scores,
 )
 from voxroom.models.gpt_sovits.spectrogram import linear_spectrogram, reference_spectrogram
 
@@ -38,6 +44,11 @@ ATOL = 1e-4
 ATOL_SPEED = 2e-4
 STREAM_SNR_DB = 30.0
 SEAM_STEP_RATIO = 1.1
+# Two SOLA shifts whose exact (float64) scores differ by less than this, relative to the best score,
+# are a tie that float32 rounding may break either way. A score is a 2560-term dot product over the
+# square root of a 2560-term sum: its float32 error is ~ eps * sqrt(2560) ~ 6e-6 relative at worst
+# (measured here up to 7e-7 relative, varying with thread count and the MKL kernel for the CPU).
+SOLA_TIE_RTOL = 1e-5
 
 pytestmark = pytest.mark.skipif(not TINY["v2"].is_file(), reason=f"golden data not found at {GOLDEN}")
 
@@ -181,13 +192,42 @@ STREAM_CASES = [
 
 @pytest.mark.parametrize(("version", "name"), STREAM_CASES)
 def test_official_streaming_loop(
-    models: dict[str, SoVITSModel], specs: dict[str, torch.Tensor], version: str, name: str
+    models: dict[str, SoVITSModel],
+    specs: dict[str, torch.Tensor],
+    version: str,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gold = _golden(version, name)
     model = models[version]
     sv = _golden("v2Pro", "decode_ns0_speed1.0")["sv_emb_0"] if version == "v2Pro" else None
     timbre = model.reference_embedding(specs["spec_a"], sv)
     session = OfficialStreamingSession(model, gold["text"], timbre, noise_scale=0.0, overlap_length=2)
+
+    # The SOLA shift is a discrete choice: an argmax over float32 scores. In v2Pro decode_streaming_ns0
+    # call 1, shifts 96 and 256 (two periods of the tiny model's buzz) score 10.9311824 and 10.9311774
+    # in float64 (4.6e-7 apart, relative), and float32 rounding picks 96 on an Intel Xeon with
+    # AVX-512 at 2 threads but 256 (the official pick) with 1 thread or MKL_CBWR=COMPATIBLE. Picking
+    # the other shift moves 2560 cross-faded samples by 160, ~1e-2 apart. So: check the shift on
+    # its own (equal, or a float64 tie), then join at the official shift and compare the audio.
+    official_join = sola_join
+    ties: list[tuple[int, int, int]] = []
+
+    def join_at_official_shift(
+        previous: torch.Tensor, current: torch.Tensor, overlap: int, search: int = SOLA_SEARCH
+    ) -> torch.Tensor:
+        i = len(session.calls)  # the call in progress
+        official = current.numel() - overlap - gold[f"emitted_{i:02d}"].numel()
+        ours = int(sola_scores(previous, current, overlap, search).argmax())
+        assert 0 <= official <= search, f"call {i}: official SOLA shift {official} out of range"
+        if ours != official:
+            exact = sola_scores(previous.double(), current.double(), overlap, search)
+            gap = abs(float(exact[ours] - exact[official])) / float(exact.abs().max())
+            assert gap <= SOLA_TIE_RTOL, f"call {i}: SOLA shift {ours} != official {official} (gap {gap:.2g})"
+            ties.append((i, ours, official))
+        return official_join(previous, current, overlap, search, shift=official)
+
+    monkeypatch.setattr(sovits_streaming, "sola_join", join_at_official_shift)
     n_calls = sum(1 for k in gold if k.endswith("_codes"))
     emitted = []
     seen = 0
@@ -204,6 +244,8 @@ def test_official_streaming_loop(
         _close(fragment, gold[f"emitted_{i:02d}"], ATOL, f"emitted {i}")
         emitted.append(fragment)
     _close(torch.cat(emitted), gold["emitted_concat"], ATOL, "emitted_concat")
+    if ties:
+        print(f"SOLA float32 near-ties (call, ours, official): {ties}")
 
 
 def test_sola_finds_a_known_shift() -> None:

@@ -1,8 +1,10 @@
 """ERes2NetV2 speaker net, its Kaldi fbank front end and the torchaudio-style resampler.
 
-Tolerances: fbank atol 1e-4 (measured max 8.0e-5, in 2 of 33,840 cells of near-silent
-frames where log() amplifies FFT rounding; mean error ~4e-8); forward3 / forward atol 1e-4
-(measured 9e-8); resampler atol 1e-6 (measured bit-exact against torchaudio's output).
+Tolerances: fbank atol 1e-4 plus an FFT-rounding term, see _assert_fbank_close, and mean error
+<= 1e-5 (measured 4e-8 where MKL takes the golden's FFT path, 2.0e-6 on an AVX-512 Xeon, where
+ours and the golden are 2.3e-6 and 2.8e-6 from a float64 fbank on average);
+forward3 / forward atol 1e-4 (measured 9e-8); resampler atol 1e-6 (measured bit-exact against
+torchaudio's output).
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ from voxroom.models.gpt_sovits.speaker_verification import (
 GOLDEN = Path(os.environ.get("VOXROOM_GOLDEN", Path(__file__).resolve().parents[3] / "shared" / "golden"))
 TINY_SV = GOLDEN / "models" / "sv_tiny_eres2netv2.ckpt"
 ATOL = 1e-4
+# A float32 FFT's rounding error in each output bin is ~eps * the frame's whole amplitude (the
+# norm of the frame, by Parseval), not eps * that bin's amplitude, so a mel bin whose energy E_bin is
+# far below its frame's E_frame has a log error of ~eps * sqrt(E_frame / E_bin). MKL picks its FFT
+# kernel by CPU: where it takes the golden's path (AMD EPYC, or this Intel Xeon with
+# MKL_CBWR=COMPATIBLE) we match the golden to 8.0e-5; with the AVX-512 kernels on an Intel Xeon,
+# to 1.9e-4, in 15 of 33,840 cells, all in bins 72-83 dB below their frame's energy, where the
+# golden itself is up to 2.8e-4 and we are 2.0e-4 from a float64 fbank. Measured: the error above
+# ATOL is <= 0.13 * eps * sqrt(E_frame / E_bin) (ours vs golden; 0.30 for ours vs float64).
+# Allowed: 1 * eps * sqrt(E_frame / E_bin), which exceeds 1e-4 only in the 7% of cells > 58 dB down.
+FFT_ROUNDING = 1.0
 
 needs_golden = pytest.mark.skipif(not TINY_SV.is_file(), reason=f"golden data not found at {GOLDEN}")
 
@@ -45,13 +57,24 @@ def tiny() -> ERes2NetV2:
     return load_eres2netv2(TINY_SV)
 
 
+def _assert_fbank_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """|log-mel error| <= ATOL + FFT_ROUNDING * eps * sqrt(E_frame / E_bin) (energies from `expected`)."""
+    assert actual.shape == expected.shape
+    energy = expected.double().exp()
+    below_frame = (energy.sum(-1, keepdim=True) / energy).sqrt()
+    tol = ATOL + FFT_ROUNDING * torch.finfo(torch.float32).eps * below_frame
+    err = (actual.double() - expected.double()).abs()
+    bad = err > tol
+    assert not bad.any(), f"{int(bad.sum())} fbank cells off, worst {err[bad].max():.3g} (tolerance there {tol[bad].min():.3g})"
+
+
 @needs_golden
 def test_fbank_matches_official(golden) -> None:
     feats = kaldi_fbank(golden["wav16k"][0])
     assert feats.shape == (423, 80) == golden["fbank"].shape[1:]
-    torch.testing.assert_close(feats, golden["fbank"][0], atol=ATOL, rtol=0)
-    assert (feats - golden["fbank"][0]).abs().mean() < 1e-6
-    torch.testing.assert_close(speaker_fbank(golden["wav16k"]), golden["fbank"], atol=ATOL, rtol=0)
+    _assert_fbank_close(feats, golden["fbank"][0])
+    assert (feats - golden["fbank"][0]).abs().mean() < 1e-5
+    _assert_fbank_close(speaker_fbank(golden["wav16k"]), golden["fbank"])
 
 
 @needs_golden

@@ -36,18 +36,22 @@ from voxroom.models.gpt_sovits.sampling import (
     filter_logits,
     mute_similarity,
 )
-from voxroom.models.gpt_sovits.t2s import (
-    T2SCheckpointError,
-    T2SConfig,
-    T2SModel,
+from voxroom.models.gpt_sovits.t2s_generate import (
     generate,
     generate_batch,
     generate_chunks,
     generate_stream,
+    start_session,
+)
+from voxroom.models.gpt_sovits.t2s_model import (
+    T2SCheckpointError,
+    T2SConfig,
+    T2SModel,
     load_t2s,
     prefix_lm_mask,
     read_t2s_checkpoint,
 )
+from voxroom.models.gpt_sovits.t2s_quantize import quantize_int8
 
 GOLDEN = Path(os.environ.get("VOXROOM_GOLDEN", Path(__file__).resolve().parents[3] / "shared" / "golden"))
 TINY = GOLDEN / "models" / "s1_tiny_v2.ckpt"
@@ -233,7 +237,7 @@ def test_step_cap_behaves_like_the_official_1500_cap(models: dict[Path, T2SModel
 
 def test_default_early_stop_comes_from_the_checkpoint(models: dict[Path, T2SModel]) -> None:
     d = golden("greedy_ref_bertzero_rp1.35")
-    session = models[TINY].start(d["phoneme_ids"], d["bert_feature"], d["prompts"], params=SamplingParams(top_k=1))
+    session = start_session(models[TINY], d["phoneme_ids"], d["bert_feature"], d["prompts"], params=SamplingParams(top_k=1))
     assert session.early_stop_num == 50 * 54
 
 
@@ -427,7 +431,7 @@ def test_reduced_precision_stays_close(models: dict[Path, T2SModel]) -> None:
     args = (d["phoneme_ids"], d["bert_feature"], d["prompts"])
     bf16 = load_t2s(TINY, dtype=torch.bfloat16)
     fp16 = load_t2s(TINY, dtype=torch.float16)
-    int8 = models[TINY].quantize_int8()
+    int8 = quantize_int8(models[TINY])
     assert fp16.layers[0].qkv.weight.dtype == torch.float16 and not fp16.layers[0].qkv.in_major
     for model, atol in ((bf16, 0.15), (fp16, 0.03), (int8, 0.5)):
         result = generate(model, *args, top_k=1, early_stop_num=0, record_logits=True)
@@ -438,11 +442,11 @@ def test_reduced_precision_stays_close(models: dict[Path, T2SModel]) -> None:
 def test_inputs_are_checked(models: dict[Path, T2SModel]) -> None:
     model = models[TINY]
     with pytest.raises(ValueError, match="bert"):
-        model.start(torch.zeros(5, dtype=torch.long), torch.zeros(1024, 4))
+        start_session(model, torch.zeros(5, dtype=torch.long), torch.zeros(1024, 4))
     with pytest.raises(ValueError, match="phone ids"):
-        model.start(torch.full((4,), 732), torch.zeros(1024, 4))
+        start_session(model, torch.full((4,), 732), torch.zeros(1024, 4))
     with pytest.raises(ValueError, match="prompt"):
-        model.start(torch.zeros(4, dtype=torch.long), torch.zeros(1024, 4), torch.tensor([1024]))
+        start_session(model, torch.zeros(4, dtype=torch.long), torch.zeros(1024, 4), torch.tensor([1024]))
     with pytest.raises(ValueError):
         SamplingParams(repetition_penalty=0)
 
