@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voxroom.streaming.embedded import RedactCredentials
 
@@ -106,3 +108,19 @@ async def test_an_invalid_utf8_text_frame_is_closed_1007_without_a_traceback(liv
     # the server still answers
     status, _, _ = await asyncio.to_thread(live_server.request, "GET", "/api/health", token="")
     assert status == 200
+
+
+_SPELLINGS = st.sampled_from(["token", "grant"]).flatmap(
+    lambda word: st.tuples(*[st.sampled_from([c, c.upper(), f"%{ord(c):02X}", f"%{ord(c):02x}"]) for c in word])
+).map("".join)
+_SECRETS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=12,
+                   max_size=40)
+
+
+@given(name=_SPELLINGS, secret=_SECRETS, before=st.sampled_from(["", "x=1&", "a=b&c=d&"]),
+       after=st.sampled_from(["", "&x=1", "&next=/r/1"]))
+def test_no_spelling_of_a_credential_parameter_leaks_its_value(name: str, secret: str, before: str,
+                                                               after: str) -> None:
+    line = f'127.0.0.1:5000 - "GET /ws?{before}{name}={secret}{after} HTTP/1.1" 101'
+    cleaned = RedactCredentials()._clean(line)
+    assert isinstance(cleaned, str) and secret not in cleaned and f"{name}=[redacted]" in cleaned

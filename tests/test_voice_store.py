@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sqlite3
 import stat
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from voxroom.models import voice_store as voice_store_module
 from voxroom.models.voice_store import (
     Consent,
     VoiceDataCorrupted,
@@ -309,3 +317,91 @@ def test_a_crash_during_deletion_or_creation_leaves_no_orphans_after_a_restart(t
             assert wrapped not in blob, path  # no usable key anywhere, so no usable ciphertext
             assert sealed_audio[100:164] not in blob, path
             assert victim.id.encode() not in blob, path
+
+
+class _SimulatedCrash(BaseException):
+    """Stands for the process dying: nothing after it runs (not even `except Exception`)."""
+
+
+class VoiceStoreLifecycle(RuleBasedStateMachine):
+    """Creations, renames, deletions, deletions cut short at any step, and restarts, in any order:
+    the store always lists exactly the voices the model holds, and after a restart the disk holds a
+    folder for exactly those voices and no half-deleted row."""
+
+    CRASH_POINTS = ("_checkpoint", "_shred", "rmtree")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="voxroom-store-"))
+        self.key = load_server_key(self.tmp / "server.key")
+        self.store = self._open()
+        self.model: dict[str, str] = {}  # voice id -> name
+        self.owners: dict[str, str] = {}  # voice id -> owner
+        self.serial = 0
+
+    def _open(self) -> VoiceStore:
+        return VoiceStore(self.tmp / "data" / "voxroom.db", self.tmp / "data", self.key)
+
+    @rule(owner=st.sampled_from(["alice", "bob"]))
+    def create(self, owner: str) -> None:
+        self.serial += 1
+        name = f"voice-{self.serial}"
+        rec = self.store.create(owner, name, np.full(1600, 0.1, np.float32), 16000, {"n": self.serial}, "words",
+                                Consent("who", "statement"))
+        self.model[rec.id] = name
+        self.owners[rec.id] = owner
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def rename(self, data: st.DataObject) -> None:
+        voice_id = data.draw(st.sampled_from(sorted(self.model)))
+        self.serial += 1
+        self.store.rename(self.owners[voice_id], voice_id, f"renamed-{self.serial}")
+        self.model[voice_id] = f"renamed-{self.serial}"
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), crash_at=st.one_of(st.none(), st.sampled_from(CRASH_POINTS)), nth=st.integers(1, 2))
+    def delete(self, data: st.DataObject, crash_at: str | None, nth: int) -> None:
+        voice_id = data.draw(st.sampled_from(sorted(self.model)))
+        if crash_at is None:
+            self.store.delete(self.owners[voice_id], voice_id)
+        else:
+            with pytest.MonkeyPatch.context() as patch:
+                calls = {"n": 0}
+                target: Any = {"_checkpoint": (VoiceStore, "_checkpoint"),
+                               "_shred": (voice_store_module, "_shred"),
+                               "rmtree": (voice_store_module.shutil, "rmtree")}[crash_at]
+                real = getattr(*target)
+
+                def step(*args: Any, **kwargs: Any) -> Any:
+                    calls["n"] += 1
+                    if calls["n"] == nth:
+                        raise _SimulatedCrash
+                    return real(*args, **kwargs)
+
+                patch.setattr(*target, step)
+                with contextlib.suppress(_SimulatedCrash):
+                    self.store.delete(self.owners[voice_id], voice_id)
+        del self.model[voice_id]  # every crash point is after the key was destroyed: the voice is gone
+
+    @rule()
+    def restart(self) -> None:
+        self.store.close()
+        self.store = self._open()
+        folders = {p.name for p in (self.tmp / "data" / "voices").iterdir()}
+        assert folders == set(self.model)
+        deleting = self.store._db.execute("SELECT COUNT(*) FROM voices WHERE deleting=1").fetchone()[0]
+        assert deleting == 0
+
+    @invariant()
+    def lists_what_the_model_holds(self) -> None:
+        listed = {v.id: v.name for owner in ("alice", "bob") for v in self.store.list(owner)}
+        assert listed == self.model
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+VoiceStoreLifecycle.TestCase.settings = settings(max_examples=25, stateful_step_count=12, deadline=None)
+test_voice_store_lifecycle = VoiceStoreLifecycle.TestCase
