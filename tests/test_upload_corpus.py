@@ -3,12 +3,17 @@ plain message (never Python's or FFmpeg's own text), nothing is kept, and the se
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import pytest
+from websockets.asyncio.client import connect
 
 from conftest import RunningServer
 from upload_corpus import corpus
@@ -79,12 +84,14 @@ def test_an_upload_one_byte_over_the_limit_is_413_while_streaming(live_server: R
     assert status == 413 and body["code"] == "too_big", body
 
 
-def test_analyses_past_the_per_account_limit_get_429_with_retry_after(live_server: RunningServer) -> None:
-    server = live_server.server
-    account = server.accounts.by_token(live_server.token)
-    holds = [server.voices.analyses.hold(account) for _ in range(MAX_ANALYSES_PER_ACCOUNT)]
+@contextmanager
+def analyses_running(server: RunningServer) -> Iterator[None]:
+    """The owner's analysis slots all taken, as if that many uploads were being analysed (entered on
+    the server's loop, where the slots are counted; call from a thread, not the test's loop)."""
+    account = server.server.accounts.by_token(server.token)
+    holds = [server.server.voices.analyses.hold(account) for _ in range(MAX_ANALYSES_PER_ACCOUNT)]
 
-    async def enter() -> None:  # on the server's loop, where the slots are counted
+    async def enter() -> None:
         for hold in holds:
             hold.__enter__()
 
@@ -92,12 +99,17 @@ def test_analyses_past_the_per_account_limit_get_429_with_retry_after(live_serve
         for hold in holds:
             hold.__exit__(None, None, None)
 
-    live_server.call(enter())
+    server.call(enter())
     try:
+        yield
+    finally:
+        server.call(leave())
+
+
+def test_analyses_past_the_per_account_limit_get_429_with_retry_after(live_server: RunningServer) -> None:
+    with analyses_running(live_server):
         status, headers, body = _post(live_server, corpus()["wav_1hz"])
         assert status == 429 and body["code"] == "busy" and int(headers["retry-after"]) > 0, body
-    finally:
-        live_server.call(leave())
     status, _, body = _post(live_server, corpus()["wav_1hz"])
     assert status == 400 and body["code"] == "bad_header"
 
@@ -109,3 +121,26 @@ def test_every_refusal_of_the_upload_route_has_a_code(live_server: RunningServer
     assert status == 400 and body["code"] == "consent_required"
     status, body = live_server.json("POST", "/api/voices?consent=true&lang=xx")
     assert status == 400 and body["code"] == "bad_request"
+
+
+async def test_a_busy_server_keeps_a_live_take_for_another_finish(live_server: RunningServer) -> None:
+    pcm = np.zeros(16000 * 2, "<i2").tobytes()  # 2 s of silence: analysed, then a re-record report
+    url = live_server.ws_url.replace("/ws", "/api/enroll/live") + f"?token={live_server.token}"
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "start", "lang": "en", "name": "busy take", "consent": True}))
+        await ws.send(pcm)
+        slots = analyses_running(live_server)
+        await asyncio.to_thread(slots.__enter__)
+        try:
+            await ws.send(json.dumps({"type": "finish"}))
+            async with asyncio.timeout(30):
+                while (msg := json.loads(await ws.recv()))["type"] != "error":
+                    pass
+            assert msg["code"] == "busy", msg
+        finally:
+            await asyncio.to_thread(slots.__exit__, None, None, None)
+        await ws.send(json.dumps({"type": "finish"}))  # the same take, nothing sent again
+        async with asyncio.timeout(60):
+            while (msg := json.loads(await ws.recv()))["type"] not in ("result", "error"):
+                pass
+    assert msg["type"] == "result" and msg["report"]["duration_s"] == 2.0, msg
