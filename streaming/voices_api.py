@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -274,6 +274,8 @@ class VoicesAPI:
         except AuthError as exc:
             return JSONResponse({"error": str(exc), "code": "forbidden" if exc.status == 403 else "unauthorized"},
                                 exc.status)
+        except ClientDisconnect:  # the uploader went away mid-body: nobody to answer, nothing kept
+            return JSONResponse({"error": "the upload was interrupted", "code": "interrupted"}, 400)
         except Exception:
             log.exception("enrollment upload failed")
             return JSONResponse({"error": "the recording could not be analysed; nothing was kept", "code": "internal"},

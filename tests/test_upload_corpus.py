@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -144,3 +146,23 @@ async def test_a_busy_server_keeps_a_live_take_for_another_finish(live_server: R
             while (msg := json.loads(await ws.recv()))["type"] not in ("result", "error"):
                 pass
     assert msg["type"] == "result" and msg["report"]["duration_s"] == 2.0, msg
+
+
+def test_an_uploader_that_goes_away_mid_body_frees_its_slot_quietly(live_server: RunningServer,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    port = int(live_server.base.rsplit(":", 1)[1])
+    for _ in range(MAX_ANALYSES_PER_ACCOUNT + 1):  # more than the slots: each one must be given back
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall((f"POST {UPLOAD_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {live_server.token}\r\n"
+                          "Content-Length: 100000\r\n\r\n").encode() + b"RIFF" * 10)
+    slots = live_server.server.voices.analyses
+    for _ in range(300):  # the server notices each disconnect when it next reads that body
+        if not slots._running:
+            break
+        time.sleep(0.1)
+    assert not slots._running, "an abandoned upload kept its analysis slot"
+    status, _, body = _post(live_server, corpus()["wav_1hz"])
+    assert status == 400 and body["code"] == "bad_header"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
