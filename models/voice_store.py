@@ -385,14 +385,10 @@ class VoiceStore:
                     log.warning("voice %s: cannot seal its old clear-text columns: its key does not open with "
                                 "this server key", voice_id)
                     continue
-
-                def sealed(column: str, value: Any, key: bytes = key, voice_id: str = voice_id,
-                           owner: str = owner) -> Any:
-                    return self._seal_text(key, voice_id, owner, column, value) if isinstance(value, str) else value
-
                 self._db.execute(
                     "UPDATE voices SET name=?, reference=?, meta=? WHERE id=?",
-                    (sealed("name", name), sealed("reference", reference), sealed("meta", meta), voice_id),
+                    (*(value if isinstance(value, bytes) else self._seal_text(key, voice_id, owner, column, value)
+                       for column, value in (("name", name), ("reference", reference), ("meta", meta))), voice_id),
                 )
                 if isinstance(who, str):
                     self._db.execute(
