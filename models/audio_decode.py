@@ -5,6 +5,12 @@ and with names that often lie, so the container is detected from the bytes (PyAV
 the content) and the file name is only used to tell the user when it did not match. Limits are
 checked as early as possible: the byte size before anything is parsed, the duration from the
 container header before decoding, and again while decoding (headers can be missing or wrong).
+
+Headers are checked before any decoding: a sample rate or channel count no recording has is a
+damaged or hostile file (a WAV declaring 1 Hz once cost 15-30 s of CPU and 1.3 GB to resample), and
+decoding has a work budget in source samples (rate x channels x seconds), so a small file that
+unpacks into hours of 192 kHz multichannel audio stops early. Messages never carry FFmpeg's or
+Python's own error text: the person uploading cannot act on it.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ _EXTENSIONS_BY_FORMAT: dict[str, tuple[str, ...]] = {
 class AudioDecodeError(ValueError):
     """An upload that cannot become enrollment audio.
 
-    `code` is stable for programs (not_audio, truncated, empty, too_short, too_long, too_big);
-    `message` is a sentence for the person who uploaded the file.
+    `code` is stable for programs (not_audio, bad_header, truncated, empty, too_short, too_long,
+    too_big); `message` is a sentence for the person who uploaded the file.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -45,11 +51,20 @@ class AudioDecodeError(ValueError):
         self.message = message
 
 
+# Telephone audio is 8 kHz and studio audio at most 192 kHz; 4 kHz still leaves old voice memos in.
+MIN_SAMPLE_RATE = 4_000
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8  # 7.1; a voice recording with more is not a voice recording
+
+
 @dataclass(frozen=True)
 class DecodeLimits:
     max_bytes: int = 100 * 1024 * 1024
     max_seconds: float = 15 * 60.0
     min_seconds: float = 1.0
+    # Decoding work, in source samples over all channels: 15 min of 48 kHz stereo. A 192 kHz 7.1 file
+    # reaches it after 56 s of audio, whatever its (compressible) size on disk.
+    max_source_samples: int = int(15 * 60 * 48_000 * 2)
 
 
 @dataclass
@@ -120,16 +135,18 @@ def decode_audio(
         )
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")
-    except (av.error.InvalidDataError, av.error.EOFError) as exc:
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        # FFmpeg's own text ("Invalid data found when processing input") helps nobody who uploads a file.
         raise AudioDecodeError(
             "not_audio", "This file is not a recording we can read (no audio found in it)."
         ) from exc
-    except av.error.FFmpegError as exc:
-        raise AudioDecodeError("not_audio", f"This file could not be opened as audio ({exc}).") from exc
     with container:
         if not container.streams.audio:
             raise AudioDecodeError("not_audio", "This file has no audio track.")
         stream = container.streams.audio[0]
+        source_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        channels = int(stream.codec_context.channels or 0)
+        _check_header(source_rate, channels)
         header_seconds = _header_duration(container, stream)
         if header_seconds is not None and header_seconds > limits.max_seconds:
             raise AudioDecodeError(
@@ -137,10 +154,10 @@ def decode_audio(
                 f"The recording is {_human_duration(header_seconds)} long; the limit is "
                 f"{_human_duration(limits.max_seconds)}. About one minute of reading is enough.",
             )
+        if header_seconds is not None and header_seconds * source_rate * channels > limits.max_source_samples:
+            raise _too_much_audio(source_rate, channels)
         notes = _extension_notes(filename, container.format.name)
         samples, decode_failed = _decode_stream(container, stream, sample_rate, limits)
-        source_rate = int(stream.rate or stream.codec_context.sample_rate or 0)
-        channels = int(stream.codec_context.channels or 1)
         fmt, codec = container.format.name, stream.codec_context.name
     seconds = len(samples) / sample_rate
     if seconds == 0:
@@ -168,6 +185,29 @@ def decode_audio(
             f"{_human_duration(limits.min_seconds)} is needed (about one minute of reading is best).",
         )
     return DecodedAudio(samples, sample_rate, source_rate, channels, fmt, codec, notes)
+
+
+def _check_header(rate: int, channels: int) -> None:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(
+            "bad_header",
+            f"The file says its audio has {rate:,} samples per second; recordings have "
+            f"{MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,}. The file is damaged or was not saved as a normal recording.",
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioDecodeError(
+            "bad_header",
+            f"The file says it has {channels} audio channels; a recording has 1 to {MAX_CHANNELS}. "
+            "The file is damaged or was not saved as a normal recording.",
+        )
+
+
+def _too_much_audio(rate: int, channels: int) -> AudioDecodeError:
+    return AudioDecodeError(
+        "too_long",
+        f"The recording holds more audio data than we accept ({channels} channel(s) at {rate:,} Hz). "
+        "Upload a mono or stereo recording of a few minutes.",
+    )
 
 
 def _wav_is_cut_off(data: bytes) -> bool:
@@ -214,9 +254,16 @@ def _decode_stream(
     pieces: list[np.ndarray] = []
     total = 0
     max_samples = int(limits.max_seconds * sample_rate)
+    source_samples = 0
     failed = False
     try:
         for frame in container.decode(stream):
+            # Headers can lie and damaged streams change format mid-way: each frame is checked again.
+            frame_channels = len(frame.layout.channels)
+            _check_header(int(frame.sample_rate or 0), frame_channels)
+            source_samples += frame.samples * frame_channels
+            if source_samples > limits.max_source_samples:
+                raise _too_much_audio(int(frame.sample_rate), frame_channels)
             for out in resampler.resample(frame):
                 pieces.append(out.to_ndarray().reshape(-1))
                 total += pieces[-1].size
@@ -228,7 +275,11 @@ def _decode_stream(
                 )
         for out in resampler.resample(None):
             pieces.append(out.to_ndarray().reshape(-1))
-    except av.error.FFmpegError:
+    except (av.error.FFmpegError, ValueError) as exc:
+        if isinstance(exc, AudioDecodeError):
+            raise
+        # ValueError: PyAV's resampler refuses a frame whose format differs from the stream's first
+        # (a damaged stream); what decoded before it is kept and judged like a cut-off file.
         failed = True
     samples = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
     np.clip(samples, -1.0, 1.0, out=samples)

@@ -1,9 +1,12 @@
 """The store of cloned voices: encrypted at rest, owned by one account, gone for good when deleted.
 
 Layout: rows in SQLite (`voices`, `voice_consents`), audio and engine prompts as files under
-`data_dir/voices/<voice id>/`. Every voice has its own random 256-bit data key; files and the
-stored transcript are AES-GCM ciphertext under it, with associated data naming the voice, its
-owner and the purpose, so a file copied onto another voice or owner fails to decrypt. The data key
+`data_dir/voices/<voice id>/`. Every voice has its own random 256-bit data key; files and every
+column that says something about the person (name, transcript, reference clips with their text,
+metadata such as the upload's file name, the consent's who/statement/recording hash) are AES-GCM
+ciphertext under it, with associated data naming the voice, its owner and the purpose, so a value
+copied onto another voice, owner or column fails to decrypt. Rows written in clear by an older
+version are sealed when the store opens. The data key
 is stored only wrapped (AES key wrap, RFC 3394) by the server key, which lives in its own file
 outside the database (`load_server_key`), so a leaked database or data directory alone reveals
 nothing.
@@ -11,17 +14,21 @@ nothing.
 Ownership: every call names the owner; a voice of another owner is reported exactly like a voice
 that does not exist (`VoiceNotFound`), so nobody can probe which voice ids exist.
 
-Deletion: the wrapped key is overwritten before its row is deleted, rows are deleted with
-`PRAGMA secure_delete=ON` (SQLite zeroes freed content) and the WAL is checkpointed, files are
-overwritten and unlinked, in-memory caches are dropped, and `on_delete` listeners (engine-side
-cached tensors) are told. Without the key, any copy that escaped (a backup, a flash block the
-overwrite missed) stays unreadable.
+Deletion, in an order a crash at any point leaves completable: (1) one transaction marks the row
+`deleting` and overwrites the wrapped key and sealed columns (from here the voice is gone for
+every reader, and its ciphertext is unreadable), the WAL is checkpointed; (2) files are overwritten
+and unlinked; (3) rows are deleted with `PRAGMA secure_delete=ON` (SQLite zeroes freed content)
+and the WAL is checkpointed again. Opening the store finishes any deletion a crash interrupted and
+removes voice folders with no row (a creation that crashed before its row was committed). In-memory
+caches are dropped and `on_delete` listeners (engine-side cached tensors) are told. Without the key,
+any copy that escaped (a backup, a flash block the overwrite missed) stays unreadable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -37,6 +44,8 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+log = logging.getLogger(__name__)
 
 _FORMAT = b"VXV1"  # file header: format version, so a future format can be told apart
 _NONCE = 12
@@ -113,7 +122,8 @@ CREATE TABLE IF NOT EXISTS voices (
     reference TEXT NOT NULL,
     transcript BLOB NOT NULL,
     meta TEXT NOT NULL,
-    wrapped_key BLOB NOT NULL
+    wrapped_key BLOB NOT NULL,
+    deleting INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS voices_owner ON voices(owner);
 CREATE TABLE IF NOT EXISTS voice_consents (
@@ -125,6 +135,9 @@ CREATE TABLE IF NOT EXISTS voice_consents (
     at REAL NOT NULL
 );
 """
+
+
+_CONSENT_FIELDS = ("who", "statement", "recording_sha256")
 
 
 class VoiceStore:
@@ -147,9 +160,14 @@ class VoiceStore:
             # database too (deleting a token should not leave it in a free page either).
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(voices)")}
+            if "deleting" not in columns:  # a database from before crash-safe deletion
+                self._db.execute("ALTER TABLE voices ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0")
             self._db.commit()
         self._prompts: dict[str, bytes] = {}  # decrypted prompt blobs, by voice id
         self._listeners: list[Callable[[str], None]] = []
+        self._recover()
+        self._seal_clear_rows()
 
     # -- creating and reading -------------------------------------------------------------------
 
@@ -186,17 +204,21 @@ class VoiceStore:
             self._write(folder / "audio.bin", self._seal(data_key, voice_id, owner, "audio", pcm.tobytes()))
             with self._lock:
                 self._db.execute(
-                    "INSERT INTO voices VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO voices (id, owner, name, created_at, sample_rate, n_samples, reference, transcript,"
+                    " meta, wrapped_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
-                        voice_id, owner, name, record.created_at, record.sample_rate, record.n_samples,
-                        json.dumps(record.reference), self._seal(data_key, voice_id, owner, "transcript",
-                                                                 transcript.encode()),
-                        json.dumps(record.meta), aes_key_wrap(self._kek, data_key),
+                        voice_id, owner, self._seal_text(data_key, voice_id, owner, "name", name),
+                        record.created_at, record.sample_rate, record.n_samples,
+                        self._seal_text(data_key, voice_id, owner, "reference", json.dumps(record.reference)),
+                        self._seal_text(data_key, voice_id, owner, "transcript", transcript),
+                        self._seal_text(data_key, voice_id, owner, "meta", json.dumps(record.meta)),
+                        aes_key_wrap(self._kek, data_key),
                     ),
                 )
                 self._db.execute(
                     "INSERT INTO voice_consents VALUES (?,?,?,?,?,?)",
-                    (voice_id, owner, consent.who, consent.statement, consent.recording_sha256, consent.at),
+                    (voice_id, owner, *self._seal_consent(data_key, voice_id, owner, consent.who, consent.statement,
+                                                          consent.recording_sha256), consent.at),
                 )
                 self._db.commit()
         except BaseException:
@@ -208,7 +230,7 @@ class VoiceStore:
         """The owner's voices, oldest first."""
         with self._lock:
             ids = [r[0] for r in self._db.execute(
-                "SELECT id FROM voices WHERE owner=? ORDER BY created_at, id", (owner,))]
+                "SELECT id FROM voices WHERE owner=? AND deleting=0 ORDER BY created_at, id", (owner,))]
         return [self.get(owner, i) for i in ids]
 
     def get(self, owner: str, voice_id: str) -> VoiceRecord:
@@ -217,17 +239,26 @@ class VoiceStore:
             c = self._db.execute(
                 "SELECT who, statement, recording_sha256, at FROM voice_consents WHERE voice_id=?", (voice_id,)
             ).fetchone()
-        consent = Consent(*c) if c else Consent("", "")
-        transcript = self._open(key, voice_id, owner, "transcript", row["transcript"]).decode()
+        if c:
+            who, statement, sha = (self._open_text(key, voice_id, owner, f"consent:{field}", value)
+                                   for field, value in zip(_CONSENT_FIELDS, c[:3], strict=True))
+            consent = Consent(who, statement, sha, c[3])
+        else:
+            consent = Consent("", "")
+
+        def text(column: str) -> str:
+            return self._open_text(key, voice_id, owner, column, row[column])
+
         return VoiceRecord(
-            voice_id, owner, row["name"], row["created_at"], row["sample_rate"], row["n_samples"],
-            json.loads(row["reference"]), transcript, consent, json.loads(row["meta"]),
+            voice_id, owner, text("name"), row["created_at"], row["sample_rate"], row["n_samples"],
+            json.loads(text("reference")), text("transcript"), consent, json.loads(text("meta")),
         )
 
     def rename(self, owner: str, voice_id: str, name: str) -> VoiceRecord:
-        self._row(owner, voice_id)
+        _, key = self._row(owner, voice_id)
         with self._lock:
-            self._db.execute("UPDATE voices SET name=? WHERE id=? AND owner=?", (name, voice_id, owner))
+            self._db.execute("UPDATE voices SET name=? WHERE id=? AND owner=?",
+                             (self._seal_text(key, voice_id, owner, "name", name), voice_id, owner))
             self._db.commit()
         return self.get(owner, voice_id)
 
@@ -237,8 +268,8 @@ class VoiceStore:
         with self._lock:
             self._db.execute(
                 "UPDATE voices SET reference=?, transcript=? WHERE id=? AND owner=?",
-                (json.dumps(reference), self._seal(key, voice_id, owner, "transcript", transcript.encode()),
-                 voice_id, owner),
+                (self._seal_text(key, voice_id, owner, "reference", json.dumps(reference)),
+                 self._seal_text(key, voice_id, owner, "transcript", transcript), voice_id, owner),
             )
             self._db.commit()
             for k in [k for k in self._prompts if k.startswith(voice_id + "/")]:
@@ -284,29 +315,89 @@ class VoiceStore:
         self._listeners.append(listener)
 
     def delete(self, owner: str, voice_id: str) -> None:
-        """Remove the voice's rows, files and cached data, and destroy its key."""
+        """Destroy the voice's key, then its files, then its rows (see the module docstring)."""
         self._row(owner, voice_id)
         with self._lock:
-            # Overwrite first: the key must not survive even in a page SQLite has not reused yet.
+            # The commit point: after it the voice is unreadable and a restart completes the rest.
             self._db.execute(
-                "UPDATE voices SET wrapped_key=zeroblob(length(wrapped_key)), transcript=zeroblob(length(transcript)) "
-                "WHERE id=? AND owner=?",
+                "UPDATE voices SET deleting=1, wrapped_key=zeroblob(length(wrapped_key)), "
+                "name=zeroblob(length(name)), reference=zeroblob(length(reference)), "
+                "transcript=zeroblob(length(transcript)), meta=zeroblob(length(meta)) WHERE id=? AND owner=?",
                 (voice_id, owner),
             )
-            self._db.execute("DELETE FROM voice_consents WHERE voice_id=?", (voice_id,))
-            self._db.execute("DELETE FROM voices WHERE id=? AND owner=?", (voice_id, owner))
             self._db.commit()
-            if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._checkpoint()  # the key must not survive even in a WAL frame
             for k in [k for k in self._prompts if k.startswith(voice_id + "/")]:
                 del self._prompts[k]
+        self._finish_deletion(voice_id)
+        for listener in self._listeners:
+            listener(voice_id)
+
+    def _finish_deletion(self, voice_id: str) -> None:
+        """Steps 2 and 3 of a deletion whose key is already destroyed; safe to run again."""
         folder = self._folder(voice_id)
         if folder.exists():
             for f in folder.iterdir():
                 _shred(f)
             shutil.rmtree(folder, ignore_errors=True)
-        for listener in self._listeners:
-            listener(voice_id)
+        with self._lock:
+            self._db.execute("DELETE FROM voice_consents WHERE voice_id=?", (voice_id,))
+            self._db.execute("DELETE FROM voices WHERE id=? AND deleting=1", (voice_id,))
+            self._db.commit()
+            self._checkpoint()
+
+    def _recover(self) -> None:
+        """Finish deletions a crash interrupted; remove voice folders no row owns (a creation that
+        crashed before its row was committed) and half-written files."""
+        with self._lock:
+            deleting = [r[0] for r in self._db.execute("SELECT id FROM voices WHERE deleting=1")]
+            known = {r[0] for r in self._db.execute("SELECT id FROM voices WHERE deleting=0")}
+        for voice_id in deleting:
+            log.info("finishing the deletion of voice %s that was interrupted", voice_id)
+            self._finish_deletion(voice_id)
+        for entry in (self.data_dir / "voices").iterdir():
+            if not entry.is_dir():
+                _shred(entry)  # nothing but voice folders belongs here
+            elif entry.name in known:
+                for partial in entry.glob("*.tmp"):  # a write cut off before its rename
+                    _shred(partial)
+            else:
+                log.info("removing %s: no voice owns it", entry)
+                for f in entry.iterdir():
+                    _shred(f)
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _seal_clear_rows(self) -> None:
+        """Seal values an older version stored in clear (names, reference clips, metadata, consent)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT v.id, v.owner, v.name, v.reference, v.meta, v.wrapped_key, "
+                "c.who, c.statement, c.recording_sha256 FROM voices v LEFT JOIN voice_consents c ON c.voice_id = v.id "
+                "WHERE v.deleting=0 AND (typeof(v.name)='text' OR typeof(v.reference)='text' OR typeof(v.meta)='text' "
+                "OR typeof(c.who)='text')"
+            ).fetchall()
+            if not rows:
+                return
+            for voice_id, owner, name, reference, meta, wrapped, who, statement, sha in rows:
+                try:
+                    key = aes_key_unwrap(self._kek, wrapped)
+                except InvalidUnwrap:
+                    log.warning("voice %s: cannot seal its old clear-text columns: its key does not open with "
+                                "this server key", voice_id)
+                    continue
+                self._db.execute(
+                    "UPDATE voices SET name=?, reference=?, meta=? WHERE id=?",
+                    (*(value if isinstance(value, bytes) else self._seal_text(key, voice_id, owner, column, value)
+                       for column, value in (("name", name), ("reference", reference), ("meta", meta))), voice_id),
+                )
+                if isinstance(who, str):
+                    self._db.execute(
+                        "UPDATE voice_consents SET who=?, statement=?, recording_sha256=? WHERE voice_id=?",
+                        (*self._seal_consent(key, voice_id, owner, who, statement, sha), voice_id),
+                    )
+            self._db.commit()
+            self._checkpoint()  # no clear copy left in the WAL; secure_delete zeroed the old cells
+        log.info("sealed the clear-text columns of %d voice(s)", len(rows))
 
     def close(self) -> None:
         with self._lock:
@@ -317,11 +408,15 @@ class VoiceStore:
     def _folder(self, voice_id: str) -> Path:
         return self.data_dir / "voices" / _safe(voice_id)
 
+    def _checkpoint(self) -> None:
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _row(self, owner: str, voice_id: str) -> tuple[sqlite3.Row, bytes]:
         with self._lock:
             cur = self._db.execute(
                 "SELECT name, created_at, sample_rate, n_samples, reference, transcript, meta, wrapped_key "
-                "FROM voices WHERE id=? AND owner=?",
+                "FROM voices WHERE id=? AND owner=? AND deleting=0",
                 (voice_id, owner),
             )
             cur.row_factory = sqlite3.Row
@@ -343,6 +438,17 @@ class VoiceStore:
     def _seal(self, key: bytes, voice_id: str, owner: str, purpose: str, plaintext: bytes) -> bytes:
         nonce = secrets.token_bytes(_NONCE)
         return _FORMAT + nonce + AESGCM(key).encrypt(nonce, plaintext, self._aad(voice_id, owner, purpose))
+
+    def _seal_text(self, key: bytes, voice_id: str, owner: str, purpose: str, text: str) -> bytes:
+        return self._seal(key, voice_id, owner, purpose, text.encode())
+
+    def _open_text(self, key: bytes, voice_id: str, owner: str, purpose: str, blob: bytes) -> str:
+        return self._open(key, voice_id, owner, purpose, blob).decode()
+
+    def _seal_consent(self, key: bytes, voice_id: str, owner: str, who: str, statement: str,
+                      sha: str) -> tuple[bytes, ...]:
+        return tuple(self._seal_text(key, voice_id, owner, f"consent:{field}", value)
+                     for field, value in zip(_CONSENT_FIELDS, (who, statement, sha), strict=True))
 
     def _open(self, key: bytes, voice_id: str, owner: str, purpose: str, blob: bytes) -> bytes:
         if blob[:4] != _FORMAT:

@@ -9,11 +9,15 @@ OBS sources and bots; the server checks them without a database round trip.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import math
+import os
 import secrets
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,9 @@ from pathlib import Path
 ROLES = ("host", "listener", "bot")
 TOKEN_PREFIX = "vxr_"
 GRANT_PREFIX = "vxg_"
+GRANT_KEY_FILE = "grant.key"  # beside the database, never inside it: a copied database cannot mint grants
+# Grants live hours to days (the API allows 7 days); an expiry past this is forged or broken.
+MAX_GRANT_LIFETIME_S = 366 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -64,13 +71,55 @@ CREATE TABLE IF NOT EXISTS server_secrets (
 
 
 def open_database(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The server database; its directory is made private (0700) and its files 0600, because it
+    holds token hashes, voice metadata and wrapped keys that no other local user should read."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # create it private before SQLite does
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA secure_delete=ON")
     db.executescript(SCHEMA)
+    # SQLite gives the -wal and -shm files the database file's mode, so an old 0644 file is fixed first.
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path.parent / name, 0o600)
     return db
+
+
+def database_file(db: sqlite3.Connection) -> Path | None:
+    """The main database file of a connection (None for an in-memory database)."""
+    for _, name, file in db.execute("PRAGMA database_list"):
+        if name == "main" and file:
+            return Path(file)
+    return None
+
+
+def load_grant_key(path: Path, db: sqlite3.Connection) -> bytes:
+    """The grant-signing key from its 0600 file. A key an older version kept in the database is
+    moved into the file (grants already handed out stay valid) and then erased from the database."""
+    row = db.execute("SELECT value FROM server_secrets WHERE name='grant_key'").fetchone()
+    if not path.exists():
+        key = bytes(row[0]) if row is not None and len(row[0]) == 32 else secrets.token_bytes(32)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # the file exists whole or not at all, so the database copy is erased only after
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise RuntimeError(f"grant key file {path} must hold exactly 32 bytes, it holds {len(key)}")
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        os.chmod(path, 0o600)
+    if row is not None:
+        # secure_delete zeroes the freed page; the checkpoint moves that into the main file now.
+        db.execute("DELETE FROM server_secrets WHERE name='grant_key'")
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return key
 
 
 def _hash(token: str) -> str:
@@ -78,15 +127,14 @@ def _hash(token: str) -> str:
 
 
 class Accounts:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, key_file: Path | None = None) -> None:
+        """`key_file` holds the grant-signing key; by default `grant.key` beside the database file
+        (an in-memory database gets a key for this process only)."""
         self.db = db
-        row = db.execute("SELECT value FROM server_secrets WHERE name='grant_key'").fetchone()
-        if row is None:
-            key = secrets.token_bytes(32)
-            db.execute("INSERT INTO server_secrets VALUES ('grant_key', ?)", (key,))
-        else:
-            key = row[0]
-        self._grant_key: bytes = key
+        db_file = database_file(db)
+        if key_file is None and db_file is not None:
+            key_file = db_file.parent / GRANT_KEY_FILE
+        self._grant_key: bytes = load_grant_key(key_file, db) if key_file is not None else secrets.token_bytes(32)
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM accounts").fetchone()[0])
@@ -133,9 +181,25 @@ class Accounts:
             raise AuthError("join grant signature does not match")
         try:
             claims = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
-            result = Grant(room=claims["r"], role=claims["o"], account=claims["a"], expires=float(claims["e"]))
-        except (ValueError, KeyError, TypeError):
+            result = Grant(room=claims["r"], role=claims["o"], account=claims["a"], expires=_expiry(claims["e"]))
+        except (ValueError, KeyError, TypeError, OverflowError):
             raise AuthError("malformed join grant") from None
-        if result.expires < (now or time.time()):
+        if not all(isinstance(v, str) for v in (result.room, result.role, result.account)) or result.role not in ROLES:
+            raise AuthError("malformed join grant")
+        current = now or time.time()
+        if result.expires < current:
             raise AuthError("join grant has expired")
+        if result.expires > current + MAX_GRANT_LIFETIME_S:
+            raise AuthError("malformed join grant")  # no grant we mint lives that long
         return result
+
+
+def _expiry(value: object) -> float:
+    """A grant's `e` claim: a whole or decimal number of seconds, finite. Python's json reads NaN and
+    Infinity, and NaN compares false with everything, so a NaN expiry would never expire."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("expiry is not a number")
+    expires = float(value)  # OverflowError for an int past float range: the caller treats it as malformed
+    if not math.isfinite(expires) or expires < 0:
+        raise ValueError("expiry is not a finite time")
+    return expires

@@ -9,6 +9,7 @@ sockets (listener pages, the OBS overlay, the console), with a short history for
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -31,6 +32,14 @@ log = logging.getLogger(__name__)
 
 MAX_LISTENERS_PER_ROOM = 200
 MAX_ROOMS_PER_ACCOUNT = 20
+# WHEP admission. A listener is pending from its offer until ICE and DTLS connect (well under a second
+# on a working network); pending ones cost a peer connection and a room slot while nobody listens, so
+# they are capped and expire fast. One listener link is shared by a whole audience, so the cap per
+# grant is above the cap per address; the room cap keeps most of the room for connected listeners.
+MAX_PENDING_LISTENERS_PER_ROOM = 50
+MAX_PENDING_LISTENERS_PER_GRANT = 20
+MAX_PENDING_LISTENERS_PER_ADDRESS = 4
+PENDING_LISTENER_TIMEOUT_S = 5.0
 
 Subscriber = Callable[[dict[str, Any]], None]
 
@@ -86,6 +95,31 @@ def speech_summary(speech: SpeechHandle) -> dict[str, Any]:
     return speech.summary()
 
 
+def _admission_keys(grant: str | None, address: str | None) -> tuple[str, ...]:
+    """What a joining listener is counted by; a grant is kept only as a hash (it is a credential)."""
+    keys = []
+    if grant:
+        keys.append("grant:" + hashlib.sha256(grant.encode()).hexdigest()[:32])
+    if address:
+        keys.append("address:" + address)
+    return tuple(keys)
+
+
+def _admit(room: Room, admitted_as: tuple[str, ...]) -> None:
+    """Refuse a listener the room has no place for, or whose grant or address already has too many
+    listeners still connecting (429: they free their slots within PENDING_LISTENER_TIMEOUT_S)."""
+    if len(room.listeners) >= MAX_LISTENERS_PER_ROOM:
+        raise RoomError("this room is full; push it to an SFU with WHIP for larger audiences", 503)
+    pending = [s for s in room.listeners.values() if s.pending]
+    if len(pending) >= MAX_PENDING_LISTENERS_PER_ROOM:
+        raise RoomError("too many listeners are connecting to this room right now; try again in a few seconds", 429)
+    for key in admitted_as:
+        cap = MAX_PENDING_LISTENERS_PER_GRANT if key.startswith("grant:") else MAX_PENDING_LISTENERS_PER_ADDRESS
+        if sum(key in s.admitted_as for s in pending) >= cap:
+            which = "this link" if key.startswith("grant:") else "your address"
+            raise RoomError(f"too many listeners from {which} are still connecting; try again in a few seconds", 429)
+
+
 class Rooms:
     def __init__(self, engine: Engine, config: ServerConfig, clock: Clock | None = None) -> None:
         self.engine = engine
@@ -131,16 +165,20 @@ class Rooms:
     def for_owner(self, account: str) -> list[Room]:
         return [r for r in self._rooms.values() if r.owner == account]
 
-    async def join(self, room: Room, offer_sdp: str) -> tuple[ListenerSession, str]:
-        if len(room.listeners) >= MAX_LISTENERS_PER_ROOM:
-            raise RoomError("this room is full; push it to an SFU with WHIP for larger audiences", 503)
-        session = ListenerSession(room.fanout, lambda s: room.listeners.pop(s.id, None))
+    async def join(self, room: Room, offer_sdp: str, *, grant: str | None = None,
+                   address: str | None = None) -> tuple[ListenerSession, str]:
+        """A WHEP listener joins. `grant`: the join grant or token the caller presented; `address`:
+        the caller's IP address. Each, when given, caps how many of its listeners may be pending."""
+        admitted_as = _admission_keys(grant, address)
+        _admit(room, admitted_as)
+        session = ListenerSession(room.fanout, lambda s: room.listeners.pop(s.id, None), admitted_as)
         room.listeners[session.id] = session
         try:
             answer = await session.answer(offer_sdp)
         except Exception as exc:
             await session.close()
             raise RoomError(f"cannot use this SDP offer: {exc}") from None
+        session.close_unless_connected(PENDING_LISTENER_TIMEOUT_S)
         return session, answer
 
     async def ingest(self, room: Room, offer_sdp: str) -> tuple[HostMicrophone, str]:

@@ -9,13 +9,14 @@ Every call names an owner; the store answers "no such voice" for anyone else's. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -26,7 +27,7 @@ from voxroom.models.enrollment.analysis import EnrollmentAnalysis, analyse_uploa
 from voxroom.models.enrollment.live import LiveCoach
 from voxroom.models.enrollment.scripts import SCRIPTS, script_for
 from voxroom.models.voice_store import Consent, VoiceRecord, VoiceStore, load_server_key
-from voxroom.streaming.accounts import Account
+from voxroom.streaming.accounts import Account, AuthError
 from voxroom.streaming.audio import SAMPLE_RATE
 from voxroom.streaming.playout import render_speech
 
@@ -35,9 +36,49 @@ log = logging.getLogger(__name__)
 STORE_RATE = 32_000  # kept at the GPT-SoVITS rate: its reference spectrogram reaches 16 kHz
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 MAX_LIVE_SECONDS = 15 * 60
+# An analysis holds the upload, its decoded audio at two rates and the VAD's work: ~0.5 GB and a core
+# for a long file. Two at once per account lets a person retry without waiting; the server-wide cap
+# keeps many accounts from exhausting memory together.
+MAX_ANALYSES_PER_ACCOUNT = 2
+MAX_ANALYSES = 4
+BUSY_RETRY_AFTER_S = 5
 CONSENT_STATEMENT = "I am the person whose voice this is, and I agree to it being cloned for my co-host."
 SAMPLE_TEXT = "Hi everyone, this is my co-host voice. Thanks for hanging out in the stream today!"
 CLONING_ENGINE = "gpt-sovits"
+
+
+class UploadError(Exception):
+    """An enrollment call refused before analysis: `code` for programs, the message for people."""
+
+    def __init__(self, code: str, message: str, status: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status, self.headers = code, message, status, headers or {}
+
+
+class AnalysisSlots:
+    """Counts running enrollment analyses, per account and in all, and refuses past the caps
+    (a caller over them is told to retry; nothing of theirs is lost)."""
+
+    def __init__(self, per_account: int = MAX_ANALYSES_PER_ACCOUNT, total: int = MAX_ANALYSES) -> None:
+        self.per_account, self.total = per_account, total
+        self._running: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, account: Account) -> Iterator[None]:
+        mine = self._running.get(account.id, 0)
+        if mine >= self.per_account or sum(self._running.values()) >= self.total:
+            which = f"{self.per_account} recordings of yours are" if mine >= self.per_account else "the server is"
+            raise UploadError("busy", f"{which} being analysed already; try again in a few seconds.", 429,
+                              {"Retry-After": str(BUSY_RETRY_AFTER_S)})
+        self._running[account.id] = mine + 1
+        try:
+            yield
+        finally:
+            left = self._running[account.id] - 1
+            if left:
+                self._running[account.id] = left
+            else:
+                del self._running[account.id]
 
 
 class Voices:
@@ -55,6 +96,7 @@ class Voices:
         self._preparing: dict[str, asyncio.Task[None]] = {}
         self.on_deleted: list[Callable[[str], None]] = []
         self.store.on_delete(self._forget)
+        self.analyses = AnalysisSlots()
 
     # -- lookup -------------------------------------------------------------------------------
     def voice(self, ref: VoiceRef, account: Account) -> Voice | None:
@@ -167,6 +209,23 @@ def report_json(analysis: EnrollmentAnalysis, msg_lang: str) -> dict[str, Any]:
     }
 
 
+async def read_upload(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit`: by its declared length before
+    reading anything, and by what arrived while streaming (a length can be absent or wrong)."""
+    too_big = UploadError("too_big", f"the upload is larger than {limit // (1024 * 1024)} MB; "
+                          "one or two minutes of recording is plenty", 413)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class VoicesAPI:
     """Route handlers; `server` supplies auth (`account`), JSON/body helpers and errors."""
 
@@ -197,27 +256,38 @@ class VoicesAPI:
         return await self.server.guard(request, run)
 
     async def create(self, request: Request) -> Response:
+        """Every refusal carries a stable `code`; what went wrong inside is logged, not sent."""
         try:
             account = self.server.account(request)
             params = request.query_params
             name = (params.get("name") or "my voice").strip()[:80]
             lang = params.get("lang", "en")
             if lang not in SCRIPTS:
-                raise ValueError(f"'lang' must be one of {sorted(SCRIPTS)}")
+                raise UploadError("bad_request", f"'lang' must be one of {sorted(SCRIPTS)}", 400)
             if params.get("consent") != "true":
-                raise ValueError("creating a voice needs consent=true: " + CONSENT_STATEMENT)
-            body = await self.server.read_body(request, limit=MAX_UPLOAD_BYTES)
-            analysis, record = await asyncio.to_thread(
-                self.voices.enroll_blocking, account, body, filename=request.headers.get("x-filename"), name=name,
-                lang=lang, sentences=None, transcript=params.get("transcript") or None)
+                raise UploadError("consent_required", "creating a voice needs consent=true: " + CONSENT_STATEMENT, 400)
+            with self.voices.analyses.hold(account):  # before the body: a waiting upload holds memory too
+                body = await read_upload(request, MAX_UPLOAD_BYTES)
+                analysis, record = await asyncio.to_thread(
+                    self.voices.enroll_blocking, account, body, filename=request.headers.get("x-filename"),
+                    name=name, lang=lang, sentences=None, transcript=params.get("transcript") or None)
+        except UploadError as exc:
+            return JSONResponse({"error": exc.message, "code": exc.code}, exc.status, headers=exc.headers)
         except AudioDecodeError as exc:
             return JSONResponse({"error": exc.message, "code": exc.code}, 413 if exc.code == "too_big" else 400)
-        except Exception as exc:
-            return self.server.error(exc)
+        except AuthError as exc:
+            return JSONResponse({"error": str(exc), "code": "forbidden" if exc.status == 403 else "unauthorized"},
+                                exc.status)
+        except ClientDisconnect:  # the uploader went away mid-body: nobody to answer, nothing kept
+            return JSONResponse({"error": "the upload was interrupted", "code": "interrupted"}, 400)
+        except Exception:
+            log.exception("enrollment upload failed")
+            return JSONResponse({"error": "the recording could not be analysed; nothing was kept", "code": "internal"},
+                                500)
         report = report_json(analysis, message_lang(params.get("ui"), lang))
         if record is None:
             return JSONResponse({"error": "this recording is not usable for cloning; please re-record",
-                                 "report": report}, 422)
+                                 "code": "rerecord", "report": report}, 422)
         return JSONResponse({"voice": self.voices.info(account, record), "report": report}, 201)
 
     async def rename(self, request: Request) -> Response:
@@ -368,8 +438,7 @@ class LiveEnrollment:
             elif kind == "finish" and started:
                 for advice in self.coach.finish():
                     await self.advice(advice)
-                await self.finish()
-                started = False
+                started = not await self.finish()  # a busy server keeps the take for another `finish`
             else:
                 await self.error("unknown_type", f"unexpected message {kind!r}")
 
@@ -394,21 +463,27 @@ class LiveEnrollment:
                          "message": advice.message.get(self.msg_lang, advice.message["en"]),
                          "time": round(advice.time, 2)})
 
-    async def finish(self) -> None:
+    async def finish(self) -> bool:
+        """Analyse the take; False when the server was too busy and the take is kept."""
         pcm = np.frombuffer(bytes(self.pcm), dtype="<i2").astype(np.float32) / 32768
         upload = encode_wav(pcm, 16000)
         read = self.sentences[: self.read_up_to + 1] if self.read_up_to >= 0 else None
         try:
-            analysis, record = await asyncio.to_thread(
-                self.api.voices.enroll_blocking, self.account, upload, filename="recording.wav", name=self.name,
-                lang=self.lang, sentences=read, transcript=None)
+            with self.api.voices.analyses.hold(self.account):
+                analysis, record = await asyncio.to_thread(
+                    self.api.voices.enroll_blocking, self.account, upload, filename="recording.wav", name=self.name,
+                    lang=self.lang, sentences=read, transcript=None)
+        except UploadError as exc:
+            await self.error(exc.code, exc.message)
+            return False
         except AudioDecodeError as exc:
             await self.error(exc.code, exc.message)
-            return
-        except Exception as exc:
+            return True
+        except Exception:
             log.exception("live enrollment failed")
-            await self.error("failed", f"could not make a voice from this recording: {exc}")
-            return
+            await self.error("internal", "could not make a voice from this recording; nothing was kept")
+            return True
         voice = self.api.voices.info(self.account, record) if record is not None else None
         self.pcm = bytearray()
         await self.send({"type": "result", "report": report_json(analysis, self.msg_lang), "voice": voice})
+        return True

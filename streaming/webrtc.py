@@ -120,20 +120,45 @@ class ListenerTrack(MediaStreamTrack):
 
 
 class ListenerSession:
-    """One WHEP playback session: a peer connection receiving the room's track."""
+    """One WHEP playback session: a peer connection receiving the room's track.
 
-    def __init__(self, fanout: OpusFanout, on_closed: Callable[[ListenerSession], None]) -> None:
+    Until ICE and DTLS complete it is *pending*: it holds a room slot while nobody listens. aioice
+    gives up on a peer that never answers only after tens of seconds, so `close_unless_connected`
+    sets a much shorter deadline for admission to enforce."""
+
+    def __init__(self, fanout: OpusFanout, on_closed: Callable[[ListenerSession], None],
+                 admitted_as: tuple[str, ...] = ()) -> None:
         self.id = secrets.token_urlsafe(12)
         self.pc = RTCPeerConnection()
         self.track = ListenerTrack()
+        self.admitted_as = admitted_as  # who asked to join (opaque keys the admission policy counts by)
+        self.connected = asyncio.Event()  # set once; a listener that connected is no longer pending
         self._fanout = fanout
         self._on_closed = on_closed
         self._closed = False
+        self._deadline: asyncio.Task[None] | None = None
 
         @self.pc.on("connectionstatechange")
         async def _state() -> None:
-            if self.pc.connectionState in ("failed", "closed"):
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+            elif self.pc.connectionState in ("failed", "closed"):
                 await self.close()
+
+    @property
+    def pending(self) -> bool:
+        return not self._closed and not self.connected.is_set()
+
+    def close_unless_connected(self, timeout: float) -> None:
+        """Close this session if it has not connected within `timeout` seconds."""
+        async def deadline() -> None:
+            try:
+                await asyncio.wait_for(self.connected.wait(), timeout)
+            except TimeoutError:
+                log.info("listener %s did not connect within %.0f s; its slot is freed", self.id, timeout)
+                await self.close()
+
+        self._deadline = asyncio.get_running_loop().create_task(deadline())
 
     async def answer(self, offer_sdp: str) -> str:
         """Take the listener's offer (WHEP: receive-only audio) and return our answer SDP."""
@@ -154,6 +179,8 @@ class ListenerSession:
         if self._closed:
             return
         self._closed = True
+        if self._deadline is not None and self._deadline is not asyncio.current_task():
+            self._deadline.cancel()
         self._fanout.tracks.discard(self.track)
         self.track.stop()
         await self.pc.close()

@@ -105,7 +105,7 @@ def test_tokens_are_stored_hashed_and_grants_are_scoped(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         accounts.mint_grant(account, "room1", "admin")
     # another server (another key) does not accept this server's grants
-    other = Accounts(open_database(tmp_path / "other.sqlite3"))
+    other = Accounts(open_database(tmp_path / "other" / "db.sqlite3"))  # another data dir, another key
     with pytest.raises(AuthError):
         other.check_grant(grant, now=1000)
 

@@ -139,3 +139,50 @@ def test_length_is_enforced_while_decoding_when_the_header_has_none(monkeypatch:
     with pytest.raises(AudioDecodeError) as err:
         decode_audio(_wav(_tone(4.0)), limits=DecodeLimits(max_seconds=2.0))
     assert err.value.code == "too_long"
+
+
+def _never_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxroom.models import audio_decode
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoding started before the header was checked")
+
+    monkeypatch.setattr(audio_decode, "_decode_stream", refuse)
+
+
+@pytest.mark.parametrize("name, code", [("wav_1hz", "bad_header"), ("wav_2ghz", "bad_header"),
+                                        ("wav_zero_channels", "bad_header"), ("wav_255_channels", "bad_header"),
+                                        ("flac_silent_7.1_192k_60s", "too_long"),
+                                        ("flac_silent_mono_48k_20min", "too_long")])
+def test_lying_headers_and_bombs_are_refused_before_decoding(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                            code: str) -> None:
+    """The reported case: a 1,844-byte WAV declaring 1 Hz was resampled to 16 kHz (15-30 s, 1.3 GB)."""
+    from tests.upload_corpus import corpus
+
+    blob = corpus()[name]
+    _never_decode(monkeypatch)
+    error = _code(blob)
+    assert error == code
+
+
+def test_decoding_work_is_capped_when_the_header_hides_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 channels at 96 kHz with no duration in the header: the budget in source samples stops it."""
+    from tests.upload_corpus import encoded
+    from voxroom.models import audio_decode
+
+    blob = encoded("flac", "flac", 96000, 3, "7.1", silent=True)
+    monkeypatch.setattr(audio_decode, "_header_duration", lambda container, stream: None)
+    with pytest.raises(AudioDecodeError) as err:
+        decode_audio(blob, limits=DecodeLimits(max_source_samples=96000 * 8))
+    assert err.value.code == "too_long" and "8 channel" in err.value.message
+
+
+def test_a_stream_that_changes_format_midway_is_damaged_not_an_exception() -> None:
+    """Bit flips in an MP3 made PyAV's resampler raise ValueError, which reached the user as raw text."""
+    from tests.upload_corpus import _mutated, encoded
+
+    mp3 = encoded("mp3", "mp3", 16000, 5)
+    for seed in (1, 4, 9):  # these flips change a frame's format mid-stream
+        with pytest.raises(AudioDecodeError) as err:
+            decode_audio(_mutated(mp3, seed, 60, len(mp3)))
+        assert err.value.code == "truncated"
