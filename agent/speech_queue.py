@@ -154,7 +154,11 @@ class SpeechQueue:
                 self._recent_texts = {
                     k: t for k, t in self._recent_texts.items() if now - t < self.dedupe_window
                 }
-        lane = "paid" if self.paid_rules is not None and self.paid_rules.reads_in_full(event) else ""
+        lane = ""
+        if self.paid_rules is not None and self.paid_rules.reads_in_full(event):
+            lane = "paid"
+        elif self.paid_rules is not None and event.kind is EventKind.GIFT and event.others:
+            lane = "thanks"  # thanks a connector batched already (TikTok likes)
         self._items.append(QueuedEvent(event, priority, now, next(self._order), meta={"lane": lane} if lane else {}))
         self._changed.set()
         return Outcome.QUEUED

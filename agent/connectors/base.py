@@ -266,6 +266,7 @@ class Connector(ABC):
                     self.status.state = ConnectorState.ERROR
                     self.status.message = str(exc)
                     log.warning("%s %s: stopped: %s", self.platform, self.name, exc)
+                    await self.drained()  # what was read before the end still reaches the room
                     return
                 except asyncio.CancelledError:
                     raise
