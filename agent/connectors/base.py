@@ -215,6 +215,7 @@ class Connector(ABC):
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
+            self.status.state = ConnectorState.CONNECTING
             self._task = asyncio.create_task(self.run(), name=f"connector-{self.platform}-{self.name}")
         return self._task
 
