@@ -311,6 +311,6 @@ def command_packet(message: Mapping[str, Any], *, version: int = VER_PLAIN) -> b
 
 def compressed(packets: bytes, version: int) -> bytes:
     """Several packets wrapped in one compressed op-5 packet, as the server batches them."""
-    body = zlib.compress(packets) if version == VER_ZLIB else brotli.compress(packets)
+    body = zlib.compress(packets) if version == VER_ZLIB else brotli.compress(packets, quality=5)
     return encode_packet(OP_COMMAND, body, version=version)
 
