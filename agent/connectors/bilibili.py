@@ -156,7 +156,11 @@ class BilibiliConnector(Connector):
         if info.get("code") != 0 or not info.get("data", {}).get("host_list"):
             return room_id, DEFAULT_WS_URL, ""  # anonymous: chat still arrives, names masked
         host = info["data"]["host_list"][0]
-        return room_id, f"wss://{host['host']}:{host.get('wss_port', 443)}/sub", str(info["data"].get("token", ""))
+        if self.api_url.startswith("https://"):
+            url = f"wss://{host['host']}:{host.get('wss_port', 443)}/sub"
+        else:  # a plain-HTTP API (a local relay or test server) hands out plain WebSocket hosts
+            url = f"ws://{host['host']}:{host.get('ws_port', 2244)}/sub"
+        return room_id, url, str(info["data"].get("token", ""))
 
     async def session(self) -> None:
         room_id, url, key = await self.room_init()

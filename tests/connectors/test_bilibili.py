@@ -7,8 +7,13 @@ import json
 from typing import Any
 
 import pytest
+import uvicorn
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from websockets.asyncio.server import ServerConnection
 
 from tests.connectors.wire import FIXTURES, Collected, LateTicker, fast_backoff, wait_until, ws_server
@@ -210,3 +215,45 @@ def test_decoder_raises_only_malformed_frame_on_garbage(data: bytes) -> None:
         list(decode_packets(data))
     except MalformedFrame:
         pass
+
+
+async def test_room_init_finds_the_room_host_and_key_through_the_http_api() -> None:
+    auth_seen: list[dict[str, Any]] = []
+    cookies: list[str] = []
+
+    async def handler(ws: ServerConnection, n: int) -> None:
+        await accept(ws, auth_seen)
+        await ws.send(command_packet(danmu(7)))
+        await ws.wait_closed()
+
+    async with ws_server(handler) as ws_url:
+        ws_port = int(ws_url.rsplit(":", 1)[1])
+
+        async def room_init(request: Request) -> JSONResponse:
+            cookies.append(request.headers.get("cookie", ""))
+            assert request.query_params["id"] == "666"
+            return JSONResponse({"code": 0, "msg": "ok", "data": {"room_id": 398668, "short_id": 666}})
+
+        async def danmu_info(request: Request) -> JSONResponse:
+            assert request.query_params["id"] == "398668"
+            return JSONResponse({"code": 0, "data": {"token": "room-key", "host_list": [
+                {"host": "127.0.0.1", "port": 2243, "wss_port": 443, "ws_port": ws_port}]}})
+
+        app = Starlette(routes=[Route("/room/v1/Room/room_init", room_init),
+                                Route("/xlive/web-room/v1/index/getDanmuInfo", danmu_info)])
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+        task = asyncio.create_task(server.serve())
+        await wait_until(lambda: server.started)
+        api_port = server.servers[0].sockets[0].getsockname()[1]
+        got = Collected()
+        connector = BilibiliConnector(got, channel="666", api_url=f"http://127.0.0.1:{api_port}",
+                                      cookie="SESSDATA=s; buvid3=b3", uid=42, backoff=fast_backoff())
+        try:
+            await run_until(connector, lambda: len(got.events) >= 1)
+        finally:
+            server.should_exit = True
+            await task
+    assert got.ids == ["bilibili:dm000007"]
+    assert auth_seen == [{"uid": 42, "roomid": 398668, "protover": 3, "platform": "web", "type": 2,
+                          "key": "room-key", "buvid": "b3"}]
+    assert cookies == ["SESSDATA=s; buvid3=b3"]

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import uvicorn
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -201,3 +203,23 @@ async def test_flood_of_1000_messages_a_second_loses_nothing_and_keeps_the_loop_
 
 def test_unknown_item_types_are_not_chat() -> None:
     assert map_item({"id": "d", "snippet": {"type": "messageDeletedEvent"}, "authorDetails": {}}) is None
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=10)
+item_types = st.sampled_from(["textMessageEvent", "superChatEvent", "superStickerEvent", "newSponsorEvent",
+                              "memberMilestoneChatEvent", "membershipGiftingEvent", "somethingNew"])
+
+
+@given(item_types, st.dictionaries(st.sampled_from(["superChatDetails", "superStickerDetails", "textMessageDetails",
+                                                    "memberMilestoneChatDetails", "membershipGiftingDetails",
+                                                    "newSponsorDetails", "publishedAt"]), json_values),
+       json_values)
+def test_item_mapping_fails_only_in_the_ways_the_connector_catches(kind: str, details: dict[str, Any],
+                                                                    author: Any) -> None:
+    item = {"id": "x", "snippet": {"type": kind, **details}, "authorDetails": author}
+    try:
+        map_item(item)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
