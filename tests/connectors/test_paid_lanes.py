@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection
 
+from tests.agent.agent_fakes import RecordingSink, ToneEngine
 from tests.connectors.test_twitch import login
 from tests.connectors.wire import fast_backoff, wait_until, ws_server
 from voxroom.agent.clock import VirtualClock
+from voxroom.agent.cohost import CoHost
 from voxroom.agent.connectors.twitch import TwitchConnector
 from voxroom.agent.events import ChatEvent, EventKind
 from voxroom.agent.paid_rules import PaidEventRules
@@ -131,3 +133,39 @@ def test_rules_round_trip_and_validation() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             PaidEventRules.from_dict(bad)  # type: ignore[arg-type]
+
+
+async def test_a_connector_wired_to_a_cohost_is_spoken_in_lane_order() -> None:
+    """`submit=cohost.submit` is the whole wiring: moderation, the queue's lanes, read-aloud rules."""
+    lines = [
+        "@id=m1;display-name=Mia :mia!mia@mia.tmi.twitch.tv PRIVMSG #chan :just chatting",
+        "@id=q1;display-name=Quinn :quinn!quinn@quinn.tmi.twitch.tv PRIVMSG #chan :?what is this game",
+        "@id=b1;bits=500;display-name=Bea :bea!bea@bea.tmi.twitch.tv PRIVMSG #chan :cheer500 hi!",
+        "@id=b2;bits=10;display-name=Tim :tim!tim@tim.tmi.twitch.tv PRIVMSG #chan :cheer10",
+    ]
+
+    async def handler(ws: ServerConnection, n: int) -> None:
+        await login(ws)
+        await ws.send("\r\n".join(lines))
+        await ws.wait_closed()
+
+    clock = VirtualClock()
+    rules = PaidEventRules(batch_window_s=5.0)
+    reader = ReadAloud()
+    reader.apply_rules(rules)
+    sink = RecordingSink(clock)
+    cohost = CoHost(engine=ToneEngine(clock), sink=sink, replies=reader, clock=clock,
+                    queue=SpeechQueue(clock, paid_rules=rules), question_prefixes=["?"])
+    async with ws_server(handler) as url:
+        connector = TwitchConnector(cohost.submit, channel="chan", url=url, backoff=fast_backoff(),
+                                    cohost_names=cohost.cohost_names, question_prefixes=cohost.question_prefixes)
+        connector.start()
+        await wait_until(lambda: connector.counters.submitted == 4)
+        await connector.stop()
+    task = asyncio.ensure_future(cohost.run())
+    try:
+        await clock.advance(30.0)
+    finally:
+        task.cancel()
+    assert sink.texts() == ["Bea sent 500 bits: cheer500 hi!", "Quinn asks: what is this game",
+                            "Mia says: just chatting", "Thank you so much Tim for the 10 bits!"]
