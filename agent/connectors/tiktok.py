@@ -81,15 +81,18 @@ class TikTokConnector(Connector):
         self._like_events = 0
 
     async def session(self) -> None:
-        from TikTokLive.events import (
-            CommentEvent,
-            ConnectEvent,
-            DisconnectEvent,
-            FollowEvent,
-            GiftEvent,
-            LikeEvent,
-            LiveEndEvent,
-        )
+        try:
+            from TikTokLive.events import (
+                CommentEvent,
+                ConnectEvent,
+                DisconnectEvent,
+                FollowEvent,
+                GiftEvent,
+                LikeEvent,
+                LiveEndEvent,
+            )
+        except ImportError:
+            raise FatalError("TikTok needs the TikTokLive package: pip install 'voxroom[tiktok]'") from None
 
         client = self.client_factory(self.unique_id)
         ended = asyncio.Event()
