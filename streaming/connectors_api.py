@@ -148,6 +148,13 @@ class ConnectorStore:
     def delete(self, record: ConnectorRecord) -> None:
         self.db.execute("DELETE FROM connectors WHERE id = ?", (record.id,))
 
+    def prune(self, room_ids: set[str]) -> int:
+        """Forget connectors of rooms not in `room_ids` (rooms live in memory: at start, none survive)."""
+        gone = [r for r in self.all() if r.room_id not in room_ids]
+        for record in gone:
+            self.delete(record)
+        return len(gone)
+
     def delete_room(self, room_id: str) -> list[ConnectorRecord]:
         records = self.for_room(room_id)
         self.db.execute("DELETE FROM connectors WHERE room_id = ?", (room_id,))

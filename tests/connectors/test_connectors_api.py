@@ -118,6 +118,8 @@ async def test_stored_connectors_resume_with_their_credentials_after_a_restart(t
     started = await runtime.resume(store2, lambda room: Collected() if room == "r1" else None)
     assert started == 1 and runtime.running[record.id].platform == "youtube"
     await runtime.close()
+    other = store.add("r2", "twitch", "chan", "", {})
+    assert store.prune({"r1"}) == 1 and [r.id for r in store.all()] == [record.id] and other.id != record.id
     (tmp_path / "connectors.key").write_bytes(b"\x00" * 32)  # a different key cannot open them
     with pytest.raises(ValueError, match="do not open"):
         ConnectorStore(db, tmp_path / "connectors.key").credentials(record)
