@@ -64,6 +64,31 @@ class QueuedEvent:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Batch:
+    """Small paid events of one gift name, summed as they come (a flood keeps only the names)."""
+
+    first: ChatEvent
+    users: dict[str, None] = field(default_factory=dict)  # in order of their first gift
+    events: int = 0
+    count: int = 0
+    value_usd: float = 0.0
+
+    def add(self, event: ChatEvent) -> None:
+        self.users[event.user] = None
+        self.events += 1
+        self.count += event.count
+        self.value_usd += event.value_usd
+
+    def thanks(self, event_id: str) -> ChatEvent:
+        users = list(self.users)
+        first = self.first
+        return ChatEvent(kind=EventKind.GIFT, user=users[0], text="", platform=first.platform,
+                         timestamp=first.timestamp, id=event_id, amount=float(self.count), currency=first.currency,
+                         gift=first.gift, tier=first.tier, value_usd=round(self.value_usd, 2), count=self.count,
+                         others=tuple(users[1:]))
+
+
 def _dedupe_key(text: str) -> str:
     # "LOL!!", "lol" and "l o l" are the same message for the purpose of not reading it twice.
     normalized = unicodedata.normalize("NFKC", text).casefold()
@@ -100,7 +125,7 @@ class SpeechQueue:
         self._user_times: dict[str, deque[float]] = {}
         self._changed = asyncio.Event()
         self.paid_rules = paid_rules
-        self._batches: dict[str, list[ChatEvent]] = {}  # gift name -> small paid events, oldest first
+        self._batches: dict[str, _Batch] = {}  # gift name -> the small paid events waiting for thanks
         self._batch_started: dict[str, float] = {}
         self._batch_ids = itertools.count(1)
         self._thanks_in_row = 0
@@ -121,7 +146,7 @@ class SpeechQueue:
         now = self.clock.now()
         if self.paid_rules is not None and self.paid_rules.batches(event):
             key = event.gift.casefold()
-            self._batches.setdefault(key, []).append(event)
+            self._batches.setdefault(key, _Batch(event)).add(event)
             self._batch_started.setdefault(key, now)
             self._changed.set()  # a waiting getter learns the new deadline
             return Outcome.BATCHED
@@ -174,30 +199,18 @@ class SpeechQueue:
             return
         now = self.clock.now()
         for key, started in list(self._batch_started.items()):
-            if now - started < self.paid_rules.batch_window_s:
+            if now < started + self.paid_rules.batch_window_s:  # the same sum as _batch_deadline()
                 continue
-            events = self._batches.pop(key)
+            batch = self._batches.pop(key)
             del self._batch_started[key]
-            self._items.append(QueuedEvent(self._merge(events), self.priorities.get(EventKind.GIFT, 0), now,
-                                           next(self._order), meta={"lane": "thanks",
-                                                                    "batch": [e.id for e in events]}))
-
-    def _merge(self, events: list[ChatEvent]) -> ChatEvent:
-        first = events[0]
-        users: list[str] = []
-        for event in events:
-            if event.user not in users:
-                users.append(event.user)
-        count = sum(e.count for e in events)
-        return ChatEvent(kind=EventKind.GIFT, user=users[0], text="", platform=first.platform,
-                         timestamp=first.timestamp, id=f"thanks-{next(self._batch_ids)}", amount=float(count),
-                         currency=first.currency, gift=first.gift, tier=first.tier,
-                         value_usd=round(sum(e.value_usd for e in events), 2), count=count, others=tuple(users[1:]))
+            self._items.append(QueuedEvent(batch.thanks(f"thanks-{next(self._batch_ids)}"),
+                                           self.priorities.get(EventKind.GIFT, 0), now, next(self._order),
+                                           meta={"lane": "thanks", "batched": batch.events}))
 
     @property
     def batched(self) -> int:
         """Small paid events waiting for their batch thanks."""
-        return sum(len(events) for events in self._batches.values())
+        return sum(batch.events for batch in self._batches.values())
 
     async def _wait_changed(self) -> None:
         """Until something is put, or until the next batch is due."""
@@ -274,7 +287,7 @@ class SpeechQueue:
         return False
 
     def clear(self) -> int:
-        dropped = list(self._items) + [QueuedEvent(e, 0, 0.0, 0) for b in self._batches.values() for e in b]
+        dropped = list(self._items) + [QueuedEvent(b.thanks("cleared"), 0, 0.0, 0) for b in self._batches.values()]
         self._items.clear()
         self._batches.clear()
         self._batch_started.clear()
