@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +43,13 @@ class ChatEvent:
     amount: float = 0.0
     currency: str = ""
     gift: str = ""  # the gift's name ("rose", "superchat", "bits")
+    # Filled in by platform connectors (agent/connectors/); events from the console and the bot
+    # protocol keep the defaults.
+    badges: frozenset[str] = frozenset()  # "moderator", "subscriber", "vip", "first" (first-time chatter)
+    tier: str = ""  # the platform's tier: "1000"/"2000"/"3000"/"prime" (Twitch subs), "1".."7" (YouTube)...
+    value_usd: float = 0.0  # what a paid event is worth in US dollars (connectors/value.py's table)
+    count: int = 1  # how many gifts one event stands for (a gift combo, five gifted subs)
+    others: tuple[str, ...] = ()  # further gifters thanked together with `user` (a batch of small gifts)
 
 
 _ids = itertools.count(1)
@@ -126,8 +133,18 @@ def parse_event(
     )
 
 
-# Twitch IRC: "@tags :nick!nick@nick.tmi.twitch.tv PRIVMSG #channel :text"
-_PRIVMSG = re.compile(r"^(?:@(?P<tags>\S+) )?:(?P<nick>[^!\s]+)!\S* PRIVMSG #\S+ :(?P<text>.*)$")
+# IRC with IRCv3 tags, as Twitch speaks it: "@tags :nick!nick@nick.tmi.twitch.tv COMMAND #channel :text"
+_IRC_LINE = re.compile(r"^(?:@(?P<tags>\S+) +)?(?::(?P<prefix>\S+) +)?(?P<command>[A-Za-z]+|\d{3})(?P<params>.*)$")
+TWITCH_BADGES = {"moderator": "moderator", "broadcaster": "moderator", "subscriber": "subscriber",
+                 "founder": "subscriber", "vip": "vip"}
+
+
+@dataclass(frozen=True)
+class IrcLine:
+    tags: dict[str, str]
+    nick: str  # the prefix up to "!" ("" when the line has no prefix)
+    command: str
+    params: list[str]  # the trailing parameter (after " :") is the last one
 
 
 def _unescape_tag(value: str) -> str:
@@ -135,14 +152,9 @@ def _unescape_tag(value: str) -> str:
     return re.sub(r"\\[s:\\rn]", lambda m: escapes[m.group(0)], value)
 
 
-def parse_twitch_privmsg(
-    line: str, *, now: float, cohost_names: Sequence[str] = (), question_prefixes: Sequence[str] = ()
-) -> ChatEvent | None:
-    """A chat event from one Twitch IRC line, or None for lines that are not chat (PING, JOIN...).
-
-    Cheering (the `bits` tag) is a gift of that many bits.
-    """
-    match = _PRIVMSG.match(line.rstrip("\r\n"))
+def parse_irc_line(line: str) -> IrcLine | None:
+    """One IRC line split into tags, nick, command and parameters; None if it is not IRC."""
+    match = _IRC_LINE.match(line.rstrip("\r\n"))
     if not match:
         return None
     tags: dict[str, str] = {}
@@ -150,10 +162,47 @@ def parse_twitch_privmsg(
         if pair:
             key, _, value = pair.partition("=")
             tags[key] = _unescape_tag(value)
+    params_text = match.group("params")
+    if params_text and not params_text.startswith(" "):
+        return None  # "PRIVMSGX": the command ran into other characters
+    middle, sep, trailing = params_text.partition(" :")
+    params = middle.split()
+    if sep:
+        params.append(trailing)
+    nick = (match.group("prefix") or "").split("!", 1)[0]
+    return IrcLine(tags=tags, nick=nick, command=match.group("command").upper(), params=params)
+
+
+def twitch_badges(tags: Mapping[str, str]) -> frozenset[str]:
+    """Our badge names from Twitch's `badges` tag ("moderator/1,subscriber/12") and `first-msg`."""
+    found = set()
+    for badge in tags.get("badges", "").split(","):
+        name = TWITCH_BADGES.get(badge.partition("/")[0])
+        if name:
+            found.add(name)
+    if tags.get("mod") == "1":
+        found.add("moderator")
+    if tags.get("first-msg") == "1":
+        found.add("first")
+    return frozenset(found)
+
+
+def parse_twitch_privmsg(
+    line: str, *, now: float, cohost_names: Sequence[str] = (), question_prefixes: Sequence[str] = ()
+) -> ChatEvent | None:
+    """A chat event from one Twitch IRC line, or None for lines that are not chat (PING, JOIN...).
+
+    Cheering (the `bits` tag) is a gift of that many bits, worth 0.01 USD each. A channel-point
+    redemption with a message (`custom-reward-id`) is chat with the gift name "channel points".
+    """
+    irc = parse_irc_line(line)
+    if irc is None or irc.command != "PRIVMSG" or len(irc.params) < 2 or not irc.nick:
+        return None
+    tags = irc.tags
     data: dict[str, Any] = {
         "type": "message",
-        "user": tags.get("display-name") or match.group("nick"),
-        "text": match.group("text"),
+        "user": tags.get("display-name") or irc.nick,
+        "text": irc.params[-1],
         "platform": "twitch",
     }
     if tags.get("id"):
@@ -162,4 +211,9 @@ def parse_twitch_privmsg(
         data["timestamp"] = int(tags["tmi-sent-ts"]) / 1000.0
     if tags.get("bits", "").isdigit():
         data.update(type="gift", amount=float(tags["bits"]), currency="bits", gift="bits")
-    return parse_event(data, now=now, cohost_names=cohost_names, question_prefixes=question_prefixes)
+    elif tags.get("custom-reward-id"):
+        data["gift"] = "channel points"
+    event = parse_event(data, now=now, cohost_names=cohost_names, question_prefixes=question_prefixes)
+    value = event.amount * 0.01 if event.kind is EventKind.GIFT else 0.0
+    return replace(event, badges=twitch_badges(tags), value_usd=value,
+                   count=int(event.amount) if event.kind is EventKind.GIFT else 1)

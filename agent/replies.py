@@ -15,11 +15,12 @@ import asyncio
 import json
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from voxroom.agent.events import ChatEvent, EventKind
+from voxroom.agent.paid_rules import PaidEventRules
 from voxroom.models.text_pieces import clean_for_speech
 
 _KANA = re.compile(r"[\u3040-\u30ff]")
@@ -43,6 +44,8 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
         "message": "{user} says: {text}",
         "question": "{user} asks: {text}",
         "gift": "Thank you so much {user} for the {gift}!",
+        "paid_message": "{user} sent {gift}: {text}",
+        "thanks_batch": "Thank you {user} for the {gift}!",
         "follow": "Thanks for the follow, {user}!",
         "join": "Welcome in, {user}!",
         "idle": "Chat is quiet. Tell me what you are up to!",
@@ -52,6 +55,8 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
         "message": "{user}说：{text}",
         "question": "{user}问：{text}",
         "gift": "谢谢{user}送的{gift}！",
+        "paid_message": "{user}送出{gift}：{text}",
+        "thanks_batch": "谢谢{user}送的{gift}！",
         "follow": "谢谢{user}的关注！",
         "join": "欢迎{user}来到直播间！",
         "idle": "弹幕有点安静，大家在做什么呢？",
@@ -61,6 +66,8 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
         "message": "{user}さん：{text}",
         "question": "{user}さんからの質問：{text}",
         "gift": "{user}さん、{gift}ありがとうございます！",
+        "paid_message": "{user}さんから{gift}：{text}",
+        "thanks_batch": "{user}、{gift}ありがとうございます！",
         "follow": "{user}さん、フォローありがとうございます！",
         "join": "{user}さん、いらっしゃい！",
         "idle": "コメントが静かですね。みなさん何をしていますか？",
@@ -70,6 +77,8 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
         "message": "{user}님: {text}",
         "question": "{user}님의 질문: {text}",
         "gift": "{user}님, {gift} 감사합니다!",
+        "paid_message": "{user}님의 {gift}: {text}",
+        "thanks_batch": "{user}, {gift} 감사합니다!",
         "follow": "{user}님, 팔로우 감사합니다!",
         "join": "{user}님, 어서 오세요!",
         "idle": "채팅이 조용하네요. 다들 뭐 하고 계세요?",
@@ -77,6 +86,21 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
     },
 }
 _GIFT_WORDS = {"en": "gift", "zh": "礼物", "ja": "ギフト", "ko": "선물"}
+
+
+def join_names(names: Sequence[str], lang: str, *, shown: int = 2) -> str:
+    """"A", "A and B", "A, B and 3 others" (or the language's way), naming at most `shown` people."""
+    names = list(names)
+    named, rest = names[:max(shown, 1)], len(names) - max(shown, 1)
+    if lang == "zh":
+        return "、".join(named) + (f"等{len(names)}位" if rest > 0 else "")
+    if lang == "ja":
+        return "さん、".join(named) + ("さん" if rest <= 0 else f"さんほか{rest}人")
+    if lang == "ko":
+        return "님, ".join(named) + ("님" if rest <= 0 else f"님 외 {rest}명")
+    if rest > 0:
+        return ", ".join(named) + f" and {rest} other{'s' if rest > 1 else ''}"
+    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
 
 
 class ReplySource(Protocol):
@@ -98,10 +122,21 @@ class ReadAloud:
 
     streams_text = False
 
-    def __init__(self, templates: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    def __init__(self, templates: Mapping[str, Mapping[str, str]] | None = None, *,
+                 tier_templates: Mapping[str, Mapping[str, str]] | None = None, batch_names: int = 2) -> None:
         self.templates: dict[str, dict[str, str]] = {lang: dict(t) for lang, t in DEFAULT_TEMPLATES.items()}
         for lang, table in (templates or {}).items():
             self.templates.setdefault(lang, {}).update(table)
+        # language -> platform tier ("3000", "舰长", a YouTube level name) -> template: PaidEventRules'
+        self.tier_templates: dict[str, dict[str, str]] = {k: dict(v) for k, v in (tier_templates or {}).items()}
+        self.batch_names = batch_names
+        self.read_in_full_usd: float | None = None  # None: a paid event's message is not read (thanks only)
+
+    def apply_rules(self, rules: PaidEventRules) -> None:
+        """Read paid events as the room's rules say: tier templates, batch names, messages in full."""
+        self.tier_templates = {lang: dict(t) for lang, t in rules.tier_templates.items()}
+        self.batch_names = rules.batch_names
+        self.read_in_full_usd = rules.read_in_full_usd
 
     def set_template(self, lang: str, kind: str, template: str) -> None:
         self.templates.setdefault(lang, {})[kind] = template
@@ -114,9 +149,23 @@ class ReadAloud:
         gift = event.gift or _GIFT_WORDS.get(lang, "gift")
         if event.amount and event.gift in ("bits", "superchat", ""):
             gift = f"{event.amount:g} {event.currency or gift}".strip()
-        values = _SafeFormat(user=event.user, text=event.text, gift=gift, amount=f"{event.amount:g}",
-                             currency=event.currency, platform=event.platform)
-        return self._template(lang, str(event.kind)).format_map(values)
+        user = join_names([event.user, *event.others], lang, shown=self.batch_names) if event.others else event.user
+        values = _SafeFormat(user=user, text=event.text, gift=gift, amount=f"{event.amount:g}",
+                             currency=event.currency, platform=event.platform, tier=event.tier,
+                             count=str(event.count))
+        kind = str(event.kind)
+        if event.kind is EventKind.GIFT:
+            tier_template = self.tier_templates.get(lang, {}).get(event.tier) if event.tier else None
+            if event.others:
+                kind = "thanks_batch"
+                if lang == "en" and event.count > 1 and event.gift and not event.gift.endswith("s"):
+                    values["gift"] = event.gift + "s"
+            elif tier_template:
+                return tier_template.format_map(values)
+            elif event.text.strip() and self.read_in_full_usd is not None \
+                    and event.value_usd >= self.read_in_full_usd:
+                kind = "paid_message"  # a Super Chat's message is read in full
+        return self._template(lang, kind).format_map(values)
 
     def apology(self, lang: str = "en") -> str:
         return self._template(lang, "apology")
@@ -143,6 +192,10 @@ def quote_chat(event: ChatEvent) -> str:
     chat: dict[str, Any] = {"kind": str(event.kind), "user": event.user, "text": event.text}
     if event.kind is EventKind.GIFT:
         chat.update(gift=event.gift, amount=event.amount, currency=event.currency)
+        if event.tier:
+            chat["tier"] = event.tier
+        if event.others:
+            chat["also_from"] = list(event.others)
     return json.dumps({"chat": chat}, ensure_ascii=False)
 
 

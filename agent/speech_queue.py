@@ -6,6 +6,11 @@ The queue keeps chat from drowning the room: repeated messages are dropped, each
 limit, events older than their maximum age are dropped instead of answered late, and when the
 queue is full the lowest-priority, oldest event is evicted. Nothing is dropped silently: every
 drop is reported to `on_drop` with a reason.
+
+With `paid_rules` (agent/paid_rules.py), paid events take lanes: those worth enough are answered
+first and read in full; small ones wait `batch_window_s` and become one thanks per gift name
+(`ChatEvent.others` lists the further gifters), and after `max_thanks_in_row` such thanks a waiting
+question or message is answered before the next.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from voxroom.agent.clock import Clock
 from voxroom.agent.events import ChatEvent, EventKind
+from voxroom.agent.paid_rules import PaidEventRules
 
 DEFAULT_PRIORITY: dict[EventKind, int] = {
     EventKind.HOST: 4,
@@ -43,6 +49,7 @@ class Outcome(StrEnum):
     FULL = "full"  # the new event was the lowest priority in a full queue
     EVICTED = "evicted"  # an older, lower-priority event made room for a new one
     STALE = "stale"
+    BATCHED = "batched"  # a small paid event held to be thanked together with others
     SKIPPED = "skipped"
     CLEARED = "cleared"
 
@@ -55,6 +62,31 @@ class QueuedEvent:
     order: int
     pinned: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    """Small paid events of one gift name, summed as they come (a flood keeps only the names)."""
+
+    first: ChatEvent
+    users: dict[str, None] = field(default_factory=dict)  # in order of their first gift
+    events: int = 0
+    count: int = 0
+    value_usd: float = 0.0
+
+    def add(self, event: ChatEvent) -> None:
+        self.users[event.user] = None
+        self.events += 1
+        self.count += event.count
+        self.value_usd += event.value_usd
+
+    def thanks(self, event_id: str) -> ChatEvent:
+        users = list(self.users)
+        first = self.first
+        return ChatEvent(kind=EventKind.GIFT, user=users[0], text="", platform=first.platform,
+                         timestamp=first.timestamp, id=event_id, amount=float(self.count), currency=first.currency,
+                         gift=first.gift, tier=first.tier, value_usd=round(self.value_usd, 2), count=self.count,
+                         others=tuple(users[1:]))
 
 
 def _dedupe_key(text: str) -> str:
@@ -76,6 +108,7 @@ class SpeechQueue:
         user_window: float = 30.0,
         priorities: Mapping[EventKind, int] | None = None,
         on_drop: Callable[[ChatEvent, Outcome], None] | None = None,
+        paid_rules: PaidEventRules | None = None,
     ) -> None:
         self.clock = clock
         self.max_length = max_length
@@ -91,6 +124,11 @@ class SpeechQueue:
         self._recent_texts: dict[str, float] = {}
         self._user_times: dict[str, deque[float]] = {}
         self._changed = asyncio.Event()
+        self.paid_rules = paid_rules
+        self._batches: dict[str, _Batch] = {}  # gift name -> the small paid events waiting for thanks
+        self._batch_started: dict[str, float] = {}
+        self._batch_ids = itertools.count(1)
+        self._thanks_in_row = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -106,6 +144,12 @@ class SpeechQueue:
     def put(self, event: ChatEvent) -> Outcome:
         """Offer an event; the outcome says whether it was queued and, if not, why."""
         now = self.clock.now()
+        if self.paid_rules is not None and self.paid_rules.batches(event):
+            key = event.gift.casefold()
+            self._batches.setdefault(key, _Batch(event)).add(event)
+            self._batch_started.setdefault(key, now)
+            self._changed.set()  # a waiting getter learns the new deadline
+            return Outcome.BATCHED
         rate_limited = event.kind in (EventKind.MESSAGE, EventKind.QUESTION)  # never refuse a gift
         if rate_limited:
             key = _dedupe_key(event.text)
@@ -135,9 +179,52 @@ class SpeechQueue:
                 self._recent_texts = {
                     k: t for k, t in self._recent_texts.items() if now - t < self.dedupe_window
                 }
-        self._items.append(QueuedEvent(event, priority, now, next(self._order)))
+        lane = ""
+        if self.paid_rules is not None and self.paid_rules.reads_in_full(event):
+            lane = "paid"
+        elif self.paid_rules is not None and event.kind is EventKind.GIFT and event.others:
+            lane = "thanks"  # thanks a connector batched already (TikTok likes)
+        self._items.append(QueuedEvent(event, priority, now, next(self._order), meta={"lane": lane} if lane else {}))
         self._changed.set()
         return Outcome.QUEUED
+
+    # -- small paid events, thanked in batches -------------------------------------------------
+    def _batch_deadline(self) -> float | None:
+        if not self._batch_started or self.paid_rules is None:
+            return None
+        return min(self._batch_started.values()) + self.paid_rules.batch_window_s
+
+    def _flush_batches(self) -> None:
+        if self.paid_rules is None or not self._batches:
+            return
+        now = self.clock.now()
+        for key, started in list(self._batch_started.items()):
+            if now < started + self.paid_rules.batch_window_s:  # the same sum as _batch_deadline()
+                continue
+            batch = self._batches.pop(key)
+            del self._batch_started[key]
+            self._items.append(QueuedEvent(batch.thanks(f"thanks-{next(self._batch_ids)}"),
+                                           self.priorities.get(EventKind.GIFT, 0), now, next(self._order),
+                                           meta={"lane": "thanks", "batched": batch.events}))
+
+    @property
+    def batched(self) -> int:
+        """Small paid events waiting for their batch thanks."""
+        return sum(batch.events for batch in self._batches.values())
+
+    async def _wait_changed(self) -> None:
+        """Until something is put, or until the next batch is due."""
+        deadline = self._batch_deadline()
+        if deadline is None:
+            await self._changed.wait()
+            return
+        waiters = [asyncio.ensure_future(self._changed.wait()),
+                   asyncio.ensure_future(self.clock.sleep(deadline - self.clock.now()))]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     def _drop_stale(self) -> None:
         now = self.clock.now()
@@ -151,26 +238,35 @@ class SpeechQueue:
 
     def get_nowait(self) -> QueuedEvent | None:
         """The next event to answer (stale ones are dropped first), or None when empty."""
+        self._flush_batches()
         self._drop_stale()
         ranked = self._ranked()
         if not ranked:
             self._changed.clear()
             return None
-        self._items.remove(ranked[0])
-        return ranked[0]
+        chosen = ranked[0]
+        if chosen.meta.get("lane") == "thanks" and not chosen.pinned and self.paid_rules is not None \
+                and self._thanks_in_row >= self.paid_rules.max_thanks_in_row:
+            chat = (q for q in ranked if q.event.kind in (EventKind.QUESTION, EventKind.MESSAGE))
+            chosen = next(chat, chosen)
+        self._thanks_in_row = self._thanks_in_row + 1 if chosen.meta.get("lane") == "thanks" else 0
+        self._items.remove(chosen)
+        return chosen
 
     async def get(self) -> QueuedEvent:
         while True:
             item = self.get_nowait()
             if item is not None:
                 return item
-            await self._changed.wait()
+            await self._wait_changed()
 
     async def wait_for_event(self) -> None:
         """Return as soon as the queue holds something (for callers racing it against a timer)."""
+        self._flush_batches()
         while not self._items:
             self._changed.clear()
-            await self._changed.wait()
+            await self._wait_changed()
+            self._flush_batches()
 
     # Host console operations.
     def skip(self, event_id: str) -> bool:
@@ -191,8 +287,10 @@ class SpeechQueue:
         return False
 
     def clear(self) -> int:
-        dropped = list(self._items)
+        dropped = list(self._items) + [QueuedEvent(b.thanks("cleared"), 0, 0.0, 0) for b in self._batches.values()]
         self._items.clear()
+        self._batches.clear()
+        self._batch_started.clear()
         for item in dropped:
             self._drop(item.event, Outcome.CLEARED)
         return len(dropped)
