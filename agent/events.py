@@ -65,6 +65,10 @@ def _text_field(data: Mapping[str, Any], name: str, *, required: bool, default: 
         raise EventError(f"{name!r} must be a string, not {type(value).__name__}")
     if len(value) > MAX_FIELD_CHARS:
         raise EventError(f"{name!r} is longer than {MAX_FIELD_CHARS} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: it could never be shown, logged or sent on
+        raise EventError(f"{name!r} is not valid Unicode (a lone surrogate)") from None
     return value
 
 
@@ -115,12 +119,15 @@ def parse_event(
         event_id = f"ev{next(_ids)}"
     elif not isinstance(event_id, str | int) or isinstance(event_id, bool):
         raise EventError("'id' must be a string or an integer")
+    elif isinstance(event_id, str):
+        event_id = _text_field(data, "id", required=True)[:200]
     timestamp = data.get("timestamp", now)
     if not isinstance(timestamp, int | float) or isinstance(timestamp, bool):
         raise EventError("'timestamp' must be a number")
     amount = data.get("amount", 0.0)
-    if not isinstance(amount, int | float) or isinstance(amount, bool) or amount < 0:
-        raise EventError("'amount' must be a non-negative number")
+    if not isinstance(amount, int | float) or isinstance(amount, bool) or not 0 <= amount <= 1e9 \
+            or amount != amount:
+        raise EventError("'amount' must be a number from 0 to 1,000,000,000")
     currency = _text_field(data, "currency", required=False)
     gift = _text_field(data, "gift", required=False, default="superchat" if raw_type == "superchat" else "")
     if kind is EventKind.MESSAGE:

@@ -24,6 +24,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from voxroom.models.pcm import Resampler, to_pcm16_bytes
+
 # Container names FFmpeg reports, and the extensions a user would expect for each.
 _EXTENSIONS_BY_FORMAT: dict[str, tuple[str, ...]] = {
     "wav": (".wav", ".wave"),
@@ -250,7 +252,7 @@ def _decode_stream(
     container: av.container.InputContainer, stream: av.audio.AudioStream, sample_rate: int, limits: DecodeLimits
 ) -> tuple[np.ndarray, bool]:
     """Return (samples, whether decoding stopped on an error)."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    resampler = Resampler(0, sample_rate)  # each frame says its own rate
     pieces: list[np.ndarray] = []
     total = 0
     max_samples = int(limits.max_seconds * sample_rate)
@@ -264,17 +266,15 @@ def _decode_stream(
             source_samples += frame.samples * frame_channels
             if source_samples > limits.max_source_samples:
                 raise _too_much_audio(int(frame.sample_rate), frame_channels)
-            for out in resampler.resample(frame):
-                pieces.append(out.to_ndarray().reshape(-1))
-                total += pieces[-1].size
+            pieces.append(resampler.push_frame(frame))
+            total += pieces[-1].size
             if total > max_samples:
                 raise AudioDecodeError(
                     "too_long",
                     f"The recording is longer than {_human_duration(limits.max_seconds)}. "
                     "About one minute of reading is enough.",
                 )
-        for out in resampler.resample(None):
-            pieces.append(out.to_ndarray().reshape(-1))
+        pieces.append(resampler.push(None))
     except (av.error.FFmpegError, ValueError) as exc:
         if isinstance(exc, AudioDecodeError):
             raise
@@ -293,5 +293,5 @@ def encode_wav(samples: np.ndarray, rate: int) -> bytes:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+        w.writeframes(to_pcm16_bytes(samples))
     return out.getvalue()

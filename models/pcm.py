@@ -41,8 +41,10 @@ class Resampler:
         self._pts = 0
 
     def push(self, samples: np.ndarray | None) -> np.ndarray:
-        if self._resampler is None:
+        if self._resampler is None and self.input_rate == self.output_rate:
             return np.zeros(0, np.float32) if samples is None else np.asarray(samples, np.float32).reshape(-1)
+        if self._resampler is None:  # input_rate 0: only push_frame has been fed; nothing to drain
+            return np.zeros(0, np.float32)
         if samples is None:
             out = self._resampler.resample(None)
         else:

@@ -26,9 +26,14 @@ class Access:
         self.accounts = accounts
         self.rooms = rooms
 
-    def caller(self, request: HTTPConnection) -> Caller:
+    @staticmethod
+    def credential(request: HTTPConnection) -> str:
+        """The token or grant the caller presented ('' when none)."""
         header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+        return header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+
+    def caller(self, request: HTTPConnection) -> Caller:
+        token = self.credential(request)
         if not token:
             raise AuthError("this call needs an API token or a join grant (Authorization: Bearer ...)")
         if token.startswith("vxg_"):

@@ -34,6 +34,7 @@ from voxroom.streaming.accounts import Account, Accounts, open_database
 from voxroom.streaming.bot_session import BotSession
 from voxroom.streaming.cohost_api import CoHostAPI
 from voxroom.streaming.config import ServerConfig
+from voxroom.streaming.connectors_api import ConnectorRuntime, ConnectorsApi, ConnectorStore
 from voxroom.streaming.rooms import Rooms
 from voxroom.streaming.rooms_api import RoomsAPI
 from voxroom.streaming.voices_api import Voices, VoicesAPI
@@ -62,6 +63,12 @@ class VoxroomServer:
         self.voices.on_deleted.append(self._voice_deleted)
         self.voices_api = VoicesAPI(self, self.voices)
         self.cohost_api = CoHostAPI(self)
+        self.connectors = ConnectorsApi(
+            ConnectorStore(self.db, config.data_dir / "connectors.key"),
+            ConnectorRuntime(cohost_names=["cohost", "voxroom"], question_prefixes=["?", "Q:", "问"]),
+            room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
+            submit_for=lambda room: room.cohost.agent.submit)
+        self.connectors.store.prune(set())  # rooms live in memory: last run's connectors have no room
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
         self.app.state.server = self
@@ -86,7 +93,9 @@ class VoxroomServer:
         await self.close()
 
     async def close(self) -> None:
-        """Fade out and close every room (peers, tasks), then flush and close the database."""
+        """Stop the chat connectors, fade out and close every room (peers, tasks), then flush and close
+        the database."""
+        await self.connectors.runtime.close()
         await self.rooms.close()
         with contextlib.suppress(Exception):
             self.db.commit()
@@ -135,6 +144,9 @@ class VoxroomServer:
             *RoomsAPI(self).routes(),
             *self.cohost_api.routes(),
             *WebRTCAPI(self).routes(),
+            Route("/api/rooms/{room}/connectors", self.connectors.create, methods=["POST"]),
+            Route("/api/rooms/{room}/connectors", self.connectors.list, methods=["GET"]),
+            Route("/api/rooms/{room}/connectors/{connector}", self.connectors.delete, methods=["DELETE"]),
             Route("/api/voices", voices.list, methods=["GET"]),
             Route("/api/enroll/scripts", voices.scripts),
             WebSocketRoute("/api/enroll/live", voices.live),

@@ -35,6 +35,7 @@ from voxroom.agent.connectors.base import Connector, Submit
 from voxroom.agent.connectors.bilibili import BilibiliConnector
 from voxroom.agent.connectors.twitch import TwitchConnector
 from voxroom.agent.connectors.youtube import YouTubeConnector
+from voxroom.streaming.http_errors import guard, json_body
 
 log = logging.getLogger("voxroom.connectors")
 
@@ -266,34 +267,19 @@ class ConnectorsApi:
         self.room_for = room_for
         self.submit_for = submit_for
 
-    @staticmethod
-    def _error(exc: Exception) -> JSONResponse:
-        status = getattr(exc, "status", None)
-        if not isinstance(status, int):
-            status = 404 if isinstance(exc, LookupError) else 400
-        return JSONResponse({"error": str(exc)}, status)
-
     def _view(self, record: ConnectorRecord) -> dict[str, Any]:
         return {**record.public(), "has_credentials": self.store.has_credentials(record),
                 "status": self.runtime.status(record.id)}
 
     async def _guard(self, run: Callable[[], Awaitable[Response]]) -> Response:
-        """Errors the caller caused become JSON answers; `room_for`'s errors carry their own status."""
-        try:
-            return await run()
-        except Exception as exc:
-            if isinstance(exc, LookupError | ValueError) or isinstance(getattr(exc, "status", None), int):
-                return self._error(exc)
-            raise
+        """Errors the caller caused become JSON answers, mapped where every route's are (http_errors)."""
+        return await guard(run)
 
     async def create(self, request: Request) -> Response:
         async def run() -> Response:
             room_id = request.path_params["room"]
             room = self.room_for(request, room_id)
-            try:
-                body = await request.json()
-            except ValueError:
-                raise ConnectorRequestError("the body must be JSON") from None
+            body = await json_body(request)
             platform, channel, url, credentials = parse_body(body)
             if len(self.store.for_room(room_id)) >= MAX_PER_ROOM:
                 raise ConnectorRequestError(f"a room has at most {MAX_PER_ROOM} connectors")

@@ -22,22 +22,34 @@ from voxroom.streaming.accounts import AuthError
 from voxroom.streaming.rooms import RoomError
 
 MAX_BODY_BYTES = 256 * 1024
-CALLER_ERRORS = (AuthError, RoomError, protocol.ProtocolError, LookupError, SynthesisError, ValueError,
-                 VoiceStoreError)
+CALLER_ERRORS: tuple[type[Exception], ...] = (AuthError, RoomError, protocol.ProtocolError, LookupError,
+                                              SynthesisError, ValueError, VoiceStoreError)
+
+
+_CODE_BY_STATUS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_big",
+                   415: "bad_media_type", 429: "busy", 500: "internal", 503: "full"}
 
 
 def error_response(exc: Exception) -> JSONResponse:
-    if isinstance(exc, AuthError | RoomError):
-        return JSONResponse({"error": str(exc)}, exc.status)
+    """Every error answer: {"error": plain words, "code": a stable code}; 429 says when to retry."""
     if isinstance(exc, protocol.ProtocolError):
-        return JSONResponse({"error": exc.message, "code": exc.code}, 413 if exc.code == "text_too_long" else 400)
-    if isinstance(exc, LookupError):
-        return JSONResponse({"error": str(exc)}, 404)
-    if isinstance(exc, SpeakerBusy | SynthesisError):
-        return JSONResponse({"error": str(exc), "code": "busy"}, 429, headers={"Retry-After": "2"})
-    if isinstance(exc, VoiceStoreError):
-        return JSONResponse({"error": str(exc)}, 500)
-    return JSONResponse({"error": str(exc)}, 400)
+        return _answer(exc.message, 413 if exc.code == "text_too_long" else 400, exc.code)
+    if isinstance(exc, AuthError | RoomError):
+        status = exc.status
+    elif isinstance(exc, LookupError):
+        status = 404
+    elif isinstance(exc, SpeakerBusy | SynthesisError):
+        status = 429
+    elif isinstance(exc, VoiceStoreError):
+        status = 500
+    else:
+        status = getattr(exc, "status", 400) if isinstance(getattr(exc, "status", None), int) else 400
+    return _answer(str(exc), status, getattr(exc, "code", None) or _CODE_BY_STATUS.get(status, "error"))
+
+
+def _answer(message: str, status: int, code: str) -> JSONResponse:
+    headers = {"Retry-After": "2"} if status == 429 else None
+    return JSONResponse({"error": message, "code": code}, status, headers=headers)
 
 
 async def guard(run: Callable[[], Any], status: int = 200) -> Response:
@@ -66,9 +78,13 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"body is not valid JSON: {exc}") from None
+        body = protocol.loads_bounded(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, out-of-range numbers
+        raise ValueError(f"body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise protocol.ProtocolError("invalid_text", "strings must be valid Unicode (a lone surrogate is not)") from None
     return body

@@ -51,8 +51,8 @@ class RoomsAPI:
             account = self.access.account(request)
             body = await json_body(request)
             name = body.get("name", "room")
-            if not isinstance(name, str):
-                raise ValueError("'name' must be a string")
+            if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
+                raise ValueError("'name' must be a string of 1-100 characters")
             room = self.server.rooms.create(account.id, name)
             grant = self.server.accounts.mint_grant(account, room.id, "listener")
             return {**room.summary(), "listen_url": f"/r/{room.id}?grant={grant}",
@@ -65,6 +65,7 @@ class RoomsAPI:
     async def delete_room(self, request: Request) -> Response:
         async def run() -> Any:
             room = self.server.rooms.owned(request.path_params["room"], self.access.account(request).id)
+            await self.server.connectors.room_closed(room.id)
             await self.server.rooms.delete(room)
             return {"deleted": room.id}
         return await guard(run)

@@ -26,6 +26,7 @@ from voxroom.models.engine import Engine, EngineRouter, Voice, VoiceRef
 from voxroom.models.enrollment.analysis import EnrollmentAnalysis, analyse_upload
 from voxroom.models.enrollment.live import LiveCoach
 from voxroom.models.enrollment.scripts import SCRIPTS, script_for
+from voxroom.models.pcm import from_pcm16
 from voxroom.models.voice_store import Consent, VoiceRecord, VoiceStore, load_server_key
 from voxroom.streaming.accounts import Account, AuthError
 from voxroom.streaming.audio import SAMPLE_RATE
@@ -465,7 +466,7 @@ class LiveEnrollment:
 
     async def finish(self) -> bool:
         """Analyse the take; False when the server was too busy and the take is kept."""
-        pcm = np.frombuffer(bytes(self.pcm), dtype="<i2").astype(np.float32) / 32768
+        pcm = from_pcm16(bytes(self.pcm))
         upload = encode_wav(pcm, 16000)
         read = self.sentences[: self.read_up_to + 1] if self.read_up_to >= 0 else None
         try:

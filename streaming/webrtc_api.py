@@ -43,7 +43,11 @@ class WebRTCAPI:
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
                 return JSONResponse({"error": "offers are sent as application/sdp"}, 415)
             offer = (await read_body(request)).decode("utf-8", "replace")
-            session, answer = await (rooms.join(room, offer) if kind == "whep" else rooms.ingest(room, offer))
+            if kind == "whep":  # pending listeners are counted per credential and per address
+                session, answer = await rooms.join(room, offer, grant=self.access.credential(request),
+                                                   address=request.client.host if request.client else None)
+            else:
+                session, answer = await rooms.ingest(room, offer)
         except (AuthError, RoomError, ValueError) as exc:
             return error_response(exc)
         location = f"/rooms/{room.id}/{kind}/{session.id}"

@@ -7,9 +7,9 @@ import itertools
 from typing import Any
 
 import pytest
+from tests.agent.agent_fakes import RecordingSink, ToneEngine
 from websockets.asyncio.server import ServerConnection
 
-from tests.agent.agent_fakes import RecordingSink, ToneEngine
 from tests.connectors.test_twitch import login
 from tests.connectors.wire import fast_backoff, wait_until, ws_server
 from voxroom.agent.clock import VirtualClock
