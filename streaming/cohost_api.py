@@ -12,7 +12,7 @@ from voxroom.agent.metrics import render_prometheus
 from voxroom.models.engine import Voice, VoiceRef
 from voxroom.streaming.accounts import Account, AuthError
 from voxroom.streaming.http_errors import error_response, guard, json_body
-from voxroom.streaming.rooms import RoomError
+from voxroom.streaming.rooms import RoomError, render_room_health
 
 if TYPE_CHECKING:
     from voxroom.streaming.app import VoxroomServer
@@ -105,10 +105,19 @@ class CoHostAPI:
         return await guard(run)
 
     async def metrics(self, request: Request) -> Response:
-        """Prometheus text format, for the caller's rooms (scrape with a bearer token)."""
+        """Prometheus text format, for the caller's rooms (scrape with a bearer token): the co-hosts'
+        counters and timings, then each room's health."""
         try:
             account = self.access.account(request)
         except AuthError as exc:
             return error_response(exc)
-        rooms = {r.id: r.cohost.agent.metrics for r in self.server.rooms.for_owner(account.id)}
-        return PlainTextResponse(render_prometheus(rooms), media_type="text/plain; version=0.0.4")
+        owned = self.server.rooms.for_owner(account.id)
+        agents = render_prometheus({r.id: r.cohost.agent.metrics for r in owned})
+        connectors = self.server.connectors
+
+        def connector_states(room_id: str) -> list[dict[str, Any]]:
+            return [{"platform": record.platform, **connectors.runtime.status(record.id)}
+                    for record in connectors.store.for_room(room_id)]
+
+        health = render_room_health(owned, connector_states)
+        return PlainTextResponse(agents + health, media_type="text/plain; version=0.0.4")

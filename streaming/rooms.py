@@ -225,3 +225,46 @@ class Rooms:
             await room.host_mic.close()
         await room.cohost.close()
         await room.playout.close()
+
+
+ConnectorStates = Callable[[str], list[dict[str, Any]]]  # room id -> [{"platform", "state"}, ...]
+
+
+def render_room_health(rooms: list[Room], connector_states: ConnectorStates | None = None,
+                       prefix: str = "voxroom_room") -> str:
+    """Prometheus text for each room's health: pacing (late ticks, underruns), listeners (connected and
+    still connecting), speeches waiting, chat connectors by state. A room's SFU publishing state joins
+    here once rooms publish to one."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str, values: list[tuple[dict[str, str], float]]) -> None:
+        lines.append(f"# HELP {prefix}_{name} {help_text}")
+        lines.append(f"# TYPE {prefix}_{name} {kind}")
+        for labels, value in values:
+            body = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+            lines.append(f"{prefix}_{name}{{{body}}} {value:g}")
+
+    family("late_ticks_total", "counter", "Pacer ticks that ran more than one frame late.",
+           [({"room": r.id}, r.playout.stats.late_ticks) for r in rooms])
+    family("underruns_total", "counter", "Ticks where a speech was on air but its next frame was not ready.",
+           [({"room": r.id}, r.playout.stats.underruns) for r in rooms])
+    family("listeners", "gauge", "WebRTC listeners, connected or still connecting.",
+           [({"room": r.id, "state": state}, sum(s.pending == (state == "connecting") for s in r.listeners.values()))
+            for r in rooms for state in ("connected", "connecting")])
+    family("speeches_waiting", "gauge", "Speeches queued or being synthesized, and host lines waiting.",
+           [({"room": r.id}, len(r.playout.queued()) + len(r.cohost.agent.pending_lines())) for r in rooms])
+    family("chat_queue", "gauge", "Chat events waiting for the co-host.",
+           [({"room": r.id}, len(r.cohost.agent.queue)) for r in rooms])
+    if connector_states is not None:
+        counts: dict[tuple[str, str, str], int] = {}
+        for room in rooms:
+            for state in connector_states(room.id):
+                key = (room.id, str(state.get("platform", "")), str(state.get("state", "")))
+                counts[key] = counts.get(key, 0) + 1
+        family("connectors", "gauge", "Chat connectors by platform and state.",
+               [({"room": k[0], "platform": k[1], "state": k[2]}, n) for k, n in sorted(counts.items())])
+    return "\n".join(lines) + "\n"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

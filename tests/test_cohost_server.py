@@ -147,6 +147,13 @@ def test_metrics_need_a_token_and_speak_prometheus(live_server: RunningServer) -
     text = body.decode()
     assert "# TYPE voxroom_agent_first_audio_seconds histogram" in text
     assert f'voxroom_agent_replies_total{{room="{room["id"]}"' in text
+    # room health: pacing, listeners, waiting speech, chat queue
+    for family in ("late_ticks_total", "underruns_total", "speeches_waiting", "chat_queue"):
+        assert f'voxroom_room_{family}{{room="{room["id"]}"}} ' in text, family
+    assert f'voxroom_room_listeners{{room="{room["id"]}",state="connecting"}} 0' in text
+    for line in text.splitlines():
+        assert line.startswith("#") or line.rsplit(" ", 1)[1].replace(".", "", 1).replace("e", "").replace("-", "")\
+            .replace("+", "").isdigit(), line
 
 
 @pytest.fixture(scope="module")
