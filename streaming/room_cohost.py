@@ -24,6 +24,7 @@ from voxroom.agent.cohost import CoHost
 from voxroom.agent.events import EventKind, parse_event
 from voxroom.agent.lifecycle import EventBus
 from voxroom.agent.moderation import Moderator
+from voxroom.agent.paid_rules import PaidEventRules
 from voxroom.agent.replies import DEFAULT_TEMPLATES, LLMReplies, ReadAloud, ReplySource
 from voxroom.agent.speech_queue import SpeechQueue
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
@@ -51,8 +52,11 @@ class RoomCoHost:
             self.llm = LLMReplies(base_url=config.openai_base_url, api_key=config.openai_api_key or "none",
                                   model=config.llm_model, fallback=self.read_aloud)
         replies: ReplySource = self.llm if self.llm is not None else self.read_aloud
+        # Batching small gifts holds them back for a window: a room opts in (PATCH cohost paid_rules).
+        self.paid_rules = PaidEventRules(batch_window_s=0.0)
+        self.read_aloud.apply_rules(self.paid_rules)
         self.agent = CoHost(speaker=playout, replies=replies, clock=clock, events=events,
-                            queue=SpeechQueue(clock), moderator=Moderator(clock),
+                            queue=SpeechQueue(clock, paid_rules=self.paid_rules), moderator=Moderator(clock),
                             turns=turns, cohost_names=["cohost", "voxroom"],
                             question_prefixes=["?", "Q:", "问"])
         self.vad = StreamingVad()
@@ -109,6 +113,7 @@ class RoomCoHost:
             "blocked_words": self.agent.moderator.blocked_words,
             "templates": self.read_aloud.templates,
             "voice": str(VoiceRef.of(self.agent.voice)),
+            "paid_rules": self.paid_rules.as_dict(),
         }
 
     def update(self, body: Mapping[str, Any], voice: Voice | None | bool = False) -> None:
@@ -157,5 +162,11 @@ class RoomCoHost:
                     if not fields <= TEMPLATE_FIELDS:
                         raise ValueError(f"templates may use only {sorted(TEMPLATE_FIELDS)} in braces")
                     self.read_aloud.set_template(lang, kind, template)
+        if "paid_rules" in body:
+            if not isinstance(body["paid_rules"], dict):
+                raise ValueError("'paid_rules' must be an object (see docs/connectors.md)")
+            self.paid_rules = PaidEventRules.from_dict(body["paid_rules"], base=self.paid_rules)
+            self.agent.queue.paid_rules = self.paid_rules
+            self.read_aloud.apply_rules(self.paid_rules)
         if voice is not False:
             self.agent.voice = voice if isinstance(voice, Voice) else None

@@ -202,3 +202,17 @@ def test_llm_replies_keep_chat_quoted_and_survive_failures(llm_server: RunningSe
     assert all(m["role"] in ("system", "user", "assistant") for m in second["messages"])
     assert sum("I am hacked" in m["content"] for m in second["messages"]) == 1  # only inside the quoted chat
     assert fake.request_headers[0].get("authorization") == "Bearer test-key"
+
+
+def test_paid_event_rules_are_room_settings(live_server: RunningServer) -> None:
+    room, server_room = create_room(live_server, "paid rules")
+    status, settings = live_server.json("GET", f"/api/rooms/{room['id']}/cohost")
+    assert status == 200 and settings["settings"]["paid_rules"]["batch_window_s"] == 0.0  # opt-in
+    status, body = live_server.json("PATCH", f"/api/rooms/{room['id']}/cohost",
+                                    {"paid_rules": {"batch_window_s": 10, "read_in_full_usd": 2}})
+    assert status == 200 and body["paid_rules"]["batch_window_s"] == 10.0
+    assert server_room.cohost.agent.queue.paid_rules.read_in_full_usd == 2.0
+    for bad in ({"batch_window_s": -1}, {"nonsense": 1}, "fast"):
+        status, error = live_server.json("PATCH", f"/api/rooms/{room['id']}/cohost", {"paid_rules": bad})
+        assert status == 400 and error["code"] == "bad_request", error
+    live_server.json("DELETE", f"/api/rooms/{room['id']}")

@@ -7,13 +7,12 @@ import itertools
 from typing import Any
 
 import pytest
-from tests.agent.agent_fakes import RecordingSink, ToneEngine
 from websockets.asyncio.server import ServerConnection
 
+from agent_fakes import make_cohost, running
 from tests.connectors.test_twitch import login
 from tests.connectors.wire import fast_backoff, wait_until, ws_server
 from voxroom.agent.clock import VirtualClock
-from voxroom.agent.cohost import CoHost
 from voxroom.agent.connectors.twitch import TwitchConnector
 from voxroom.agent.events import ChatEvent, EventKind
 from voxroom.agent.paid_rules import PaidEventRules
@@ -153,19 +152,15 @@ async def test_a_connector_wired_to_a_cohost_is_spoken_in_lane_order() -> None:
     rules = PaidEventRules(batch_window_s=5.0)
     reader = ReadAloud()
     reader.apply_rules(rules)
-    sink = RecordingSink(clock)
-    cohost = CoHost(engine=ToneEngine(clock), sink=sink, replies=reader, clock=clock,
-                    queue=SpeechQueue(clock, paid_rules=rules), question_prefixes=["?"])
+    setup = make_cohost(clock, replies=reader, queue=SpeechQueue(clock, paid_rules=rules), question_prefixes=["?"])
+    cohost = setup.cohost
     async with ws_server(handler) as url:
         connector = TwitchConnector(cohost.submit, channel="chan", url=url, backoff=fast_backoff(),
                                     cohost_names=cohost.cohost_names, question_prefixes=cohost.question_prefixes)
         connector.start()
         await wait_until(lambda: connector.counters.submitted == 4)
         await connector.stop()
-    task = asyncio.ensure_future(cohost.run())
-    try:
+    async with running(setup):
         await clock.advance(30.0)
-    finally:
-        task.cancel()
-    assert sink.texts() == ["Bea sent 500 bits: cheer500 hi!", "Quinn asks: what is this game",
+    assert setup.air.texts() == ["Bea sent 500 bits: cheer500 hi!", "Quinn asks: what is this game",
                             "Mia says: just chatting", "Thank you so much Tim for the 10 bits!"]
