@@ -4,6 +4,7 @@ grant, per address and per room, and expire within seconds, so real listeners st
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -39,6 +40,7 @@ async def test_a_flood_of_offers_that_never_connect_does_not_lock_listeners_out(
     """The report: 200 offers in 5 s filled a 200-place room for 60-75 s. Here the room has 6 places
     and 6 such offers fill it; their slots must come back within seconds, not minutes."""
     monkeypatch.setattr(rooms_module, "MAX_LISTENERS_PER_ROOM", 6)
+    monkeypatch.setattr(rooms_module, "MAX_PENDING_LISTENERS_PER_ADDRESS", 10)  # this test fills the room
     monkeypatch.setattr(rooms_module, "PENDING_LISTENER_TIMEOUT_S", 1.0)
     _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "flood"})
     server_room = live_server.server.rooms.get(room["id"])
@@ -94,5 +96,23 @@ async def test_pending_listeners_are_capped_per_address_per_grant_and_per_room(
         for session_id in list(server_room.listeners):
             live_server.call(rooms.leave(server_room, session_id))
         assert attempt("vxg_link", "198.51.100.1") == 201  # leaving frees the places
+    finally:
+        await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
+
+
+async def test_over_http_the_caps_count_the_callers_address_and_link(live_server: Any) -> None:
+    """The WHEP route passes the caller's address and grant: a fifth offer still connecting from one
+    address is refused with a code and a time to retry."""
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "http caps"})
+    path, grant = f"/rooms/{room['id']}/whep", room["listener_grant"]
+    offer = (await offer_that_never_connects()).encode()
+    try:
+        statuses = []
+        for _ in range(rooms_module.MAX_PENDING_LISTENERS_PER_ADDRESS + 1):
+            status, headers, body = await asyncio.to_thread(live_server.request, "POST", path, token=grant,
+                                                            content_type="application/sdp", raw=offer)
+            statuses.append(status)
+        assert statuses == [201] * rooms_module.MAX_PENDING_LISTENERS_PER_ADDRESS + [429]
+        assert json.loads(body)["code"] == "busy" and headers["retry-after"]
     finally:
         await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
