@@ -1,0 +1,2 @@
+def openapi_document():
+    return {}
