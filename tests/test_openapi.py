@@ -96,6 +96,12 @@ def test_structure() -> None:
         assert set(requirement) <= set(doc["components"]["securitySchemes"])
 
 
+def test_valid_by_openapi_spec_validator() -> None:
+    from openapi_spec_validator import validate
+
+    validate(openapi_document())  # type: ignore[arg-type]
+
+
 def test_served_without_a_token(live_server: RunningServer) -> None:
     status, headers, raw = live_server.request("GET", "/openapi.json", token="")
     assert status == 200 and json.loads(raw) == openapi_document()
