@@ -161,8 +161,9 @@ def _paths() -> Json:
         "/api/rooms/{room}/chat": {"post": _op(
             "Send a chat event to the co-host", _voxroom("202", _json(_obj(outcome=STR), "accepted or dropped"),
                                                          "400", "401", "404"),
-            tags=cohost, params=r, body=_obj(["kind"], kind={"enum": ["message", "question", "gift", "follow", "join"]},
-                                             user=STR, text=STR, amount=NUM), op_id="chat")},
+            tags=cohost, params=r, body=_obj(["type", "user"], type={"enum": ["message", "question", "gift", "superchat",
+                                                                         "follow", "join"]},
+                                             user=STR, text=STR, platform=STR, id=STR, amount=NUM), op_id="chat")},
         "/api/rooms/{room}/cohost": {
             "get": _op("Co-host state, settings and metrics", _voxroom("200", _json(ANY_OBJ), "401", "404"),
                        tags=cohost, params=r, op_id="cohost_state"),
