@@ -43,7 +43,10 @@ SOVITS_RATE = 32_000
 MEDIA_TYPES = ("wav", "raw", "ogg", "aac")
 # api_v2's languages (v2 models) -> voxroom's; "all_xx" means "only xx", auto_yue "auto, Cantonese for Chinese"
 LANGS = {"auto": "auto", "auto_yue": "auto", "en": "en", "zh": "zh", "ja": "ja", "yue": "yue", "ko": "ko",
-         "all_zh": "zh", "all_ja": "ja", "all_yue": "yue", "all_ko": "ko"}
+         "all_zh": "zh", "all_ja": "ja", "all_yue": "yue", "all_ko": "ko",
+         # the names GPT-SoVITS' web UI shows, which some clients (AI-Vtuber) send as they are
+         "中文": "zh", "英文": "en", "日文": "ja", "粤语": "yue", "韩文": "ko", "中英混合": "auto", "日英混合": "auto",
+         "粤英混合": "auto", "韩英混合": "auto", "多语种混合": "auto", "多语种混合(粤语)": "auto"}
 SPLIT_METHODS = frozenset({"cut0", "cut1", "cut2", "cut3", "cut4", "cut5"})  # accepted; voxroom cuts its own way
 MAX_TEXT_CHARS = 4096
 AUDIO_SUFFIX = re.compile(r"\.(wav|mp3|flac|ogg|opus|m4a|aac|webm)$", re.IGNORECASE)
@@ -98,10 +101,10 @@ def parse_tts(fields: Mapping[str, Any]) -> TtsRequest:
         raise SovitsError(f"text is longer than {MAX_TEXT_CHARS} characters")
     text_lang = text_field("text_lang").lower()
     if text_lang not in LANGS:
-        raise SovitsError(f"text_lang: {text_lang} is not supported (use one of {', '.join(LANGS)})")
+        raise SovitsError(f"text_lang: {text_lang} is not supported (use one of {', '.join(list(LANGS)[:11])})")
     prompt_lang = text_field("prompt_lang").lower()
     if prompt_lang not in LANGS:
-        raise SovitsError(f"prompt_lang: {prompt_lang} is not supported (use one of {', '.join(LANGS)})")
+        raise SovitsError(f"prompt_lang: {prompt_lang} is not supported (use one of {', '.join(list(LANGS)[:11])})")
     media_type = fields.get("media_type") or "wav"
     if media_type not in MEDIA_TYPES:
         raise SovitsError(f"media_type: {media_type} is not supported")

@@ -146,3 +146,13 @@ def test_sillytavern_plain_routes_take_the_token_as_a_query(live_server: Running
     assert status == 200 and len(raw) > 32000
     status, headers, _ = live_server.request("GET", "/", token="")
     assert status == 200  # the console redirect still answers GET /
+
+
+def test_web_ui_language_names_and_the_ai_vtuber_body(live_server: RunningServer) -> None:
+    # AI-Vtuber's api_0322 body: no media_type, typed numbers, the web UI's language names
+    body = {"text": "Hello from the other app.", "text_lang": "英文", "ref_audio_path": "stock", "prompt_text": "",
+            "prompt_lang": "中文", "top_k": 5, "top_p": 0.8, "temperature": 0.8, "text_split_method": "cut5",
+            "batch_size": 1, "speed_factor": 1.0, "split_bucket": True, "return_fragment": False,
+            "fragment_interval": 0.3}
+    status, headers, raw = post(live_server, f"/tts?token={live_server.token}", body)
+    assert status == 200 and raw[:4] == b"RIFF"
