@@ -58,6 +58,10 @@ class SpeechStream:
         self._frames.append(frame)
         self._arrived.set()
 
+    @property
+    def buffered(self) -> int:
+        return len(self._frames)
+
     async def writable(self) -> None:
         while len(self._frames) >= BUFFER_FRAMES and not self.handle.finished:
             self._taken.clear()
@@ -116,6 +120,8 @@ class SpeechStream:
         if not self.handle.finished:
             self.handle.listener = None
             self.handle.cancel()
+        self._frames.clear()
+        self._taken.set()  # a playout waiting in `writable` for this reader moves on to the next speech
         self._done.set()
 
 

@@ -3,10 +3,11 @@ that goes away frees its place. The engine is held at a gate, so the test decide
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import RunningServer, start_server
+from voxroom.streaming import api_speech
 from voxroom.streaming.api_speech import MAX_API_SPEECHES, ApiSpeaker
 
 
@@ -88,16 +90,59 @@ def test_ninth_speech_is_refused_with_retry_after_then_all_eight_are_said(
     assert speak(server, "Room again.")[0] == 200
 
 
-def test_a_caller_that_goes_away_frees_its_place(gated: tuple[RunningServer, GatedEngine]) -> None:
+class SlowReader(http.client.HTTPConnection):
+    """A client with a tiny receive window, so the server's socket fills after a few kilobytes."""
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(30)
+        self.sock.connect((self.host, self.port))
+
+
+def test_a_caller_that_hangs_up_mid_body_lets_the_next_one_through(
+        gated: tuple[RunningServer, GatedEngine], monkeypatch: pytest.MonkeyPatch) -> None:
     server, engine = gated
     speaker = speaker_of(server)
     engine.gate.set()
+    monkeypatch.setattr(api_speech, "BUFFER_FRAMES", 50)  # 1 s ahead of the reader, then the playout waits
+    port = int(server.base.rsplit(":", 1)[1])
+    conn = SlowReader("127.0.0.1", port)
     body = json.dumps({"model": "tts-1", "voice": "alloy", "response_format": "pcm",
-                       "input": " ".join(["A long line for a listener who leaves early."] * 40)}).encode()
-    req = urllib.request.Request(server.base + "/v1/audio/speech", data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {server.token}",
-                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as res:
-        assert res.read(4800)  # the first 100 ms, then hang up
+                       "input": " ".join(["A long line for a listener who stops reading."] * 30)})
+    conn.request("POST", "/v1/audio/speech", body, {"Authorization": f"Bearer {server.token}",
+                                                     "Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.read(4800)
+    wait_until(lambda: any(s.buffered >= 50 for s in list(speaker._open)))
+    with ThreadPoolExecutor(1) as pool:
+        behind = pool.submit(speak, server, "Waiting behind the stalled reader.")
+        wait_until(lambda: speaker.active == 2)
+        conn.close()  # and goes away: its speech is cancelled and the playout moves on to the next caller
+        status, _, audio = behind.result(60)
+    assert status == 200 and len(audio) > 24000
     wait_until(lambda: speaker.active == 0)
-    assert speak(server, "Still here.")[0] == 200
+
+
+async def test_a_reader_that_stalls_then_goes_away_does_not_block_the_playout(
+        stock_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The playout waits in `writable` for a reader whose buffer is full; releasing that reader must
+    wake it, or every speech queued behind would wait forever."""
+    import asyncio
+
+    from voxroom.agent.clock import SystemClock
+
+    monkeypatch.setattr(api_speech, "BUFFER_FRAMES", 50)
+    speaker = ApiSpeaker(stock_engine, SystemClock())
+    stalled = speaker.speak(" ".join(["Nobody reads this long line of speech."] * 10), None)
+    await stalled.first_frame()
+    async with asyncio.timeout(30):  # a guard against hanging, not a timing assertion
+        while stalled.buffered < 50 or stalled.handle.finished:
+            await asyncio.sleep(0.01)
+    behind = speaker.speak("The next caller.", None)
+    stalled.release()
+    async with asyncio.timeout(30):
+        audio = [frame async for frame in behind.frames()]
+    behind.release()
+    assert len(audio) > 25 and behind.handle.state == "done"
+    await speaker.close()
