@@ -156,3 +156,11 @@ def test_web_ui_language_names_and_the_ai_vtuber_body(live_server: RunningServer
             "fragment_interval": 0.3}
     status, headers, raw = post(live_server, f"/tts?token={live_server.token}", body)
     assert status == 200 and raw[:4] == b"RIFF"
+
+
+def test_a_token_in_the_path_is_kept_out_of_the_logs() -> None:
+    from voxroom.streaming.embedded import RedactCredentials
+
+    clean = RedactCredentials()._clean
+    assert clean("POST /st/vxr_abc-DEF_123/ HTTP/1.1") == "POST /st/[redacted] HTTP/1.1"
+    assert "vxr_" not in clean("GET /st/vxr_abc/speakers") and "/speakers" not in clean("GET /st/vxr_abc/speakers")
