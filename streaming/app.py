@@ -33,6 +33,7 @@ from voxroom.streaming.access import Access
 from voxroom.streaming.accounts import Account, Accounts, open_database
 from voxroom.streaming.bot_session import BotSession
 from voxroom.streaming.cohost_api import CoHostAPI
+from voxroom.streaming.compat_api import CompatAPI
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.connectors_api import ConnectorRuntime, ConnectorsApi, ConnectorStore
 from voxroom.streaming.rooms import Rooms
@@ -157,6 +158,7 @@ class VoxroomServer:
             Route("/api/voices/{voice}/reference", voices.replace_reference, methods=["PUT"]),
             Route("/api/voices/{voice}/sample.wav", voices.sample_wav),
             WebSocketRoute("/ws", self.bot_socket),
+            *CompatAPI(self).routes(),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ]
 
