@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from voxroom.models.engine import SynthesisError, Voice
+from voxroom.models.engine import Busy, Voice
 
 MAX_PIECES = 400  # pieces one handle may hold unplayed: a reply is a few, a 2,000-character say ~20
 
@@ -41,7 +41,7 @@ class SpeechState(StrEnum):
 ENDED = frozenset({SpeechState.DONE, SpeechState.CANCELLED, SpeechState.INTERRUPTED, SpeechState.FAILED})
 
 
-class SpeakerBusy(SynthesisError):
+class SpeakerBusy(Busy):
     """The speaker holds as many speeches as it takes; try again later (HTTP 429, protocol `busy`)."""
 
 

@@ -99,6 +99,10 @@ class SynthesisError(RuntimeError):
     """An engine could not speak a text (bad input, model failure); the message is for humans."""
 
 
+class Busy(SynthesisError):
+    """At capacity right now (an engine's batch or queue, a speaker's queue): try again shortly."""
+
+
 class EngineRouter:
     """One `Engine` over several: each speech goes to the engine its voice belongs to.
 

@@ -71,7 +71,8 @@ class VoxroomServer:
             submit_for=lambda room: room.cohost.agent.submit)
         self.connectors.store.prune(set())  # rooms live in memory: last run's connectors have no room
         configure_ice_addresses(config.ice_addresses)
-        self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
+        self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
+                             exception_handlers={404: http_errors.not_routed, 405: http_errors.not_routed})
         self.app.state.server = self
 
     def _ensure_owner(self) -> str:

@@ -14,8 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from voxroom.agent.speech import SpeakerBusy
-from voxroom.models.engine import SynthesisError
+from voxroom.models.engine import Busy, SynthesisError
 from voxroom.models.voice_store import VoiceStoreError
 from voxroom.streaming import protocol
 from voxroom.streaming.accounts import AuthError
@@ -26,8 +25,9 @@ CALLER_ERRORS: tuple[type[Exception], ...] = (AuthError, RoomError, protocol.Pro
                                               SynthesisError, ValueError, VoiceStoreError)
 
 
-_CODE_BY_STATUS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_big",
-                   415: "bad_media_type", 429: "busy", 500: "internal", 503: "full"}
+_CODE_BY_STATUS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                   405: "method_not_allowed", 413: "too_big", 415: "bad_media_type", 422: "cannot_say",
+                   429: "busy", 500: "internal", 503: "full"}
 
 
 def error_response(exc: Exception) -> JSONResponse:
@@ -38,8 +38,10 @@ def error_response(exc: Exception) -> JSONResponse:
         status = exc.status
     elif isinstance(exc, LookupError):
         status = 404
-    elif isinstance(exc, SpeakerBusy | SynthesisError):
+    elif isinstance(exc, Busy):
         status = 429
+    elif isinstance(exc, SynthesisError):
+        status = 422  # this text cannot be said (retrying will not help)
     elif isinstance(exc, VoiceStoreError):
         status = 500
     else:
@@ -88,3 +90,10 @@ async def json_body(request: Request) -> dict[str, Any]:
     except UnicodeEncodeError:
         raise protocol.ProtocolError("invalid_text", "strings must be valid Unicode (a lone surrogate is not)") from None
     return body
+
+
+async def not_routed(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (no such route or method), in the same shape as every other error."""
+    status = getattr(exc, "status_code", 404)
+    message = "no such route" if status == 404 else "this route does not take that method"
+    return _answer(message, status, _CODE_BY_STATUS.get(status, "error"))

@@ -365,16 +365,18 @@ class Playout:
         self._gain = gain
         return ramp(frame, start, gain)
 
+    def _to_sinks(self, frame: np.ndarray) -> None:
+        for sink in list(self.sinks):
+            try:
+                sink(frame)
+            except Exception:  # one broken consumer must not stop the room's audio for the others
+                log.exception("%s: frame sink failed; removing it", self.name)
+                self.sinks.remove(sink)
+
     async def _pacer(self) -> None:
         deadline = self.clock.now()
         while True:
-            frame = self._tick()
-            for sink in list(self.sinks):
-                try:
-                    sink(frame)
-                except Exception:
-                    log.exception("%s: frame sink failed; removing it", self.name)
-                    self.sinks.remove(sink)
+            self._to_sinks(self._tick())
             self.stats.ticks += 1
             deadline += TICK
             lag = self.clock.now() - deadline
@@ -392,8 +394,7 @@ class Playout:
             frame = self._take(item)
             if frame is None:
                 continue
-            for sink in list(self.sinks):
-                sink(frame)
+            self._to_sinks(frame)
             listener = item[0].listener
             writable = getattr(listener, "writable", None)
             if writable is not None:

@@ -182,13 +182,20 @@ MAX_INT_DIGITS = 30  # no field needs more; Python refuses to parse past 4,300 d
 def loads_bounded(data: str | bytes) -> Any:
     """json.loads with numbers bounded where they are parsed: at most MAX_INT_DIGITS digits, no NaN or
     Infinity (ValueError otherwise). Every JSON body voxroom reads goes through here."""
-    return json.loads(data, parse_int=_bounded_int, parse_constant=_no_constant)
+    return json.loads(data, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
 
 
 def _bounded_int(text: str) -> int | float:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise ValueError(f"an integer of {len(text)} digits is out of range")
     return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
 
 
 def _no_constant(name: str) -> float:

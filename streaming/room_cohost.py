@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
+import string
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,7 +158,11 @@ class RoomCoHost:
                         raise ValueError(f"unknown template kind {kind!r}; one of {sorted(DEFAULT_TEMPLATES['en'])}")
                     if not isinstance(template, str) or len(template) > 500:
                         raise ValueError("a template is text of at most 500 characters")
-                    fields = set(re.findall(r"{([^{}]*)}", template))
+                    try:  # a stray brace would fail every reply made with it, later and silently
+                        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+                    except ValueError:
+                        raise ValueError("a template's braces must pair up around a field name; "
+                                         "write {{ or }} for a brace itself") from None
                     if not fields <= TEMPLATE_FIELDS:
                         raise ValueError(f"templates may use only {sorted(TEMPLATE_FIELDS)} in braces")
                     self.read_aloud.set_template(lang, kind, template)

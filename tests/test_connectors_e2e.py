@@ -8,10 +8,10 @@ import asyncio
 from typing import Any
 
 import numpy as np
-from test_webrtc import join, mono
 from websockets.asyncio.server import ServerConnection
 
 from conftest import RunningServer
+from test_webrtc import join, mono
 from tests.connectors.wire import ws_server
 
 QUESTION = "@id=q-1;display-name=Quinn :quinn!quinn@quinn.tmi.twitch.tv PRIVMSG #show :?what game is this"

@@ -125,3 +125,28 @@ async def test_absurd_numbers_in_rest_bodies_are_400_with_a_code(live_server: Ru
         assert status == 400, (path, raw[:60], body)
         assert json.loads(body)["code"], body
     await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room_id}")
+
+
+def test_what_the_fuzzer_found_is_answered_clearly(live_server: RunningServer) -> None:
+    room_id, _ = create(live_server, "fuzzed")
+    # A template with a stray brace used to be accepted and then silently drop every reply using it.
+    for template in ("{user} says {text}{", "}{", "{user says"):
+        status, body = live_server.json("PATCH", f"/api/rooms/{room_id}/cohost",
+                                        {"templates": {"en": {"message": template}}})
+        assert status == 400 and body["code"] == "bad_request", (template, body)
+    assert live_server.json("PATCH", f"/api/rooms/{room_id}/cohost",
+                            {"templates": {"en": {"message": "{user}: {text} {{braces}}"}}})[0] == 200
+    # Routes that do not exist answer in the same JSON shape as every other error.
+    for method, path in (("GET", "/api/nope"), ("POST", f"/api/rooms/{room_id}/queue/0/%2F"),
+                         ("PUT", "/api/rooms")):
+        status, headers, body = live_server.request(method, path)
+        assert status in (404, 405) and headers["content-type"].startswith("application/json"), (path, body)
+        assert json.loads(body)["code"] in ("not_found", "method_not_allowed")
+    # 1e999 is out of range where it is parsed, like a huge integer.
+    status, _, body = live_server.request("POST", f"/api/rooms/{room_id}/say",
+                                          raw=b'{"text": "hi", "speed": 1e999}')
+    assert status == 400 and "out of range" in json.loads(body)["error"]
+    status, _, body = live_server.request("POST", f"/api/rooms/{room_id}/chat",
+                                          raw=b'{"type": "message", "user": "a", "text": "x", "timestamp": 1e999}')
+    assert status == 400
+    live_server.json("DELETE", f"/api/rooms/{room_id}")
