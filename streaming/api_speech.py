@@ -1,12 +1,12 @@
-"""Speech for one HTTP caller: the server's shared unpaced playout, and a response body per speech.
+"""Speech for one HTTP caller: an unpaced playout per request, a server-wide limit, a response body per speech.
 
 The compatibility APIs (OpenAI's `/v1/audio/speech`, GPT-SoVITS' `/tts`, SillyTavern) say text
-through `ApiSpeaker`: one unpaced `Playout` for the whole server, so their speeches count toward
-one limit (`MAX_API_SPEECHES` queued or speaking; past it `SpeakerBusy`, HTTP 429) and share one
-synthesis driver with every other word voxroom says. The playout says them one after another, as
-fast as the engine goes; each speech's frames wait in its `SpeechStream` (up to `BUFFER_FRAMES`,
-then the playout waits: back-pressure) until the response body takes them. A caller that goes
-away cancels its speech, which frees the playout for the next one.
+through `ApiSpeaker`: each request gets its own unpaced `Playout` (the one synthesis driver every
+word voxroom says goes through), so callers do not wait for each other, and all of them count toward
+one server-wide limit (`MAX_API_SPEECHES` at once; past it `SpeakerBusy`, HTTP 429). Frames leave as
+fast as the engine makes them; each speech's frames wait in its `SpeechStream` (up to
+`BUFFER_FRAMES`, then its playout waits: back-pressure) until the response body takes them. A
+caller that goes away cancels its speech and frees its place.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from voxroom.agent.clock import Clock
-from voxroom.agent.speech import SpeechHandle, SpeechState
+from voxroom.agent.speech import SpeakerBusy, SpeechHandle, SpeechState
 from voxroom.models.engine import Engine, SynthesisError, Voice, VoiceRef
 from voxroom.models.voice_store import VoiceNotFound
 from voxroom.streaming.accounts import Account
@@ -142,14 +142,13 @@ class SpeechResponse(StreamingResponse):
 
 
 class ApiSpeaker:
-    """The server's one playout for API speech; made on first use and closed again when idle."""
+    """API speech for the whole server: a playout per speech, at most `max_speeches` at once."""
 
     def __init__(self, engine: Engine, clock: Clock, max_speeches: int = MAX_API_SPEECHES) -> None:
         self.engine = engine
         self.clock = clock
         self.max_speeches = max_speeches
-        self._playout: Playout | None = None
-        self._open: set[SpeechStream] = set()
+        self._open: dict[SpeechStream, Playout] = {}
 
     @property
     def active(self) -> int:
@@ -158,33 +157,32 @@ class ApiSpeaker:
     def speak(self, text: str, voice: Voice | None, *, lang: str = "auto", speed: float = 1.0,
               source: str = "api") -> SpeechStream:
         """Queue `text`; SpeakerBusy (HTTP 429) when `max_speeches` are queued or speaking already."""
-        if self._playout is None:
-            self._playout = Playout(self.engine, self.clock, name="api", paced=False,
-                                    max_speeches=self.max_speeches)
-            self._playout.start()
+        if len(self._open) >= self.max_speeches:
+            raise SpeakerBusy(f"{self.max_speeches} API speeches are being said already; try again shortly")
         handle = SpeechHandle(voice=voice, lang=lang, speed=clamp_speed(speed), source=source)
         done = asyncio.Event()
         stream = SpeechStream(handle, done)
         handle.listener = stream
-        self._playout.speak(handle.say(text))  # SpeakerBusy propagates: nothing was queued
-        self._open.add(stream)
+        playout = Playout(self.engine, self.clock, name=f"api-{handle.id}", paced=False, max_speeches=1)
+        playout.start()
+        playout.speak(handle.say(text))
+        self._open[stream] = playout
         asyncio.get_running_loop().create_task(self._forget_when_done(stream, done))
         return stream
 
     async def _forget_when_done(self, stream: SpeechStream, done: asyncio.Event) -> None:
         await done.wait()  # the body has been read or abandoned (`SpeechResponse` always releases)
-        self._open.discard(stream)
-        if not self._open and self._playout is not None:
-            playout, self._playout = self._playout, None
+        playout = self._open.pop(stream, None)
+        if playout is not None:
             with contextlib.suppress(Exception):
                 await playout.close()
 
     async def close(self) -> None:
         for stream in list(self._open):
             stream.release()
-        if self._playout is not None:
-            playout, self._playout = self._playout, None
+        for playout in list(self._open.values()):
             await playout.close()
+        self._open.clear()
 
 
 def find_voice(server: VoxroomServer, account: Account, name: str,

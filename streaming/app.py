@@ -64,6 +64,7 @@ class VoxroomServer:
         self.voices.on_deleted.append(self._voice_deleted)
         self.voices_api = VoicesAPI(self, self.voices)
         self.cohost_api = CoHostAPI(self)
+        self.compat = CompatAPI(self)
         self.connectors = ConnectorsApi(
             ConnectorStore(self.db, config.data_dir / "connectors.key"),
             ConnectorRuntime(cohost_names=["cohost", "voxroom"], question_prefixes=["?", "Q:", "问"]),
@@ -98,6 +99,7 @@ class VoxroomServer:
         """Stop the chat connectors, fade out and close every room (peers, tasks), then flush and close
         the database."""
         await self.connectors.runtime.close()
+        await self.compat.speaker.close()
         await self.rooms.close()
         with contextlib.suppress(Exception):
             self.db.commit()
@@ -159,7 +161,7 @@ class VoxroomServer:
             Route("/api/voices/{voice}/reference", voices.replace_reference, methods=["PUT"]),
             Route("/api/voices/{voice}/sample.wav", voices.sample_wav),
             WebSocketRoute("/ws", self.bot_socket),
-            *CompatAPI(self).routes(),
+            *self.compat.routes(),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ]
 
