@@ -26,7 +26,7 @@ from voxroom.agent.clock import Clock
 from voxroom.agent.cohost import HostLine
 from voxroom.agent.lifecycle import EventBus, LifecycleEvent, SpeechEnded, SpeechStarted
 from voxroom.agent.speech import SpeakerBusy, SpeechHandle
-from voxroom.models.engine import Engine, Voice, VoiceRef
+from voxroom.models.engine import Busy, Engine, Voice, VoiceRef
 from voxroom.models.pcm import to_pcm16_bytes
 from voxroom.streaming import protocol
 from voxroom.streaming.accounts import Account, Accounts, AuthError
@@ -159,6 +159,9 @@ class BotSession:
             voice = self.voices(msg.voice, self.account) if msg.voice is not None else None
         except LookupError as exc:
             self.conn.send_refused(msg.id, protocol.ProtocolError("unknown_voice", str(exc), msg.id))
+            return
+        except Busy as exc:  # the voice is still being prepared
+            self.conn.send_refused(msg.id, protocol.ProtocolError("busy", str(exc), msg.id))
             return
         if msg.room is None:
             playout = self._direct_playout()

@@ -28,8 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from voxroom.agent.speech import SpeakerBusy
-from voxroom.models.engine import SynthesisError
+from voxroom.models.engine import Busy, SynthesisError
 from voxroom.streaming import http_errors, protocol
 from voxroom.streaming.access import Access
 from voxroom.streaming.accounts import Account, AuthError
@@ -135,7 +134,7 @@ def sovits_error(exc: Exception) -> JSONResponse:
     """api_v2's error answer: a status and {"message": …}."""
     if isinstance(exc, SovitsError):
         status, message = exc.status, exc.message
-    elif isinstance(exc, SpeakerBusy):
+    elif isinstance(exc, Busy):
         status, message = 429, str(exc)
     elif isinstance(exc, SynthesisError):
         status, message = 400, f"tts failed: {exc}"

@@ -19,8 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from voxroom.agent.speech import SpeakerBusy
-from voxroom.models.engine import SynthesisError
+from voxroom.models.engine import Busy, SynthesisError
 from voxroom.streaming import http_errors
 from voxroom.streaming.api_speech import (
     RETRY_AFTER_S,
@@ -58,7 +57,7 @@ def openai_error(exc: Exception) -> JSONResponse:
     """Any error a /v1 caller can cause, in OpenAI's error shape (voxroom's status and code kept)."""
     if isinstance(exc, OpenAIError):
         status, message, param, code = exc.status, exc.message, exc.param, exc.code
-    elif isinstance(exc, SynthesisError) and not isinstance(exc, SpeakerBusy):  # the text, not the load
+    elif isinstance(exc, SynthesisError) and not isinstance(exc, Busy):  # the text, not the load
         status, message, param, code = 400, f"the input could not be said: {exc}", "input", "synthesis_failed"
     else:
         answer = http_errors.error_response(exc)

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxroom.agent.clock import Clock
 from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio, encode_wav
-from voxroom.models.engine import Engine, EngineRouter, Voice, VoiceRef
+from voxroom.models.engine import Busy, Engine, EngineRouter, Voice, VoiceRef
 from voxroom.models.enrollment.analysis import EnrollmentAnalysis, analyse_upload
 from voxroom.models.enrollment.live import LiveCoach
 from voxroom.models.enrollment.scripts import SCRIPTS, script_for
@@ -114,7 +114,7 @@ class Voices:
         prompt = self.store.get_prompt(account.id, voice_id, CLONING_ENGINE)
         if prompt is None:
             self._prepare_later(account.id, record)
-            raise LookupError(f"voice {record.name!r} is still being prepared for GPT-SoVITS; try again shortly")
+            raise Busy(f"voice {record.name!r} is still being prepared for GPT-SoVITS; try again shortly")
         voice = Voice(id=voice_id, name=record.name, engine=CLONING_ENGINE, prompt=prompt)
         self._cache[voice_id] = voice
         return voice
