@@ -479,8 +479,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from voxroom.models.piper_voice import PiperVoiceEngine
+    from voxroom.streaming.cli import limit_malloc_arenas
     from voxroom.streaming.config import ServerConfig
     from voxroom.streaming.embedded import serve_in_thread
+
+    limit_malloc_arenas()  # as `voxroom serve` does
 
     capture = LogCapture()
     for name in ("uvicorn.error", "voxroom", ""):
