@@ -35,6 +35,7 @@ from voxroom.streaming.bot_session import BotSession
 from voxroom.streaming.cohost_api import CoHostAPI
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.connectors_api import ConnectorRuntime, ConnectorsApi, ConnectorStore
+from voxroom.streaming.room_store import RoomStore
 from voxroom.streaming.rooms import Rooms
 from voxroom.streaming.rooms_api import RoomsAPI
 from voxroom.streaming.voices_api import Voices, VoicesAPI
@@ -57,7 +58,7 @@ class VoxroomServer:
         self.db = open_database(config.data_dir / "voxroom.sqlite3")
         self.accounts = Accounts(self.db)
         self.owner_token = self._ensure_owner()
-        self.rooms = Rooms(engine, config, self.clock)
+        self.rooms = Rooms(engine, config, self.clock, RoomStore(self.db))
         self.access = Access(self.accounts, self.rooms)
         self.voices = Voices(config.data_dir, engine, self.clock)
         self.voices.on_deleted.append(self._voice_deleted)
@@ -68,7 +69,6 @@ class VoxroomServer:
             ConnectorRuntime(cohost_names=["cohost", "voxroom"], question_prefixes=["?", "Q:", "问"]),
             room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
             submit_for=lambda room: room.cohost.agent.submit)
-        self.connectors.store.prune(set())  # rooms live in memory: last run's connectors have no room
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
         self.app.state.server = self
@@ -89,8 +89,35 @@ class VoxroomServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.start()
         yield
         await self.close()
+
+    async def start(self) -> None:
+        """Bring back the stored rooms and their chat connectors (on the server's loop, before the
+        first request); connectors of rooms that are gone are forgotten."""
+        restored = self.rooms.restore(self._stored_voice)
+        if restored:
+            log.info("restored %d room(s) from the database", len(restored))
+        self.connectors.store.prune({room.id for room in self.rooms.all()})
+
+        def submit_for_room(room_id: str) -> Any:
+            room = next((r for r in self.rooms.all() if r.id == room_id), None)
+            return room.cohost.agent.submit if room is not None else None
+
+        try:
+            await self.connectors.runtime.resume(self.connectors.store, submit_for_room)
+        except ValueError as exc:  # credentials sealed under another key: the rooms still come back
+            log.warning("chat connectors not resumed: %s", exc)
+
+    def _stored_voice(self, owner_id: str, ref: str) -> Voice | None:
+        """A restored room's voice; one that was deleted or no longer loads falls back to the stock voice."""
+        owner = self.accounts.get(owner_id)
+        try:
+            return self.voices.voice(VoiceRef.parse(ref), owner) if owner is not None else None
+        except (LookupError, ValueError, OSError) as exc:
+            log.warning("a restored room's voice %s is not available (%s); it speaks with the stock voice", ref, exc)
+            return None
 
     async def close(self) -> None:
         """Stop the chat connectors, fade out and close every room (peers, tasks), then flush and close
@@ -129,6 +156,7 @@ class VoxroomServer:
         for room in self.rooms.all():
             if room.cohost.agent.voice is not None and room.cohost.agent.voice.id == voice_id:
                 room.cohost.agent.voice = None
+                self.rooms.save(room)
 
     # -- routes -----------------------------------------------------------------------------------
     def _routes(self) -> list[Any]:

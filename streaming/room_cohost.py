@@ -46,6 +46,7 @@ class RoomCoHost:
         self.room_id = room_id
         self.playout = playout
         self.read_aloud = ReadAloud()
+        self.persona = ""  # kept in read-aloud mode too, for when an LLM is set
         self.llm: LLMReplies | None = None
         if config.openai_base_url:
             self.llm = LLMReplies(base_url=config.openai_base_url, api_key=config.openai_api_key or "none",
@@ -103,7 +104,7 @@ class RoomCoHost:
         turns = self.agent.turns
         return {
             "mode": "llm" if self.llm is not None else "read_aloud",
-            "persona": self.llm.persona if self.llm is not None else None,
+            "persona": self.persona if self.llm is not None else None,
             "policy": str(turns.policy),
             "idle_after": turns.idle_after,
             "blocked_words": self.agent.moderator.blocked_words,
@@ -119,7 +120,7 @@ class RoomCoHost:
                 raise ValueError("'persona' must be text of at most 4000 characters")
             if self.llm is None:
                 raise ValueError("a persona needs an LLM endpoint (set OPENAI_BASE_URL); read-aloud mode has none")
-            self.llm.persona = body["persona"]
+            self.persona = self.llm.persona = body["persona"]
         if "policy" in body:
             try:
                 policy = HostSpeechPolicy(body["policy"])
@@ -159,3 +160,32 @@ class RoomCoHost:
                     self.read_aloud.set_template(lang, kind, template)
         if voice is not False:
             self.agent.voice = voice if isinstance(voice, Voice) else None
+
+    # -- durable settings (streaming/room_store.py) ---------------------------------------------
+    def stored_settings(self) -> dict[str, Any]:
+        """What a restart brings back: every setting the host chose, the voice by its reference."""
+        turns = self.agent.turns
+        return {
+            "persona": self.persona,
+            "policy": str(turns.policy),
+            "idle_after": turns.idle_after,
+            "blocked_words": self.agent.moderator.blocked_words,
+            "templates": self.read_aloud.templates,
+            "voice": str(VoiceRef.of(self.agent.voice)),
+        }
+
+    def restore(self, stored: Mapping[str, Any], voice: Voice | None) -> None:
+        """Settings read back at server start. Each is applied on its own, so one that no longer
+        passes (a template field since removed) costs only itself, with a warning."""
+        persona = stored.get("persona")
+        if isinstance(persona, str):
+            self.persona = persona[:4000]
+            if self.llm is not None:
+                self.llm.persona = self.persona
+        for name in ("policy", "idle_after", "blocked_words", "templates"):
+            if name in stored:
+                try:
+                    self.update({name: stored[name]})
+                except ValueError as exc:
+                    log.warning("room %s: stored setting %r not restored: %s", self.room_id, name, exc)
+        self.agent.voice = voice
