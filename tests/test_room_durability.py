@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import sqlite3
+import stat
+import time
 import urllib.error
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import start_server
+from conftest import start_server
 from tests.test_cli_signals import call, serving
 
 SETTINGS = {
@@ -47,6 +49,7 @@ def test_room_settings_and_grants_survive_kill_9(tmp_path: Path) -> None:
         # The restored room keeps writing through: a change now survives the next start too.
         call(base, token, "PATCH", f"/api/rooms/{room['id']}/cohost", {"policy": "drop"})
 
+    assert stat.S_IMODE((tmp_path / "grant.key").stat().st_mode) == 0o600  # the key the links are signed with
     db = sqlite3.connect(tmp_path / "voxroom.sqlite3")
     assert db.execute("SELECT json_extract(settings, '$.policy') FROM rooms").fetchall() == [("drop",)]
 
@@ -81,3 +84,18 @@ def test_chat_connectors_resume_with_their_room(tmp_path: Path, stock_engine: An
         assert connector["channel"] == "somebody"
         assert connector["status"]["state"] != "stopped"  # running again: connecting or waiting to retry
         assert [r.room_id for r in second.server.connectors.store.all()] == [room["id"]]
+
+
+def test_listener_links_may_last_30_days_and_host_grants_a_week(live_server: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "long links"})
+    grants = f"/api/rooms/{room['id']}/grants"
+    status, body = live_server.json("POST", grants, {"role": "listener", "ttl": 30 * 86400})
+    assert status == 201
+    assert live_server.server.accounts.check_grant(body["grant"]).expires > time.time() + 29.9 * 86400
+    for bad in ({"role": "listener", "ttl": 31 * 86400}, {"role": "listener", "ttl": 59},
+                {"role": "host", "ttl": 8 * 86400}, {"role": "bot", "ttl": 30 * 86400}):
+        status, body = live_server.json("POST", grants, bad)
+        assert status == 400 and body["code"] and "ttl" in body["error"], bad
+    # The overlay link handed out at creation is the long-lived one.
+    overlay_grant = room["overlay_url"].split("grant=", 1)[1]
+    assert live_server.server.accounts.check_grant(overlay_grant).expires > time.time() + 29.9 * 86400
