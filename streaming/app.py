@@ -35,6 +35,7 @@ from voxroom.streaming.bot_session import BotSession
 from voxroom.streaming.cohost_api import CoHostAPI
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.connectors_api import ConnectorRuntime, ConnectorsApi, ConnectorStore
+from voxroom.streaming.llm_api import LLMApi, LLMStore
 from voxroom.streaming.room_store import RoomStore
 from voxroom.streaming.rooms import Rooms
 from voxroom.streaming.rooms_api import RoomsAPI
@@ -69,6 +70,9 @@ class VoxroomServer:
             ConnectorRuntime(cohost_names=["cohost", "voxroom"], question_prefixes=["?", "Q:", "问"]),
             room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
             submit_for=lambda room: room.cohost.agent.submit)
+        self.llm = LLMApi(self, LLMStore(self.db, config.data_dir / "llm.key"), config.llm_settings(),
+                          apply=self.rooms.use_llm)
+        self.rooms.llm_for = self.llm.effective
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
         self.app.state.server = self
@@ -128,6 +132,11 @@ class VoxroomServer:
             self.db.commit()
         self.db.close()
 
+    def replies_banner(self) -> str:
+        """The start-up line that says how the owner's rooms answer chat."""
+        owner = self.accounts.by_token(self.owner_token)
+        return "Replies: " + self.llm.describe(owner.id)
+
     def console_url(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
         return f"http://{host}:{self.config.port}/console#token={self.owner_token}"
@@ -172,6 +181,7 @@ class VoxroomServer:
             *RoomsAPI(self).routes(),
             *self.cohost_api.routes(),
             *WebRTCAPI(self).routes(),
+            *self.llm.routes(),
             Route("/api/rooms/{room}/connectors", self.connectors.create, methods=["POST"]),
             Route("/api/rooms/{room}/connectors", self.connectors.list, methods=["GET"]),
             Route("/api/rooms/{room}/connectors/{connector}", self.connectors.delete, methods=["DELETE"]),

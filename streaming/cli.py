@@ -77,6 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
         if uv_server.started:
             config.port = sock.getsockname()[1]
             print(f"voxroom is serving. Open the host console:\n    {server.console_url()}", flush=True)
+            print(server.replies_banner(), flush=True)
             if not engine.can_clone:
                 print("Voice: the stock voice (cannot clone). For GPT-SoVITS: `voxroom models pull v2pro`, "
                       "then `voxroom serve --models DIR`.", flush=True)

@@ -29,7 +29,7 @@ from voxroom.agent.speech_queue import SpeechQueue
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
 from voxroom.models.engine import Voice, VoiceRef
 from voxroom.models.vad import StreamingVad
-from voxroom.streaming.config import ServerConfig
+from voxroom.streaming.config import LLMSettings, ServerConfig
 from voxroom.streaming.playout import Playout
 
 log = logging.getLogger(__name__)
@@ -42,22 +42,31 @@ class RoomCoHost:
     """A room's co-host: the agent loop, its settings, and the host-speaking reactions."""
 
     def __init__(self, room_id: str, playout: Playout, turns: TurnTaking, events: EventBus, clock: Clock,
-                 config: ServerConfig) -> None:
+                 config: ServerConfig, llm: LLMSettings | None | bool = False) -> None:
+        """`llm`: the endpoint for replies (None: read-aloud; False: the server's, from `config`)."""
         self.room_id = room_id
         self.playout = playout
         self.read_aloud = ReadAloud()
         self.persona = ""  # kept in read-aloud mode too, for when an LLM is set
         self.llm: LLMReplies | None = None
-        if config.openai_base_url:
-            self.llm = LLMReplies(base_url=config.openai_base_url, api_key=config.openai_api_key or "none",
-                                  model=config.llm_model, fallback=self.read_aloud)
-        replies: ReplySource = self.llm if self.llm is not None else self.read_aloud
-        self.agent = CoHost(speaker=playout, replies=replies, clock=clock, events=events,
+        self.agent = CoHost(speaker=playout, replies=self.read_aloud, clock=clock, events=events,
                             queue=SpeechQueue(clock), moderator=Moderator(clock),
                             turns=turns, cohost_names=["cohost", "voxroom"],
                             question_prefixes=["?", "Q:", "问"])
+        self.use_llm(config.llm_settings() if llm is False else llm if isinstance(llm, LLMSettings) else None)
         self.vad = StreamingVad()
         self._task: asyncio.Task[None] | None = None
+
+    def use_llm(self, settings: LLMSettings | None) -> None:
+        """Answer with this endpoint from the next reply on (None: read-aloud); the persona carries over,
+        the model's short memory starts afresh."""
+        if settings is None:
+            self.llm = None
+        else:
+            self.llm = LLMReplies(base_url=settings.base_url, api_key=settings.api_key or "none",
+                                  model=settings.model, persona=self.persona, fallback=self.read_aloud)
+        replies: ReplySource = self.llm if self.llm is not None else self.read_aloud
+        self.agent.replies = replies
 
     def start(self) -> None:
         if self._task is None:
@@ -119,7 +128,8 @@ class RoomCoHost:
             if not isinstance(body["persona"], str) or len(body["persona"]) > 4000:
                 raise ValueError("'persona' must be text of at most 4000 characters")
             if self.llm is None:
-                raise ValueError("a persona needs an LLM endpoint (set OPENAI_BASE_URL); read-aloud mode has none")
+                raise ValueError("a persona needs an LLM endpoint (set one in the console or OPENAI_BASE_URL); "
+                                 "read-aloud mode has none")
             self.persona = self.llm.persona = body["persona"]
         if "policy" in body:
             try:

@@ -22,7 +22,7 @@ from voxroom.agent.lifecycle import EventBus, LifecycleEvent
 from voxroom.agent.speech import SpeechHandle
 from voxroom.agent.turns import TurnTaking
 from voxroom.models.engine import Engine, Voice
-from voxroom.streaming.config import ServerConfig
+from voxroom.streaming.config import LLMSettings, ServerConfig
 from voxroom.streaming.host_input import AudioCallback, HostMicrophone
 from voxroom.streaming.playout import Playout
 from voxroom.streaming.room_cohost import RoomCoHost
@@ -129,6 +129,8 @@ class Rooms:
         self.config = config
         self.clock = clock if clock is not None else SystemClock()
         self.store = store
+        # The LLM endpoint an owner's rooms answer with (the app sets the console's per-account one).
+        self.llm_for: Callable[[str], LLMSettings | None] = lambda owner: config.llm_settings()
         self._rooms: dict[str, Room] = {}
 
     def create(self, owner: str, name: str) -> Room:
@@ -158,13 +160,18 @@ class Rooms:
         if self.store is not None and room.id in self._rooms:
             self.store.save(StoredRoom(room.id, room.owner, room.name, room.created, room.cohost.stored_settings()))
 
+    def use_llm(self, owner: str, settings: LLMSettings | None) -> None:
+        """An owner's LLM setting changed: every room of theirs answers with it from the next reply."""
+        for room in self.for_owner(owner):
+            room.cohost.use_llm(settings)
+
     def _open(self, room_id: str, owner: str, name: str, created: float) -> Room:
         events = EventBus(f"room-{room_id}")
         turns = TurnTaking(self.clock)
         playout = Playout(self.engine, self.clock, name=f"room-{room_id}", events=events, turns=turns)
         fanout = OpusFanout()
         playout.sinks.append(fanout)
-        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config)
+        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config, self.llm_for(owner))
         room = Room(id=room_id, name=name, owner=owner, playout=playout, fanout=fanout,
                     cohost=cohost, events=events, created=created)
         events.subscribe(room.caption)

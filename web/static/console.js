@@ -36,9 +36,9 @@ async function loadCohost(room) {
   const st = state.settings;
   $("cohost-panel").hidden = false;
   $("cohost-mode").textContent = st.mode === "llm"
-    ? t("Answers chat with the LLM endpoint configured on the server.", "用服务器上配置的 LLM 回答聊天。")
-    : t("Read-aloud mode: reads chosen messages and thanks gifters (set OPENAI_BASE_URL on the server for LLM replies).",
-      "朗读模式：读出选中的消息并感谢送礼的观众（在服务器上设置 OPENAI_BASE_URL 即可用 LLM 回复）。");
+    ? t("Answers chat with the LLM endpoint set under Replies.", "用“回复”中设置的 LLM 回答聊天。")
+    : t("Read-aloud mode: reads chosen messages and thanks gifters (set an LLM under Replies for answers).",
+      "朗读模式：读出选中的消息并感谢送礼的观众（在“回复”中设置 LLM 即可用它回答）。");
   $("persona-box").hidden = st.mode !== "llm";
   $("persona").value = st.persona || "";
   $("policy").value = st.policy;
@@ -224,9 +224,52 @@ $("say-form").onsubmit = async (e) => {
   }
 };
 
+// The account's LLM endpoint: the key is write-only (the server says only whether one is stored).
+function showLlm(view) {
+  $("llm-panel").hidden = false;
+  $("llm-url").value = view.base_url || "";
+  $("llm-model").value = view.model || "";
+  $("llm-key").value = "";
+  $("llm-key").placeholder = view.has_api_key ? t("saved; leave empty to keep", "已保存；留空则保留") : t("none", "无");
+  $("llm-mode").textContent = view.mode === "llm"
+    ? t(`Your rooms answer chat with ${view.model} at ${view.base_url}`, `你的直播间用 ${view.base_url} 上的 ${view.model} 回答聊天`)
+      + (view.source === "server" ? t(" (set on the server).", "（服务器上设置）。") : ".")
+    : t("Read-aloud mode: no LLM set. Set one here and every room answers with it.", "朗读模式：未设置 LLM。在这里设置后，所有直播间都会用它回答。");
+}
+
+function llmBody() {
+  const body = { base_url: $("llm-url").value.trim() || null, model: $("llm-model").value.trim() };
+  if ($("llm-key").value) body.api_key = $("llm-key").value;
+  return body;
+}
+
+async function saveLlm(body) {
+  try {
+    showLlm(await api("/api/llm", { method: "PUT", body: JSON.stringify(body) }));
+    $("llm-status").textContent = t("saved", "已保存");
+    if (current) loadCohost(current).catch(() => {});
+  } catch (err) {
+    $("llm-status").textContent = err.message;
+  }
+}
+
+$("llm-save").onclick = () => saveLlm(llmBody());
+$("llm-clear").onclick = () => saveLlm({ base_url: null });
+$("llm-test").onclick = async () => {
+  $("llm-status").textContent = t("testing…", "测试中…");
+  try {
+    const body = $("llm-url").value.trim() ? llmBody() : {};
+    const r = await api("/api/llm/test", { method: "POST", body: JSON.stringify(body) });
+    $("llm-status").textContent = r.ok ? `${t("works", "可用")}${r.error ? ": " + r.error : ""}` : `${t("does not work", "不可用")}: ${r.error}`;
+  } catch (err) {
+    $("llm-status").textContent = err.message;
+  }
+};
+
 (async () => {
   if (!token) { $("auth-error").hidden = false; return; }
   try {
+    api("/api/llm").then(showLlm).catch(() => {});
     const voices = await api("/api/voices");
     if (voices.advice) { $("voice-notice").hidden = false; $("voice-notice").textContent = cannotCloneNotice(voices.advice); }
     $("voice").innerHTML = "";
