@@ -21,6 +21,9 @@ function renderQueue() {
   }
 }
 
+const showVoiceNote = () => { $("voice-lang-note").hidden = $("voice").value !== "stock"; };
+$("voice").addEventListener("change", showVoiceNote);
+
 let templates = {};
 function showTemplate() {
   const lang = $("template-lang").value, kind = $("template-kind").value;
@@ -43,6 +46,7 @@ async function loadCohost(room) {
   $("persona").value = st.persona || "";
   $("policy").value = st.policy;
   $("voice").value = st.voice || "stock";
+  showVoiceNote();
   $("idle").value = st.idle_after || "";
   $("blocked").value = st.blocked_words.join(", ");
   templates = st.templates || {};
@@ -109,6 +113,12 @@ function follow(room) {
       queue.delete(e.id);
       const p = document.createElement("p");
       p.textContent = `${e.state === "done" ? "✓" : "✗ (" + e.state + ")"} ${e.text}`;
+      if (e.error) {  // e.g. the stock voice refusing Chinese or Japanese: say why nothing was heard
+        const why = document.createElement("span");
+        why.className = "error";
+        why.textContent = ` — ${e.error}`;
+        p.append(why);
+      }
       $("captions").prepend(p);
     }
     renderQueue();
