@@ -135,7 +135,8 @@ async function select(room) {
   $("room-title").textContent = room.name;
   const url = new URL(room.listen_url || `/r/${room.id}`, location.href).href;
   $("listen-link").href = url;
-  $("listen-link").textContent = url;
+  $("listener-count").textContent = room.listeners || 0;
+  stopListening();
   follow(room);
   loadCohost(room).catch((e) => alert(e.message));
   let overlay = room.overlay_url;
@@ -145,7 +146,6 @@ async function select(room) {
   }
   overlay = new URL(overlay, location.href).href;
   $("overlay-link").href = overlay;
-  $("overlay-link").textContent = overlay;
   const until = new Date(Date.now() + OVERLAY_TTL_S * 1000).toLocaleDateString(UI_LANG === "zh" ? "zh-CN" : undefined);
   $("overlay-note").textContent = t(`This overlay link works until ${until} (30 days), also across server restarts. Open this room again here for a new one.`,
     `此 OBS 链接有效期至 ${until}（30 天），服务器重启后仍然有效。到期前在这里重新打开直播间即可得到新链接。`);
@@ -195,29 +195,159 @@ $("mic").onclick = async () => {
   $("mic").textContent = t("Stop using my microphone", "停止使用我的麦克风");
 };
 
+// The room list, kept fresh: listener counts change as people come and go, so the list is read
+// again every few seconds (and at once after a change made here).
+const ROOM_POLL_MS = 2000;
+const roomButtons = new Map();
+
+function roomLabel(room) {
+  return `${room.name} (${room.listeners} ${t("listening", "人在听")})`;
+}
+
 async function loadRooms() {
   const { rooms } = await api("/api/rooms");
-  const list = $("rooms");
-  list.innerHTML = rooms.length ? "" : `<li class="muted">${t("no rooms yet", "还没有直播间")}</li>`;
-  for (const room of rooms) {
-    const li = document.createElement("li");
-    const open = document.createElement("button");
-    open.textContent = `${room.name} (${room.listeners} ${t("listening", "人在听")})`;
-    open.onclick = async () => {
-      const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener" }) });
-      select({ ...room, listen_url: `/r/${room.id}?grant=${grant}` });
-    };
-    li.append(open);
-    list.append(li);
+  const ids = rooms.map((r) => r.id).join(",");
+  if (ids !== [...roomButtons.keys()].join(",")) {
+    const list = $("rooms");
+    list.innerHTML = rooms.length ? "" : `<li class="muted">${t("no rooms yet", "还没有直播间")}</li>`;
+    roomButtons.clear();
+    for (const room of rooms) {
+      const li = document.createElement("li");
+      li.dataset.room = room.id;
+      const open = document.createElement("button");
+      open.className = "open-room";
+      open.onclick = async () => {
+        const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener" }) });
+        select({ ...room, listen_url: `/r/${room.id}?grant=${grant}` });
+      };
+      const del = document.createElement("button");
+      del.className = "danger delete-room";
+      del.textContent = t("Delete", "删除");
+      del.style.marginLeft = ".4rem";
+      del.onclick = () => deleteRoom(room);
+      li.append(open, del);
+      list.append(li);
+      roomButtons.set(room.id, open);
+    }
   }
+  for (const room of rooms) {
+    roomButtons.get(room.id).textContent = roomLabel(room);
+    if (current && current.id === room.id) $("listener-count").textContent = room.listeners;
+  }
+}
+
+async function deleteRoom(room) {
+  if (!confirm(t(`Delete the room "${room.name}"? Its links stop working.`, `删除直播间“${room.name}”？它的链接将失效。`))) return;
+  try {
+    await api(`/api/rooms/${room.id}`, { method: "DELETE" });
+  } catch (err) {
+    $("create-status").textContent = err.message;
+    return;
+  }
+  if (current && current.id === room.id) {
+    stopListening();
+    if (events) events.close();
+    current = events = null;
+    $("room-panel").hidden = $("cohost-panel").hidden = true;
+  }
+  await loadRooms();
 }
 
 $("create-room").onsubmit = async (e) => {
   e.preventDefault();
-  const room = await api("/api/rooms", { method: "POST", body: JSON.stringify({ name: $("room-name").value }) });
+  $("create-status").textContent = "";
+  let room;
+  try {
+    room = await api("/api/rooms", { method: "POST", body: JSON.stringify({ name: $("room-name").value }) });
+  } catch (err) {
+    $("create-status").textContent = err.status === 429
+      ? t(`You already have the most rooms an account may have (${err.message.match(/\d+/) || 20}). Delete one to make a new one.`,
+        `你的直播间数量已达上限（${err.message.match(/\d+/) || 20} 个）。删除一个后才能新建。`)
+      : err.message;
+    return;
+  }
   await loadRooms();
   select(room);
 };
+
+// "Listen here": the console joins the room over WHEP like a listener page and measures what arrives
+// (window.voxroomStats), so the host hears the co-host without opening another tab.
+const stats = (window.voxroomStats = { listening: false, state: "idle", meterFrames: 0, loudFrames: 0, peakRms: 0 });
+let listenPc = null, listenSession = null, listenCtx = null, listenTimer = null;
+
+function stopListening() {
+  if (listenSession) fetch(listenSession, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+  if (listenPc) listenPc.close();
+  clearInterval(listenTimer);
+  if (listenCtx) listenCtx.close();
+  listenPc = listenSession = listenCtx = null;
+  stats.listening = false;
+  stats.state = "idle";
+  $("listen-here").textContent = t("Listen here", "在这里收听");
+  $("listen-status").textContent = "";
+}
+
+function meter(stream) {
+  listenCtx = new AudioContext();
+  const analyser = listenCtx.createAnalyser();
+  analyser.fftSize = 2048;
+  listenCtx.createMediaStreamSource(stream).connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  listenTimer = setInterval(() => {
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const v of buf) sum += v * v;
+    const rms = Math.sqrt(sum / buf.length);
+    stats.meterFrames += 1;
+    stats.peakRms = Math.max(stats.peakRms, rms);
+    if (rms > 0.01) stats.loudFrames += 1;
+  }, 50);
+}
+
+$("listen-here").onclick = async () => {
+  if (listenPc) { stopListening(); return; }
+  const room = current;
+  const pc = (listenPc = new RTCPeerConnection());
+  stats.listening = true;
+  stats.state = "connecting";
+  $("listen-here").textContent = t("Stop listening", "停止收听");
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.ontrack = (event) => {
+    const stream = event.streams[0] || new MediaStream([event.track]);
+    $("listen-player").srcObject = stream;
+    $("listen-player").play().catch(() => {});
+    meter(stream);
+  };
+  pc.onconnectionstatechange = () => {
+    stats.state = pc.connectionState;
+    $("listen-status").textContent = pc.connectionState === "connected" ? t("listening", "收听中") : pc.connectionState;
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); setTimeout(r, 2000); });
+  const res = await fetch(`/rooms/${room.id}/whep`, { method: "POST", body: pc.localDescription.sdp,
+    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` } });
+  if (res.status !== 201) {
+    const body = await res.json().catch(() => ({}));
+    stopListening();
+    $("listen-status").textContent = `${t("cannot listen", "无法收听")}: ${body.error || res.status}`;
+    return;
+  }
+  listenSession = res.headers.get("Location");
+  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+};
+
+for (const button of document.querySelectorAll("button.copy")) {
+  button.onclick = async () => {
+    const link = $(button.dataset.copy).href;
+    try {
+      await navigator.clipboard.writeText(link);
+      button.textContent = t("Copied", "已复制");
+    } catch (err) {
+      window.prompt(t("Copy this link:", "复制此链接："), link);
+    }
+    setTimeout(() => { button.textContent = t("Copy", "复制"); }, 1500);
+  };
+}
 
 $("say-form").onsubmit = async (e) => {
   e.preventDefault();
@@ -278,6 +408,7 @@ $("llm-test").onclick = async () => {
 
 (async () => {
   if (!token) { $("auth-error").hidden = false; return; }
+  $("create-room").hidden = false;
   try {
     api("/api/llm").then(showLlm).catch(() => {});
     const voices = await api("/api/voices");
@@ -291,6 +422,7 @@ $("llm-test").onclick = async () => {
       $("voice").append(option);
     }
     await loadRooms();
+    setInterval(() => loadRooms().catch(() => {}), ROOM_POLL_MS);
   } catch (err) {
     $("auth-error").hidden = false;
     $("auth-error").textContent = `${t("Cannot use this console", "无法使用此控制台")}: ${err.message}`;
