@@ -150,7 +150,7 @@ class ConnectorStore:
         self.db.execute("DELETE FROM connectors WHERE id = ?", (record.id,))
 
     def prune(self, room_ids: set[str]) -> int:
-        """Forget connectors of rooms not in `room_ids` (rooms live in memory: at start, none survive)."""
+        """Forget connectors of rooms not in `room_ids` (at start: the rooms that came back from the store)."""
         gone = [r for r in self.all() if r.room_id not in room_ids]
         for record in gone:
             self.delete(record)
