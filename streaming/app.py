@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 
 from voxroom.agent.clock import Clock, SystemClock
 from voxroom.models.engine import Engine, Voice, VoiceRef
+from voxroom.models.voice_store import VoiceNotFound, VoiceStoreError
 from voxroom.streaming import http_errors
 from voxroom.streaming.access import Access
 from voxroom.streaming.accounts import Account, Accounts, open_database
@@ -115,12 +116,21 @@ class VoxroomServer:
             log.warning("chat connectors not resumed: %s", exc)
 
     def _stored_voice(self, owner_id: str, ref: str) -> Voice | None:
-        """A restored room's voice; one that was deleted or no longer loads falls back to the stock voice."""
+        """A restored room's voice (VoiceNotFound, a LookupError, when it was deleted). One still being
+        prepared for GPT-SoVITS sounds like the stock voice until the host picks it again."""
         owner = self.accounts.get(owner_id)
+        if owner is None:
+            raise LookupError("the room's owner is gone")
+        parsed = VoiceRef.parse(ref)
+        if parsed.id is None:
+            return None
         try:
-            return self.voices.voice(VoiceRef.parse(ref), owner) if owner is not None else None
-        except (LookupError, ValueError, OSError) as exc:
-            log.warning("a restored room's voice %s is not available (%s); it speaks with the stock voice", ref, exc)
+            self.voices.store.get(owner.id, parsed.id)
+            return self.voices.voice(parsed, owner)
+        except VoiceNotFound:
+            raise  # the voice was deleted: the room goes back to the stock voice
+        except (LookupError, VoiceStoreError) as exc:  # not ready, or unreadable now: the choice is kept
+            log.warning("a restored room's voice %s cannot speak yet (%s); the stock voice speaks for now", ref, exc)
             return None
 
     async def close(self) -> None:
@@ -163,8 +173,10 @@ class VoxroomServer:
 
     def _voice_deleted(self, voice_id: str) -> None:
         for room in self.rooms.all():
-            if room.cohost.agent.voice is not None and room.cohost.agent.voice.id == voice_id:
+            if room.cohost.voice_choice.id == voice_id or (
+                    room.cohost.agent.voice is not None and room.cohost.agent.voice.id == voice_id):
                 room.cohost.agent.voice = None
+                room.cohost.voice_choice = VoiceRef()
                 self.rooms.save(room)
 
     # -- routes -----------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ class RoomCoHost:
         self.playout = playout
         self.read_aloud = ReadAloud()
         self.persona = ""  # kept in read-aloud mode too, for when an LLM is set
+        # The voice the host chose. Without a cloning engine a recorded voice speaks as the stock voice
+        # (agent.voice is None), but the choice is kept, shown and stored for when cloning is set up.
+        self.voice_choice = VoiceRef()
         self.llm: LLMReplies | None = None
         self.agent = CoHost(speaker=playout, replies=self.read_aloud, clock=clock, events=events,
                             queue=SpeechQueue(clock), moderator=Moderator(clock),
@@ -118,11 +121,12 @@ class RoomCoHost:
             "idle_after": turns.idle_after,
             "blocked_words": self.agent.moderator.blocked_words,
             "templates": self.read_aloud.templates,
-            "voice": str(VoiceRef.of(self.agent.voice)),
+            "voice": str(self.voice_choice),
         }
 
     def update(self, body: Mapping[str, Any], voice: Voice | None | bool = False) -> None:
-        """Apply console settings; `voice` False = unchanged, None = the stock voice."""
+        """Apply console settings; `voice` (the body's "voice", looked up by the caller) False = unchanged,
+        None = the stock voice's sound."""
         turns = self.agent.turns
         if "persona" in body:
             if not isinstance(body["persona"], str) or len(body["persona"]) > 4000:
@@ -170,6 +174,7 @@ class RoomCoHost:
                     self.read_aloud.set_template(lang, kind, template)
         if voice is not False:
             self.agent.voice = voice if isinstance(voice, Voice) else None
+            self.voice_choice = VoiceRef.parse(body.get("voice")) if "voice" in body else VoiceRef.of(self.agent.voice)
 
     # -- durable settings (streaming/room_store.py) ---------------------------------------------
     def stored_settings(self) -> dict[str, Any]:
@@ -181,11 +186,12 @@ class RoomCoHost:
             "idle_after": turns.idle_after,
             "blocked_words": self.agent.moderator.blocked_words,
             "templates": self.read_aloud.templates,
-            "voice": str(VoiceRef.of(self.agent.voice)),
+            "voice": str(self.voice_choice),
         }
 
     def restore(self, stored: Mapping[str, Any], voice: Voice | None) -> None:
-        """Settings read back at server start. Each is applied on its own, so one that no longer
+        """Settings read back at server start; `voice` is the stored choice looked up (None: its sound is
+        the stock voice's). Each is applied on its own, so one that no longer
         passes (a template field since removed) costs only itself, with a warning."""
         persona = stored.get("persona")
         if isinstance(persona, str):
@@ -198,4 +204,8 @@ class RoomCoHost:
                     self.update({name: stored[name]})
                 except ValueError as exc:
                     log.warning("room %s: stored setting %r not restored: %s", self.room_id, name, exc)
+        try:
+            self.voice_choice = VoiceRef.parse(stored.get("voice"))
+        except ValueError:
+            self.voice_choice = VoiceRef()
         self.agent.voice = voice

@@ -142,7 +142,8 @@ class Rooms:
 
     def restore(self, voice_for: Callable[[str, str], Voice | None]) -> list[Room]:
         """Bring back every stored room (at server start, on the running loop). `voice_for(owner,
-        voice_ref)`: the room's voice, None for the stock voice or one that is gone."""
+        voice_ref)`: the room's voice (None: it sounds like the stock voice for now); LookupError or
+        ValueError for one that is gone, and the room goes back to the stock voice."""
         if self.store is None:
             return []
         restored = []
@@ -150,8 +151,16 @@ class Rooms:
             if stored.id in self._rooms:
                 continue
             room = self._open(stored.id, stored.owner, stored.name, stored.created)
-            ref = stored.settings.get("voice")
-            room.cohost.restore(stored.settings, voice_for(stored.owner, ref) if isinstance(ref, str) else None)
+            settings, voice = stored.settings, None
+            ref = settings.get("voice")
+            if isinstance(ref, str):
+                try:
+                    voice = voice_for(stored.owner, ref)
+                except (LookupError, ValueError) as exc:
+                    log.warning("room %s: its voice %s is gone (%s); it speaks with the stock voice", room.id, ref, exc)
+                    settings = {**settings, "voice": "stock"}
+            room.cohost.restore(settings, voice)
+            self.save(room)
             restored.append(room)
         return restored
 

@@ -51,6 +51,7 @@ def test_llm_set_from_the_console_switches_rooms_and_survives_a_restart(tmp_path
             assert status == 200 and view["mode"] == "llm" and view["source"] == "console" and view["has_api_key"]
             assert SECRET not in str(view)
             assert srv.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["mode"] == "llm"
+            assert srv.json("PATCH", f"/api/rooms/{room['id']}/cohost", {"persona": "Calm and kind."})[0] == 200
 
             srv.json("POST", f"/api/rooms/{room['id']}/chat", {"type": "message", "user": "ana", "text": "hello?"})
             wait_for(lambda: fake.requests)
@@ -72,7 +73,8 @@ def test_llm_set_from_the_console_switches_rooms_and_survives_a_restart(tmp_path
 
     with running(tmp_path, stock_engine) as srv:
         assert srv.json("GET", "/api/llm")[1]["source"] == "console"
-        assert srv.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["mode"] == "llm"
+        settings = srv.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]
+        assert settings["mode"] == "llm" and settings["persona"] == "Calm and kind."
         status, view = srv.json("PUT", "/api/llm", {"base_url": None})
         assert status == 200 and view["mode"] == "read_aloud"
         assert srv.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["mode"] == "read_aloud"

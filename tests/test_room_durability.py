@@ -12,6 +12,8 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import start_server
 from tests.test_cli_signals import call, serving
 
@@ -99,3 +101,23 @@ def test_listener_links_may_last_30_days_and_host_grants_a_week(live_server: Any
     # The overlay link handed out at creation is the long-lived one.
     overlay_grant = room["overlay_url"].split("grant=", 1)[1]
     assert live_server.server.accounts.check_grant(overlay_grant).expires > time.time() + 29.9 * 86400
+
+
+def test_a_room_keeps_its_voice_and_forgets_it_when_deleted(tmp_path: Path, stock_engine: Any) -> None:
+    from test_voices_server import SPEECH, recording, upload
+
+    if not (SPEECH / "README.md").is_file():
+        pytest.skip("../shared/speech is not here")
+    running = contextlib.contextmanager(start_server)
+    with running(tmp_path, stock_engine) as first:
+        status, made = upload(first, recording()[0])
+        assert status == 201, made
+        voice_id = made["voice"]["id"]
+        _, room = first.json("POST", "/api/rooms", {"name": "my voice"})
+        assert first.json("PATCH", f"/api/rooms/{room['id']}/cohost", {"voice": voice_id})[0] == 200
+    with running(tmp_path, stock_engine) as second:
+        assert second.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["voice"] == voice_id
+        assert second.json("DELETE", f"/api/voices/{voice_id}")[0] == 200
+        assert second.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["voice"] == "stock"
+    with running(tmp_path, stock_engine) as third:
+        assert third.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["voice"] == "stock"
