@@ -48,6 +48,7 @@ def test_listener_count_follows_listeners_coming_and_going(live_server: Any, bro
                               timeout=15000)
     listener.close()
     console.close()
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200  # the shared server caps rooms
 
 
 def test_deleting_a_room_from_the_console(live_server: Any, browser: Any) -> None:
@@ -88,6 +89,7 @@ def test_listen_here_plays_the_cohost_in_the_console(live_server: Any, browser: 
     console.wait_for_function("!window.voxroomStats.listening")
     assert console.inner_text("#listen-here") == "Listen here"
     console.close()
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200
 
 
 def test_no_create_room_without_a_token(live_server: Any, browser: Any) -> None:
@@ -131,9 +133,10 @@ def test_console_says_why_a_chinese_line_was_not_spoken(live_server: Any, browse
     console = open_console(live_server, browser)
     console.click(room_button(room["id"]))
     console.wait_for_function("document.querySelector('#room-title').innerText === 'Chinese line'")
-    assert console.is_visible("#voice-lang-note")
+    console.wait_for_selector("#voice-lang-note", state="visible")
     console.fill("#say-text", "大家好，欢迎来到直播间")
     console.click("#say-form button[type=submit]")
     console.wait_for_function("document.querySelector('#captions').innerText.includes('speaks English only')",
                               timeout=15000)
     console.close()
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200

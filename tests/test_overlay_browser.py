@@ -34,6 +34,7 @@ def test_overlay_with_an_expired_link_says_so(live_server: Any, browser: Any) ->
     assert page.is_visible("#problem")
     assert "Ask the host for a new one" in page.inner_text("#problem")
     page.close()
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200  # the shared server caps rooms
 
 
 def test_listener_page_with_a_forged_link_says_it_was_refused(live_server: Any, browser: Any) -> None:
@@ -43,6 +44,7 @@ def test_listener_page_with_a_forged_link_says_it_was_refused(live_server: Any, 
     page.wait_for_function(PROBLEM_SHOWN % "refused", timeout=15000)
     assert page.is_visible("#problem")
     page.close()
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200
 
 
 def test_overlay_comes_back_after_a_server_restart(tmp_path: Path, stock_engine: Any, browser: Any) -> None:

@@ -70,3 +70,4 @@ def test_a_chinese_line_in_a_stock_voice_room_ends_failed_with_the_note_and_no_a
     [ended] = [e for e in history if e["type"] == "speech.ended" and e["id"] == said["id"]]
     assert ended["state"] == "failed" and ended["error"] == ENGLISH_ONLY and ended["frames"] == 0
     assert not any(live_server.engine.produced.get(t) for t in (text, text + "。"))
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200  # the shared server caps rooms

@@ -410,7 +410,6 @@ $("llm-test").onclick = async () => {
   if (!token) { $("auth-error").hidden = false; return; }
   $("create-room").hidden = false;
   try {
-    api("/api/llm").then(showLlm).catch(() => {});
     const voices = await api("/api/voices");
     if (voices.advice) { $("voice-notice").hidden = false; $("voice-notice").textContent = cannotCloneNotice(voices.advice); }
     $("voice").innerHTML = "";
@@ -423,6 +422,7 @@ $("llm-test").onclick = async () => {
     }
     await loadRooms();
     setInterval(() => loadRooms().catch(() => {}), ROOM_POLL_MS);
+    showLlm(await api("/api/llm"));
   } catch (err) {
     $("auth-error").hidden = false;
     $("auth-error").textContent = `${t("Cannot use this console", "无法使用此控制台")}: ${err.message}`;

@@ -110,6 +110,7 @@ async function join() {
 
 async function connect() {
   if (!wanted || refused) return;
+  clearTimeout(whepTimer);  // this attempt replaces any that was scheduled
   dropPeer();
   stats.state = "connecting";
   setStatus("connecting…");
@@ -122,12 +123,14 @@ async function connect() {
     startMeter(stream);
   };
   peer.onconnectionstatechange = () => {
+    if (peer !== pc) return;
     stats.state = peer.connectionState;
     if (peer.connectionState === "connected") { whepTries = 0; clearProblem(); setStatus("listening"); }
     if (peer.connectionState === "failed" || peer.connectionState === "disconnected") rejoinLater();
   };
   await peer.setLocalDescription(await peer.createOffer());
   await waitForIce(peer);
+  if (peer !== pc) return;  // a newer attempt took over while this one gathered candidates
   let res;
   try {
     res = await fetch(`/rooms/${encodeURIComponent(roomId)}/whep`, {
@@ -147,6 +150,7 @@ async function connect() {
     else { showProblem(`could not join: ${reason}; trying again`); rejoinLater(); }
     return;
   }
+  if (peer !== pc) return;
   session = res.headers.get("Location");
   await peer.setRemoteDescription({ type: "answer", sdp: await res.text() });
   stats.joins = (stats.joins || 0) + 1;
