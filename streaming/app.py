@@ -108,12 +108,9 @@ class VoxroomServer:
 
         def submit_for_room(room_id: str) -> Any:
             room = next((r for r in self.rooms.all() if r.id == room_id), None)
-            return room.cohost.agent.submit if room is not None else None
+            return room.cohost.agent.submit if room is not None else None  # same as ConnectorsApi.submit_for
 
-        try:
-            await self.connectors.runtime.resume(self.connectors.store, submit_for_room)
-        except ValueError as exc:  # credentials sealed under another key: the rooms still come back
-            log.warning("chat connectors not resumed: %s", exc)
+        await self.connectors.runtime.resume(self.connectors.store, submit_for_room)
 
     def _stored_voice(self, owner_id: str, ref: str) -> Voice | None:
         """A restored room's voice (VoiceNotFound, a LookupError, when it was deleted). One still being

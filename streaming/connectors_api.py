@@ -212,7 +212,12 @@ class ConnectorRuntime:
         for record in store.all():
             submit = submit_for_room(record.room_id)
             if submit is not None and record.id not in self.running:
-                self.start(record, store.credentials(record), submit)
+                try:
+                    credentials = store.credentials(record)
+                except ValueError as exc:  # sealed under another key: this one stays stopped, the rest run
+                    log.warning("%s; not started", exc)
+                    continue
+                self.start(record, credentials, submit)
                 started += 1
         return started
 
