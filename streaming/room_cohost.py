@@ -185,7 +185,10 @@ class RoomCoHost:
             "policy": str(turns.policy),
             "idle_after": turns.idle_after,
             "blocked_words": self.agent.moderator.blocked_words,
-            "templates": self.read_aloud.templates,
+            # Only what the host changed: a later version's better defaults still reach old rooms.
+            "templates": {lang: changed for lang, table in self.read_aloud.templates.items()
+                          if (changed := {kind: text for kind, text in table.items()
+                                          if DEFAULT_TEMPLATES.get(lang, {}).get(kind) != text})},
             "voice": str(self.voice_choice),
         }
 

@@ -122,3 +122,11 @@ def test_a_room_keeps_its_voice_and_forgets_it_when_deleted(tmp_path: Path, stoc
         assert second.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["voice"] == "stock"
     with running(tmp_path, stock_engine) as third:
         assert third.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["voice"] == "stock"
+
+
+def test_only_changed_templates_are_stored(tmp_path: Path, stock_engine: Any) -> None:
+    with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as server:
+        _, room = server.json("POST", "/api/rooms", {"name": "templates"})
+        server.json("PATCH", f"/api/rooms/{room['id']}/cohost", {"templates": {"zh": {"gift": "谢谢{user}！"}}})
+        [stored] = server.server.rooms.store.all()
+        assert stored.settings["templates"] == {"zh": {"gift": "谢谢{user}！"}}
