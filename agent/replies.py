@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 from voxroom.agent.events import ChatEvent, EventKind
 from voxroom.agent.paid_rules import PaidEventRules
 from voxroom.models.text_pieces import clean_for_speech
+
+log = logging.getLogger(__name__)
 
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -238,8 +241,10 @@ class LLMReplies:
             client = AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0,
                                  timeout=total_timeout)
         self.client = client
+        self.base_url = base_url
         self.model = model
         self.persona = persona
+        self._failing = False  # in a run of failures: warned once, quiet until the endpoint answers again
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.first_token_timeout = first_token_timeout
@@ -318,16 +323,27 @@ class LLMReplies:
                 yield delta
         except Exception as error:  # any failure of the model falls back: never silence
             self.stats.last_error = f"{type(error).__name__}: {error}"[:300]
+            self._warn_failing()
             if clean_for_speech(said):
                 return  # part of the reply is already out: end it there rather than restart
             self.stats.fallbacks += 1
             yield self.fallback_text(event)
             return
+        if self._failing:
+            self._failing = False
+            log.info("LLM at %s answers again", self.base_url)
         if not clean_for_speech(said):
             # Nothing sayable (empty, only emoji or a link): read the event instead of staying silent.
             self.stats.fallbacks += 1
             self.stats.last_error = "reply had nothing to say aloud"
             yield self.fallback_text(event)
+
+    def _warn_failing(self) -> None:
+        """One warning line (no traceback) when the endpoint starts failing, not one per chat message."""
+        if not self._failing:
+            self._failing = True
+            log.warning("LLM at %s failed (%s); replies fall back to read-aloud until it answers again",
+                        self.base_url, self.stats.last_error)
 
     def fallback_text(self, event: ChatEvent) -> str:
         """What to say when the model fails: the event read aloud (a thank-you for a gift)."""

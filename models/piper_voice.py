@@ -11,6 +11,7 @@ the rest is still being synthesized.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,22 @@ STOCK_VOICE_ID = "stock"
 # Piper normalizes every sentence to full scale by default; we normalize to a lower peak to keep
 # headroom for the Opus encoder and the fade paths.
 OUTPUT_PEAK = 0.7
+# espeak-ng's English voice reads each Chinese, Japanese or Korean character as "Chinese letter",
+# "Japanese letter"…: such text is refused (mostly CJK) or said without those characters.
+CJK_RUN = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
+                     "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff]+")
+ENGLISH_ONLY = "the stock voice speaks English only; clone a voice for Chinese/Japanese"
+
+
+def english_part(text: str) -> str:
+    """What of `text` the English stock voice can say: SynthesisError when it is mostly Chinese,
+    Japanese or Korean (half its letters or more), else the text with those characters left out."""
+    letters = sum(ch.isalpha() for ch in text)
+    cjk = sum(len(run) for run in CJK_RUN.findall(text))
+    if cjk and cjk * 2 >= letters:
+        raise SynthesisError(ENGLISH_ONLY)
+    return " ".join(CJK_RUN.sub(" ", text).split()) if cjk else text
+
 class PiperVoiceEngine:
     """`Engine` over a Piper ONNX voice (default: the packaged en_US-joe-medium)."""
 
@@ -74,7 +91,7 @@ class PiperVoiceEngine:
 
     def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
         """Whole text at once (blocking); used by tests and benchmarks as the reference output."""
-        parts = [self.synthesize_phonemes(self.phonemes(p), speed) for p in self.pieces(text)]
+        parts = [self.synthesize_phonemes(self.phonemes(english_part(p)), speed) for p in self.pieces(text)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     async def stream(
@@ -87,7 +104,7 @@ class PiperVoiceEngine:
             )
         if not 0.5 <= speed <= 2.0:
             raise SynthesisError("speed must be between 0.5 and 2.0")
-        text = text.strip()
+        text = english_part(text.strip())  # refused before any audio when the whole text is CJK
         if not text:
             return
         for piece in self.pieces(text):

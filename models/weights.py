@@ -62,6 +62,23 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP clients' transport errors: huggingface_hub 2 speaks httpx2; httpx is caught too in case a
+    version of it is the one in use. Each is optional."""
+    errors: list[type[BaseException]] = []
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
 def pull(
     version: str,
     target: Path,
@@ -89,7 +106,11 @@ def pull(
             expected = (meta.etag or "").strip('"').lower()
             local = Path(hf_hub_download(HF_REPO, name, local_dir=target, endpoint=endpoint))
         except (HfHubHTTPError, OSError) as exc:
-            raise WeightsError(f"could not download {name} from {endpoint or 'the Hugging Face hub'}: {exc}") from None
+            raise WeightsError(f"could not download {name} from {endpoint or 'the Hugging Face hub'}: "
+                               f"{_first_line(exc)}") from None
+        except _network_errors() as exc:  # no network, refused, DNS, TLS, timeouts: one plain line
+            raise WeightsError(f"cannot reach {endpoint or 'the Hugging Face hub'} ({_first_line(exc)}); check the "
+                               "network or set HF_ENDPOINT to a mirror") from None
         actual = sha256_of(local)
         if _SHA256.match(expected) and actual != expected:
             local.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 
 from voxroom.agent.clock import Clock, SystemClock
 from voxroom.models.engine import Engine, Voice, VoiceRef
+from voxroom.models.voice_store import VoiceNotFound, VoiceStoreError
 from voxroom.streaming import http_errors
 from voxroom.streaming.access import Access
 from voxroom.streaming.accounts import Account, Accounts, open_database
@@ -36,6 +37,8 @@ from voxroom.streaming.cohost_api import CoHostAPI
 from voxroom.streaming.compat_api import CompatAPI
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.connectors_api import ConnectorRuntime, ConnectorsApi, ConnectorStore
+from voxroom.streaming.llm_api import LLMApi, LLMStore
+from voxroom.streaming.room_store import RoomStore
 from voxroom.streaming.rooms import Rooms
 from voxroom.streaming.rooms_api import RoomsAPI
 from voxroom.streaming.voices_api import Voices, VoicesAPI
@@ -58,7 +61,7 @@ class VoxroomServer:
         self.db = open_database(config.data_dir / "voxroom.sqlite3")
         self.accounts = Accounts(self.db)
         self.owner_token = self._ensure_owner()
-        self.rooms = Rooms(engine, config, self.clock)
+        self.rooms = Rooms(engine, config, self.clock, RoomStore(self.db))
         self.access = Access(self.accounts, self.rooms)
         self.voices = Voices(config.data_dir, engine, self.clock)
         self.voices.on_deleted.append(self._voice_deleted)
@@ -70,7 +73,9 @@ class VoxroomServer:
             ConnectorRuntime(cohost_names=["cohost", "voxroom"], question_prefixes=["?", "Q:", "问"]),
             room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
             submit_for=lambda room: room.cohost.agent.submit)
-        self.connectors.store.prune(set())  # rooms live in memory: last run's connectors have no room
+        self.llm = LLMApi(self, LLMStore(self.db, config.data_dir / "llm.key"), config.llm_settings(),
+                          apply=self.rooms.use_llm)
+        self.rooms.llm_for = self.llm.effective
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
                              exception_handlers={404: http_errors.not_routed, 405: http_errors.not_routed})
@@ -92,8 +97,41 @@ class VoxroomServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.start()
         yield
         await self.close()
+
+    async def start(self) -> None:
+        """Bring back the stored rooms and their chat connectors (on the server's loop, before the
+        first request); connectors of rooms that are gone are forgotten."""
+        restored = self.rooms.restore(self._stored_voice)
+        if restored:
+            log.info("restored %d room(s) from the database", len(restored))
+        self.connectors.store.prune({room.id for room in self.rooms.all()})
+
+        def submit_for_room(room_id: str) -> Any:
+            room = next((r for r in self.rooms.all() if r.id == room_id), None)
+            return room.cohost.agent.submit if room is not None else None  # same as ConnectorsApi.submit_for
+
+        await self.connectors.runtime.resume(self.connectors.store, submit_for_room)
+
+    def _stored_voice(self, owner_id: str, ref: str) -> Voice | None:
+        """A restored room's voice (VoiceNotFound, a LookupError, when it was deleted). One still being
+        prepared for GPT-SoVITS sounds like the stock voice until the host picks it again."""
+        owner = self.accounts.get(owner_id)
+        if owner is None:
+            raise LookupError("the room's owner is gone")
+        parsed = VoiceRef.parse(ref)
+        if parsed.id is None:
+            return None
+        try:
+            self.voices.store.get(owner.id, parsed.id)
+            return self.voices.voice(parsed, owner)
+        except VoiceNotFound:
+            raise  # the voice was deleted: the room goes back to the stock voice
+        except (LookupError, VoiceStoreError) as exc:  # not ready, or unreadable now: the choice is kept
+            log.warning("a restored room's voice %s cannot speak yet (%s); the stock voice speaks for now", ref, exc)
+            return None
 
     async def close(self) -> None:
         """Stop the chat connectors, fade out and close every room (peers, tasks), then flush and close
@@ -104,6 +142,11 @@ class VoxroomServer:
         with contextlib.suppress(Exception):
             self.db.commit()
         self.db.close()
+
+    def replies_banner(self) -> str:
+        """The start-up line that says how the owner's rooms answer chat."""
+        owner = self.accounts.by_token(self.owner_token)
+        return "Replies: " + self.llm.describe(owner.id)
 
     def console_url(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
@@ -131,8 +174,11 @@ class VoxroomServer:
 
     def _voice_deleted(self, voice_id: str) -> None:
         for room in self.rooms.all():
-            if room.cohost.agent.voice is not None and room.cohost.agent.voice.id == voice_id:
+            if room.cohost.voice_choice.id == voice_id or (
+                    room.cohost.agent.voice is not None and room.cohost.agent.voice.id == voice_id):
                 room.cohost.agent.voice = None
+                room.cohost.voice_choice = VoiceRef()
+                self.rooms.save(room)
 
     # -- routes -----------------------------------------------------------------------------------
     def _routes(self) -> list[Any]:
@@ -148,6 +194,7 @@ class VoxroomServer:
             *RoomsAPI(self).routes(),
             *self.cohost_api.routes(),
             *WebRTCAPI(self).routes(),
+            *self.llm.routes(),
             Route("/api/rooms/{room}/connectors", self.connectors.create, methods=["POST"]),
             Route("/api/rooms/{room}/connectors", self.connectors.list, methods=["GET"]),
             Route("/api/rooms/{room}/connectors/{connector}", self.connectors.delete, methods=["DELETE"]),

@@ -41,6 +41,15 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"voxroom: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.models_dir is not None:
+        # Checked before torch or any model loads, so a wrong directory is refused at once.
+        from voxroom.models.weights import WeightsError, best_installed
+
+        try:
+            best_installed(config.models_dir)
+        except WeightsError as exc:
+            print(f"voxroom: cannot use --models {config.models_dir}: {exc}", file=sys.stderr)
+            return 2
 
     from voxroom.models.engine import Engine, EngineRouter
     from voxroom.models.piper_voice import PiperVoiceEngine
@@ -79,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         if uv_server.started:
             config.port = sock.getsockname()[1]
             print(f"voxroom is serving. Open the host console:\n    {server.console_url()}", flush=True)
+            print(server.replies_banner(), flush=True)
             if not engine.can_clone:
                 print("Voice: the stock voice (cannot clone). For GPT-SoVITS: `voxroom models pull v2pro`, "
                       "then `voxroom serve --models DIR`.", flush=True)
@@ -190,8 +200,18 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("voxroom")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voxroom", description="AI voice co-host for live rooms")
+    parser.add_argument("--version", action="version", version=f"voxroom {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server (defaults: 127.0.0.1:8080, stock voice)")
     serve.add_argument("--host", help="address to listen on (VOXROOM_HOST; default 127.0.0.1)")

@@ -64,7 +64,10 @@ class CoHostAPI:
             voice: Voice | None | bool = False
             if "voice" in body:
                 voice = self.server.voice(VoiceRef.parse(body["voice"]), self.access.owner_of(room))
-            room.cohost.update(body, voice)
+            try:
+                room.cohost.update(body, voice)
+            finally:  # a body refused halfway has still changed what came before the bad field
+                self.server.rooms.save(room)
             return room.cohost.settings()
         return await guard(run)
 

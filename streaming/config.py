@@ -25,6 +25,18 @@ def default_data_dir(environ: dict[str, str] | None = None) -> Path:
     return Path(base) / "voxroom"
 
 
+@dataclass(frozen=True)
+class LLMSettings:
+    """An OpenAI-compatible endpoint for the co-host's replies (the server's, or an account's own)."""
+
+    base_url: str
+    model: str
+    api_key: str = ""
+
+    def describe(self) -> str:
+        return f"LLM at {self.base_url}, model {self.model}"
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -43,6 +55,12 @@ class ServerConfig:
     llm_model: str = "gpt-4o-mini"
     log_level: str = "info"
     config_file: Path | None = None
+
+    def llm_settings(self) -> LLMSettings | None:
+        """The server's own LLM endpoint (None: read-aloud unless an account sets one in the console)."""
+        if not self.openai_base_url:
+            return None
+        return LLMSettings(self.openai_base_url, self.llm_model, self.openai_api_key or "")
 
 
 class ConfigError(ValueError):

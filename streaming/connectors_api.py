@@ -150,7 +150,7 @@ class ConnectorStore:
         self.db.execute("DELETE FROM connectors WHERE id = ?", (record.id,))
 
     def prune(self, room_ids: set[str]) -> int:
-        """Forget connectors of rooms not in `room_ids` (rooms live in memory: at start, none survive)."""
+        """Forget connectors of rooms not in `room_ids` (at start: the rooms that came back from the store)."""
         gone = [r for r in self.all() if r.room_id not in room_ids]
         for record in gone:
             self.delete(record)
@@ -212,7 +212,12 @@ class ConnectorRuntime:
         for record in store.all():
             submit = submit_for_room(record.room_id)
             if submit is not None and record.id not in self.running:
-                self.start(record, store.credentials(record), submit)
+                try:
+                    credentials = store.credentials(record)
+                except ValueError as exc:  # sealed under another key: this one stays stopped, the rest run
+                    log.warning("%s; not started", exc)
+                    continue
+                self.start(record, credentials, submit)
                 started += 1
         return started
 

@@ -30,7 +30,7 @@ from voxroom.agent.speech_queue import SpeechQueue
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
 from voxroom.models.engine import Voice, VoiceRef
 from voxroom.models.vad import StreamingVad
-from voxroom.streaming.config import ServerConfig
+from voxroom.streaming.config import LLMSettings, ServerConfig
 from voxroom.streaming.playout import Playout
 
 log = logging.getLogger(__name__)
@@ -43,24 +43,37 @@ class RoomCoHost:
     """A room's co-host: the agent loop, its settings, and the host-speaking reactions."""
 
     def __init__(self, room_id: str, playout: Playout, turns: TurnTaking, events: EventBus, clock: Clock,
-                 config: ServerConfig) -> None:
+                 config: ServerConfig, llm: LLMSettings | None | bool = False) -> None:
+        """`llm`: the endpoint for replies (None: read-aloud; False: the server's, from `config`)."""
         self.room_id = room_id
         self.playout = playout
         self.read_aloud = ReadAloud()
+        self.persona = ""  # kept in read-aloud mode too, for when an LLM is set
+        # The voice the host chose. Without a cloning engine a recorded voice speaks as the stock voice
+        # (agent.voice is None), but the choice is kept, shown and stored for when cloning is set up.
+        self.voice_choice = VoiceRef()
         self.llm: LLMReplies | None = None
-        if config.openai_base_url:
-            self.llm = LLMReplies(base_url=config.openai_base_url, api_key=config.openai_api_key or "none",
-                                  model=config.llm_model, fallback=self.read_aloud)
-        replies: ReplySource = self.llm if self.llm is not None else self.read_aloud
         # Batching small gifts holds them back for a window: a room opts in (PATCH cohost paid_rules).
         self.paid_rules = PaidEventRules(batch_window_s=0.0)
         self.read_aloud.apply_rules(self.paid_rules)
-        self.agent = CoHost(speaker=playout, replies=replies, clock=clock, events=events,
+        self.agent = CoHost(speaker=playout, replies=self.read_aloud, clock=clock, events=events,
                             queue=SpeechQueue(clock, paid_rules=self.paid_rules), moderator=Moderator(clock),
                             turns=turns, cohost_names=["cohost", "voxroom"],
                             question_prefixes=["?", "Q:", "问"])
+        self.use_llm(config.llm_settings() if llm is False else llm if isinstance(llm, LLMSettings) else None)
         self.vad = StreamingVad()
         self._task: asyncio.Task[None] | None = None
+
+    def use_llm(self, settings: LLMSettings | None) -> None:
+        """Answer with this endpoint from the next reply on (None: read-aloud); the persona carries over,
+        the model's short memory starts afresh."""
+        if settings is None:
+            self.llm = None
+        else:
+            self.llm = LLMReplies(base_url=settings.base_url, api_key=settings.api_key or "none",
+                                  model=settings.model, persona=self.persona, fallback=self.read_aloud)
+        replies: ReplySource = self.llm if self.llm is not None else self.read_aloud
+        self.agent.replies = replies
 
     def start(self) -> None:
         if self._task is None:
@@ -107,24 +120,26 @@ class RoomCoHost:
         turns = self.agent.turns
         return {
             "mode": "llm" if self.llm is not None else "read_aloud",
-            "persona": self.llm.persona if self.llm is not None else None,
+            "persona": self.persona if self.llm is not None else None,
             "policy": str(turns.policy),
             "idle_after": turns.idle_after,
             "blocked_words": self.agent.moderator.blocked_words,
             "templates": self.read_aloud.templates,
-            "voice": str(VoiceRef.of(self.agent.voice)),
+            "voice": str(self.voice_choice),
             "paid_rules": self.paid_rules.as_dict(),
         }
 
     def update(self, body: Mapping[str, Any], voice: Voice | None | bool = False) -> None:
-        """Apply console settings; `voice` False = unchanged, None = the stock voice."""
+        """Apply console settings; `voice` (the body's "voice", looked up by the caller) False = unchanged,
+        None = the stock voice's sound."""
         turns = self.agent.turns
         if "persona" in body:
             if not isinstance(body["persona"], str) or len(body["persona"]) > 4000:
                 raise ValueError("'persona' must be text of at most 4000 characters")
             if self.llm is None:
-                raise ValueError("a persona needs an LLM endpoint (set OPENAI_BASE_URL); read-aloud mode has none")
-            self.llm.persona = body["persona"]
+                raise ValueError("a persona needs an LLM endpoint (set one in the console or OPENAI_BASE_URL); "
+                                 "read-aloud mode has none")
+            self.persona = self.llm.persona = body["persona"]
         if "policy" in body:
             try:
                 policy = HostSpeechPolicy(body["policy"])
@@ -174,3 +189,42 @@ class RoomCoHost:
             self.read_aloud.apply_rules(self.paid_rules)
         if voice is not False:
             self.agent.voice = voice if isinstance(voice, Voice) else None
+            self.voice_choice = VoiceRef.parse(body.get("voice")) if "voice" in body else VoiceRef.of(self.agent.voice)
+
+    # -- durable settings (streaming/room_store.py) ---------------------------------------------
+    def stored_settings(self) -> dict[str, Any]:
+        """What a restart brings back: every setting the host chose, the voice by its reference."""
+        turns = self.agent.turns
+        return {
+            "persona": self.persona,
+            "policy": str(turns.policy),
+            "idle_after": turns.idle_after,
+            "blocked_words": self.agent.moderator.blocked_words,
+            # Only what the host changed: a later version's better defaults still reach old rooms.
+            "templates": {lang: changed for lang, table in self.read_aloud.templates.items()
+                          if (changed := {kind: text for kind, text in table.items()
+                                          if DEFAULT_TEMPLATES.get(lang, {}).get(kind) != text})},
+            "voice": str(self.voice_choice),
+            "paid_rules": self.paid_rules.as_dict(),
+        }
+
+    def restore(self, stored: Mapping[str, Any], voice: Voice | None) -> None:
+        """Settings read back at server start; `voice` is the stored choice looked up (None: its sound is
+        the stock voice's). Each is applied on its own, so one that no longer
+        passes (a template field since removed) costs only itself, with a warning."""
+        persona = stored.get("persona")
+        if isinstance(persona, str):
+            self.persona = persona[:4000]
+            if self.llm is not None:
+                self.llm.persona = self.persona
+        for name in ("policy", "idle_after", "blocked_words", "templates", "paid_rules"):
+            if name in stored:
+                try:
+                    self.update({name: stored[name]})
+                except ValueError as exc:
+                    log.warning("room %s: stored setting %r not restored: %s", self.room_id, name, exc)
+        try:
+            self.voice_choice = VoiceRef.parse(stored.get("voice"))
+        except ValueError:
+            self.voice_choice = VoiceRef()
+        self.agent.voice = voice

@@ -21,11 +21,12 @@ from voxroom.agent.clock import Clock, SystemClock
 from voxroom.agent.lifecycle import EventBus, LifecycleEvent
 from voxroom.agent.speech import SpeechHandle
 from voxroom.agent.turns import TurnTaking
-from voxroom.models.engine import Engine
-from voxroom.streaming.config import ServerConfig
+from voxroom.models.engine import Engine, Voice
+from voxroom.streaming.config import LLMSettings, ServerConfig
 from voxroom.streaming.host_input import AudioCallback, HostMicrophone
 from voxroom.streaming.playout import Playout
 from voxroom.streaming.room_cohost import RoomCoHost
+from voxroom.streaming.room_store import RoomStore, StoredRoom
 from voxroom.streaming.webrtc import ListenerSession, OpusFanout
 
 log = logging.getLogger(__name__)
@@ -121,24 +122,67 @@ def _admit(room: Room, admitted_as: tuple[str, ...]) -> None:
 
 
 class Rooms:
-    def __init__(self, engine: Engine, config: ServerConfig, clock: Clock | None = None) -> None:
+    def __init__(self, engine: Engine, config: ServerConfig, clock: Clock | None = None,
+                 store: RoomStore | None = None) -> None:
+        """`store`: where rooms are kept across restarts (None: in memory only)."""
         self.engine = engine
         self.config = config
         self.clock = clock if clock is not None else SystemClock()
+        self.store = store
+        # The LLM endpoint an owner's rooms answer with (the app sets the console's per-account one).
+        self.llm_for: Callable[[str], LLMSettings | None] = lambda owner: config.llm_settings()
         self._rooms: dict[str, Room] = {}
 
     def create(self, owner: str, name: str) -> Room:
         if sum(r.owner == owner for r in self._rooms.values()) >= MAX_ROOMS_PER_ACCOUNT:
             raise RoomError(f"an account may have at most {MAX_ROOMS_PER_ACCOUNT} rooms", 429)
-        room_id = secrets.token_urlsafe(8)
+        room = self._open(secrets.token_urlsafe(8), owner, name[:100] or "room", time.time())
+        self.save(room)
+        return room
+
+    def restore(self, voice_for: Callable[[str, str], Voice | None]) -> list[Room]:
+        """Bring back every stored room (at server start, on the running loop). `voice_for(owner,
+        voice_ref)`: the room's voice (None: it sounds like the stock voice for now); LookupError or
+        ValueError for one that is gone, and the room goes back to the stock voice."""
+        if self.store is None:
+            return []
+        restored = []
+        for stored in self.store.all():
+            if stored.id in self._rooms:
+                continue
+            room = self._open(stored.id, stored.owner, stored.name, stored.created)
+            settings, voice = stored.settings, None
+            ref = settings.get("voice")
+            if isinstance(ref, str):
+                try:
+                    voice = voice_for(stored.owner, ref)
+                except (LookupError, ValueError) as exc:
+                    log.warning("room %s: its voice %s is gone (%s); it speaks with the stock voice", room.id, ref, exc)
+                    settings = {**settings, "voice": "stock"}
+            room.cohost.restore(settings, voice)
+            self.save(room)
+            restored.append(room)
+        return restored
+
+    def save(self, room: Room) -> None:
+        """Write a room's name and settings through to the store (after every change)."""
+        if self.store is not None and room.id in self._rooms:
+            self.store.save(StoredRoom(room.id, room.owner, room.name, room.created, room.cohost.stored_settings()))
+
+    def use_llm(self, owner: str, settings: LLMSettings | None) -> None:
+        """An owner's LLM setting changed: every room of theirs answers with it from the next reply."""
+        for room in self.for_owner(owner):
+            room.cohost.use_llm(settings)
+
+    def _open(self, room_id: str, owner: str, name: str, created: float) -> Room:
         events = EventBus(f"room-{room_id}")
         turns = TurnTaking(self.clock)
         playout = Playout(self.engine, self.clock, name=f"room-{room_id}", events=events, turns=turns)
         fanout = OpusFanout()
         playout.sinks.append(fanout)
-        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config)
-        room = Room(id=room_id, name=name[:100] or "room", owner=owner, playout=playout, fanout=fanout,
-                    cohost=cohost, events=events)
+        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config, self.llm_for(owner))
+        room = Room(id=room_id, name=name, owner=owner, playout=playout, fanout=fanout,
+                    cohost=cohost, events=events, created=created)
         events.subscribe(room.caption)
         room.host_audio.append(cohost.host_audio)
         cohost.start()
@@ -212,6 +256,8 @@ class Rooms:
 
     async def delete(self, room: Room) -> None:
         self._rooms.pop(room.id, None)
+        if self.store is not None:
+            self.store.delete(room.id)
         await self._shutdown(room)
 
     async def close(self) -> None:

@@ -22,6 +22,10 @@ from voxroom.streaming.rooms import RoomError
 if TYPE_CHECKING:
     from voxroom.streaming.app import VoxroomServer
 
+# A listener or overlay link is pasted into OBS once per stream series, so it may last a month; host and
+# bot grants carry more power and stay within a week.
+MAX_LISTENER_GRANT_TTL_S = 30 * 24 * 3600
+MAX_GRANT_TTL_S = 7 * 24 * 3600
 CAPTION_BACKLOG = 500  # events a caption socket may fall behind before it drops new ones
 
 
@@ -55,8 +59,11 @@ class RoomsAPI:
                 raise ValueError("'name' must be a string of 1-100 characters")
             room = self.server.rooms.create(account.id, name)
             grant = self.server.accounts.mint_grant(account, room.id, "listener")
+            # The overlay link is pasted into OBS and left there: it lasts the longest a listener link may.
+            overlay = self.server.accounts.mint_grant(account, room.id, "listener", MAX_LISTENER_GRANT_TTL_S)
             return {**room.summary(), "listen_url": f"/r/{room.id}?grant={grant}",
-                    "overlay_url": f"/obs/{room.id}?grant={grant}", "listener_grant": grant}
+                    "overlay_url": f"/obs/{room.id}?grant={overlay}", "listener_grant": grant,
+                    "overlay_expires_in": MAX_LISTENER_GRANT_TTL_S}
         return await guard(run, status=201)
 
     async def get_room(self, request: Request) -> Response:
@@ -101,8 +108,9 @@ class RoomsAPI:
             body = await json_body(request)
             role = body.get("role", "listener")
             ttl = body.get("ttl", 6 * 3600)
-            if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 60 <= ttl <= 7 * 24 * 3600:
-                raise ValueError("'ttl' must be between 60 s and 7 days")
+            longest = MAX_LISTENER_GRANT_TTL_S if role == "listener" else MAX_GRANT_TTL_S
+            if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 60 <= ttl <= longest:
+                raise ValueError(f"'ttl' must be between 60 s and {longest // 86400} days for a {role} grant")
             return {"grant": self.server.accounts.mint_grant(account, room.id, role, ttl), "role": role}
         return await guard(run, status=201)
 
@@ -111,6 +119,9 @@ class RoomsAPI:
         try:
             room = self.access.room_for(ws, ws.path_params["room"], ("listener", "host", "bot"))
         except (AuthError, RoomError) as exc:
+            # Accepted first, so the page gets the code and the reason (a refused handshake is only
+            # "1006" to a browser) and can say why instead of retrying.
+            await ws.accept()
             await ws.close(code=4403 if isinstance(exc, AuthError) else 4404, reason=str(exc)[:120])
             return
         await ws.accept()

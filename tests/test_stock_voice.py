@@ -25,3 +25,49 @@ async def test_stream_yields_one_chunk_per_piece(stock_engine: Any) -> None:
     chunks = [c async for c in stock_engine.stream("Great question, let me think about that for a second.")]
     assert [c.text for c in chunks] == ["Great question,", "let me think about that for a second."]
     assert chunks[0].duration < 1.2 < chunks[1].duration  # the short clause goes first
+
+
+LETTER = "lˌɛɾɚ"  # espeak-ng's "letter", as in "Chinese letter": what the stock voice must never say
+
+
+@pytest.mark.parametrize("text", ["大家好，欢迎来到直播间！", "こんにちは、みなさん。", "谢谢 Anna 送的火箭！"])
+async def test_stock_voice_refuses_chinese_and_japanese(stock_engine: Any, text: str) -> None:
+    from voxroom.models.engine import SynthesisError
+    from voxroom.models.piper_voice import ENGLISH_ONLY
+
+    with pytest.raises(SynthesisError, match="English only") as refused:
+        _ = [c async for c in stock_engine.stream(text)]
+    assert str(refused.value) == ENGLISH_ONLY
+
+
+async def test_a_chinese_word_in_english_is_left_out_not_read_as_letters(stock_engine: Any) -> None:
+    from voxroom.models.piper_voice import english_part
+
+    text = "Thank you 小明 for the follow, welcome in!"
+    assert LETTER in "".join(stock_engine.phonemes(text))  # what espeak would have said
+    said = english_part(text)
+    assert said == "Thank you for the follow, welcome in!"
+    assert LETTER not in "".join(stock_engine.phonemes(said))
+    chunks = [c async for c in stock_engine.stream(text)]
+    assert "".join(c.text for c in chunks).replace(" ", "") == said.replace(" ", "")
+
+
+def test_a_chinese_line_in_a_stock_voice_room_ends_failed_with_the_note_and_no_audio(live_server: Any) -> None:
+    import time
+
+    from voxroom.models.piper_voice import ENGLISH_ONLY
+
+    _, room = live_server.json("POST", "/api/rooms", {"name": "cjk"})
+    text = "欢迎大家来到今天的直播间"
+    status, said = live_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": text})
+    assert status == 202
+    history = live_server.server.rooms.get(room["id"]).history
+    deadline = time.monotonic() + 15
+    while not any(e["type"] == "speech.ended" and e["id"] == said["id"] for e in history):
+        assert time.monotonic() < deadline, "the line never ended"
+        time.sleep(0.05)
+        history = live_server.server.rooms.get(room["id"]).history
+    [ended] = [e for e in history if e["type"] == "speech.ended" and e["id"] == said["id"]]
+    assert ended["state"] == "failed" and ended["error"] == ENGLISH_ONLY and ended["frames"] == 0
+    assert not any(live_server.engine.produced.get(t) for t in (text, text + "。"))
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200  # the shared server caps rooms

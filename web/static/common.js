@@ -19,6 +19,7 @@ async function api(path, options = {}) {
   if (!res.ok) {
     const err = new Error(body.error || `HTTP ${res.status}`);
     err.body = body;
+    err.status = res.status;
     throw err;
   }
   return body;

@@ -21,6 +21,9 @@ function renderQueue() {
   }
 }
 
+const showVoiceNote = () => { $("voice-lang-note").hidden = $("voice").value !== "stock"; };
+$("voice").addEventListener("change", showVoiceNote);
+
 let templates = {};
 function showTemplate() {
   const lang = $("template-lang").value, kind = $("template-kind").value;
@@ -36,13 +39,14 @@ async function loadCohost(room) {
   const st = state.settings;
   $("cohost-panel").hidden = false;
   $("cohost-mode").textContent = st.mode === "llm"
-    ? t("Answers chat with the LLM endpoint configured on the server.", "用服务器上配置的 LLM 回答聊天。")
-    : t("Read-aloud mode: reads chosen messages and thanks gifters (set OPENAI_BASE_URL on the server for LLM replies).",
-      "朗读模式：读出选中的消息并感谢送礼的观众（在服务器上设置 OPENAI_BASE_URL 即可用 LLM 回复）。");
+    ? t("Answers chat with the LLM endpoint set under Replies.", "用“回复”中设置的 LLM 回答聊天。")
+    : t("Read-aloud mode: reads chosen messages and thanks gifters (set an LLM under Replies for answers).",
+      "朗读模式：读出选中的消息并感谢送礼的观众（在“回复”中设置 LLM 即可用它回答）。");
   $("persona-box").hidden = st.mode !== "llm";
   $("persona").value = st.persona || "";
   $("policy").value = st.policy;
   $("voice").value = st.voice || "stock";
+  showVoiceNote();
   $("idle").value = st.idle_after || "";
   $("blocked").value = st.blocked_words.join(", ");
   templates = st.templates || {};
@@ -109,24 +113,42 @@ function follow(room) {
       queue.delete(e.id);
       const p = document.createElement("p");
       p.textContent = `${e.state === "done" ? "✓" : "✗ (" + e.state + ")"} ${e.text}`;
+      if (e.error) {  // e.g. the stock voice refusing Chinese or Japanese: say why nothing was heard
+        const why = document.createElement("span");
+        why.className = "error";
+        why.textContent = ` — ${e.error}`;
+        p.append(why);
+      }
       $("captions").prepend(p);
     }
     renderQueue();
   };
 }
 
-function select(room) {
+// The OBS overlay link is pasted into OBS once and left there: it is minted for the longest a
+// listener link may last (30 days) and the console says until when.
+const OVERLAY_TTL_S = 30 * 24 * 3600;
+
+async function select(room) {
   current = room;
   $("room-panel").hidden = false;
   $("room-title").textContent = room.name;
   const url = new URL(room.listen_url || `/r/${room.id}`, location.href).href;
   $("listen-link").href = url;
-  $("listen-link").textContent = url;
-  const overlay = url.replace(`/r/${room.id}`, `/obs/${room.id}`);
-  $("overlay-link").href = overlay;
-  $("overlay-link").textContent = overlay;
+  $("listener-count").textContent = room.listeners || 0;
+  stopListening();
   follow(room);
   loadCohost(room).catch((e) => alert(e.message));
+  let overlay = room.overlay_url;
+  if (!overlay) {
+    const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener", ttl: OVERLAY_TTL_S }) });
+    overlay = `/obs/${room.id}?grant=${grant}`;
+  }
+  overlay = new URL(overlay, location.href).href;
+  $("overlay-link").href = overlay;
+  const until = new Date(Date.now() + OVERLAY_TTL_S * 1000).toLocaleDateString(UI_LANG === "zh" ? "zh-CN" : undefined);
+  $("overlay-note").textContent = t(`This overlay link works until ${until} (30 days), also across server restarts. Open this room again here for a new one.`,
+    `此 OBS 链接有效期至 ${until}（30 天），服务器重启后仍然有效。到期前在这里重新打开直播间即可得到新链接。`);
 }
 
 $("save-cohost").onclick = async () => {
@@ -173,29 +195,159 @@ $("mic").onclick = async () => {
   $("mic").textContent = t("Stop using my microphone", "停止使用我的麦克风");
 };
 
+// The room list, kept fresh: listener counts change as people come and go, so the list is read
+// again every few seconds (and at once after a change made here).
+const ROOM_POLL_MS = 2000;
+const roomButtons = new Map();
+
+function roomLabel(room) {
+  return `${room.name} (${room.listeners} ${t("listening", "人在听")})`;
+}
+
 async function loadRooms() {
   const { rooms } = await api("/api/rooms");
-  const list = $("rooms");
-  list.innerHTML = rooms.length ? "" : `<li class="muted">${t("no rooms yet", "还没有直播间")}</li>`;
-  for (const room of rooms) {
-    const li = document.createElement("li");
-    const open = document.createElement("button");
-    open.textContent = `${room.name} (${room.listeners} ${t("listening", "人在听")})`;
-    open.onclick = async () => {
-      const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener" }) });
-      select({ ...room, listen_url: `/r/${room.id}?grant=${grant}` });
-    };
-    li.append(open);
-    list.append(li);
+  const ids = rooms.map((r) => r.id).join(",");
+  if (ids !== [...roomButtons.keys()].join(",")) {
+    const list = $("rooms");
+    list.innerHTML = rooms.length ? "" : `<li class="muted">${t("no rooms yet", "还没有直播间")}</li>`;
+    roomButtons.clear();
+    for (const room of rooms) {
+      const li = document.createElement("li");
+      li.dataset.room = room.id;
+      const open = document.createElement("button");
+      open.className = "open-room";
+      open.onclick = async () => {
+        const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener" }) });
+        select({ ...room, listen_url: `/r/${room.id}?grant=${grant}` });
+      };
+      const del = document.createElement("button");
+      del.className = "danger delete-room";
+      del.textContent = t("Delete", "删除");
+      del.style.marginLeft = ".4rem";
+      del.onclick = () => deleteRoom(room);
+      li.append(open, del);
+      list.append(li);
+      roomButtons.set(room.id, open);
+    }
   }
+  for (const room of rooms) {
+    roomButtons.get(room.id).textContent = roomLabel(room);
+    if (current && current.id === room.id) $("listener-count").textContent = room.listeners;
+  }
+}
+
+async function deleteRoom(room) {
+  if (!confirm(t(`Delete the room "${room.name}"? Its links stop working.`, `删除直播间“${room.name}”？它的链接将失效。`))) return;
+  try {
+    await api(`/api/rooms/${room.id}`, { method: "DELETE" });
+  } catch (err) {
+    $("create-status").textContent = err.message;
+    return;
+  }
+  if (current && current.id === room.id) {
+    stopListening();
+    if (events) events.close();
+    current = events = null;
+    $("room-panel").hidden = $("cohost-panel").hidden = true;
+  }
+  await loadRooms();
 }
 
 $("create-room").onsubmit = async (e) => {
   e.preventDefault();
-  const room = await api("/api/rooms", { method: "POST", body: JSON.stringify({ name: $("room-name").value }) });
+  $("create-status").textContent = "";
+  let room;
+  try {
+    room = await api("/api/rooms", { method: "POST", body: JSON.stringify({ name: $("room-name").value }) });
+  } catch (err) {
+    $("create-status").textContent = err.status === 429
+      ? t(`You already have the most rooms an account may have (${err.message.match(/\d+/) || 20}). Delete one to make a new one.`,
+        `你的直播间数量已达上限（${err.message.match(/\d+/) || 20} 个）。删除一个后才能新建。`)
+      : err.message;
+    return;
+  }
   await loadRooms();
   select(room);
 };
+
+// "Listen here": the console joins the room over WHEP like a listener page and measures what arrives
+// (window.voxroomStats), so the host hears the co-host without opening another tab.
+const stats = (window.voxroomStats = { listening: false, state: "idle", meterFrames: 0, loudFrames: 0, peakRms: 0 });
+let listenPc = null, listenSession = null, listenCtx = null, listenTimer = null;
+
+function stopListening() {
+  if (listenSession) fetch(listenSession, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+  if (listenPc) listenPc.close();
+  clearInterval(listenTimer);
+  if (listenCtx) listenCtx.close();
+  listenPc = listenSession = listenCtx = null;
+  stats.listening = false;
+  stats.state = "idle";
+  $("listen-here").textContent = t("Listen here", "在这里收听");
+  $("listen-status").textContent = "";
+}
+
+function meter(stream) {
+  listenCtx = new AudioContext();
+  const analyser = listenCtx.createAnalyser();
+  analyser.fftSize = 2048;
+  listenCtx.createMediaStreamSource(stream).connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  listenTimer = setInterval(() => {
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const v of buf) sum += v * v;
+    const rms = Math.sqrt(sum / buf.length);
+    stats.meterFrames += 1;
+    stats.peakRms = Math.max(stats.peakRms, rms);
+    if (rms > 0.01) stats.loudFrames += 1;
+  }, 50);
+}
+
+$("listen-here").onclick = async () => {
+  if (listenPc) { stopListening(); return; }
+  const room = current;
+  const pc = (listenPc = new RTCPeerConnection());
+  stats.listening = true;
+  stats.state = "connecting";
+  $("listen-here").textContent = t("Stop listening", "停止收听");
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.ontrack = (event) => {
+    const stream = event.streams[0] || new MediaStream([event.track]);
+    $("listen-player").srcObject = stream;
+    $("listen-player").play().catch(() => {});
+    meter(stream);
+  };
+  pc.onconnectionstatechange = () => {
+    stats.state = pc.connectionState;
+    $("listen-status").textContent = pc.connectionState === "connected" ? t("listening", "收听中") : pc.connectionState;
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); setTimeout(r, 2000); });
+  const res = await fetch(`/rooms/${room.id}/whep`, { method: "POST", body: pc.localDescription.sdp,
+    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` } });
+  if (res.status !== 201) {
+    const body = await res.json().catch(() => ({}));
+    stopListening();
+    $("listen-status").textContent = `${t("cannot listen", "无法收听")}: ${body.error || res.status}`;
+    return;
+  }
+  listenSession = res.headers.get("Location");
+  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+};
+
+for (const button of document.querySelectorAll("button.copy")) {
+  button.onclick = async () => {
+    const link = $(button.dataset.copy).href;
+    try {
+      await navigator.clipboard.writeText(link);
+      button.textContent = t("Copied", "已复制");
+    } catch (err) {
+      window.prompt(t("Copy this link:", "复制此链接："), link);
+    }
+    setTimeout(() => { button.textContent = t("Copy", "复制"); }, 1500);
+  };
+}
 
 $("say-form").onsubmit = async (e) => {
   e.preventDefault();
@@ -212,8 +364,51 @@ $("say-form").onsubmit = async (e) => {
   }
 };
 
+// The account's LLM endpoint: the key is write-only (the server says only whether one is stored).
+function showLlm(view) {
+  $("llm-panel").hidden = false;
+  $("llm-url").value = view.base_url || "";
+  $("llm-model").value = view.model || "";
+  $("llm-key").value = "";
+  $("llm-key").placeholder = view.has_api_key ? t("saved; leave empty to keep", "已保存；留空则保留") : t("none", "无");
+  $("llm-mode").textContent = view.mode === "llm"
+    ? t(`Your rooms answer chat with ${view.model} at ${view.base_url}`, `你的直播间用 ${view.base_url} 上的 ${view.model} 回答聊天`)
+      + (view.source === "server" ? t(" (set on the server).", "（服务器上设置）。") : ".")
+    : t("Read-aloud mode: no LLM set. Set one here and every room answers with it.", "朗读模式：未设置 LLM。在这里设置后，所有直播间都会用它回答。");
+}
+
+function llmBody() {
+  const body = { base_url: $("llm-url").value.trim() || null, model: $("llm-model").value.trim() };
+  if ($("llm-key").value) body.api_key = $("llm-key").value;
+  return body;
+}
+
+async function saveLlm(body) {
+  try {
+    showLlm(await api("/api/llm", { method: "PUT", body: JSON.stringify(body) }));
+    $("llm-status").textContent = t("saved", "已保存");
+    if (current) loadCohost(current).catch(() => {});
+  } catch (err) {
+    $("llm-status").textContent = err.message;
+  }
+}
+
+$("llm-save").onclick = () => saveLlm(llmBody());
+$("llm-clear").onclick = () => saveLlm({ base_url: null });
+$("llm-test").onclick = async () => {
+  $("llm-status").textContent = t("testing…", "测试中…");
+  try {
+    const body = $("llm-url").value.trim() ? llmBody() : {};
+    const r = await api("/api/llm/test", { method: "POST", body: JSON.stringify(body) });
+    $("llm-status").textContent = r.ok ? `${t("works", "可用")}${r.error ? ": " + r.error : ""}` : `${t("does not work", "不可用")}: ${r.error}`;
+  } catch (err) {
+    $("llm-status").textContent = err.message;
+  }
+};
+
 (async () => {
   if (!token) { $("auth-error").hidden = false; return; }
+  $("create-room").hidden = false;
   try {
     const voices = await api("/api/voices");
     if (voices.advice) { $("voice-notice").hidden = false; $("voice-notice").textContent = cannotCloneNotice(voices.advice); }
@@ -226,6 +421,8 @@ $("say-form").onsubmit = async (e) => {
       $("voice").append(option);
     }
     await loadRooms();
+    setInterval(() => loadRooms().catch(() => {}), ROOM_POLL_MS);
+    showLlm(await api("/api/llm"));
   } catch (err) {
     $("auth-error").hidden = false;
     $("auth-error").textContent = `${t("Cannot use this console", "无法使用此控制台")}: ${err.message}`;

@@ -55,49 +55,115 @@ function startMeter(stream) {
   }, 50);
 }
 
-async function join() {
+// Reconnecting: after a dropped caption socket or peer (a server restart, a network blip) the page
+// tries again after 1, 2, 4 … 15 s; a link the server refuses (expired, revoked, wrong room) is said
+// plainly on the page and not retried.
+const BACKOFF_S = [1, 2, 4, 8, 15];
+let wanted = false, whepTries = 0, whepTimer = null, refused = false;
+const backoff = (tries) => BACKOFF_S[Math.min(tries, BACKOFF_S.length - 1)] * 1000;
+
+function showProblem(text) {
+  setStatus(text, true);
+  const box = $("problem");
+  if (box) { box.textContent = text; box.hidden = false; }
+}
+
+function clearProblem() {
+  stats.error = null;
+  const box = $("problem");
+  if (box) box.hidden = true;
+}
+
+function refuse(reason) {
+  refused = true;
+  wanted = false;
+  clearTimeout(whepTimer);
+  const expired = /expired/i.test(reason);
+  showProblem(expired
+    ? `This link has expired (${reason}). Ask the host for a new one.`
+    : `This link was refused: ${reason}. Ask the host for a new one.`);
+  stats.state = "refused";
   $("join").disabled = true;
+}
+
+function rejoinLater() {
+  if (!wanted || refused) return;
+  clearTimeout(whepTimer);
+  const wait = backoff(whepTries++);
+  setStatus(`reconnecting in ${Math.round(wait / 1000)} s…`);
+  whepTimer = setTimeout(connect, wait);
+}
+
+function dropPeer() {
+  if (pc) { pc.onconnectionstatechange = null; pc.close(); }
+  clearInterval(meterTimer);
+  if (audioCtx) audioCtx.close();
+  pc = session = audioCtx = null;
+}
+
+async function join() {
+  wanted = true;
+  whepTries = 0;
+  $("join").disabled = true;
+  await connect();
+}
+
+async function connect() {
+  if (!wanted || refused) return;
+  clearTimeout(whepTimer);  // this attempt replaces any that was scheduled
+  dropPeer();
   stats.state = "connecting";
   setStatus("connecting…");
-  pc = new RTCPeerConnection();
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  pc.ontrack = (event) => {
+  const peer = (pc = new RTCPeerConnection());
+  peer.addTransceiver("audio", { direction: "recvonly" });
+  peer.ontrack = (event) => {
     const stream = event.streams[0] || new MediaStream([event.track]);
     $("player").srcObject = stream;
     $("player").play().catch(() => setStatus("click anywhere to allow sound"));
     startMeter(stream);
   };
-  pc.onconnectionstatechange = () => {
-    stats.state = pc.connectionState;
-    if (pc.connectionState === "connected") setStatus("listening");
-    if (pc.connectionState === "failed") setStatus("connection failed", true);
+  peer.onconnectionstatechange = () => {
+    if (peer !== pc) return;
+    stats.state = peer.connectionState;
+    if (peer.connectionState === "connected") { whepTries = 0; clearProblem(); setStatus("listening"); }
+    if (peer.connectionState === "failed" || peer.connectionState === "disconnected") rejoinLater();
   };
-  await pc.setLocalDescription(await pc.createOffer());
-  await waitForIce(pc);
-  const res = await fetch(`/rooms/${encodeURIComponent(roomId)}/whep`, {
-    method: "POST",
-    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${grant}` },
-    body: pc.localDescription.sdp,
-  });
-  if (res.status !== 201) {
-    const body = await res.json().catch(() => ({}));
-    setStatus(`could not join: ${body.error || res.status}`, true);
-    $("join").disabled = false;
+  await peer.setLocalDescription(await peer.createOffer());
+  await waitForIce(peer);
+  if (peer !== pc) return;  // a newer attempt took over while this one gathered candidates
+  let res;
+  try {
+    res = await fetch(`/rooms/${encodeURIComponent(roomId)}/whep`, {
+      method: "POST",
+      headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${grant}` },
+      body: peer.localDescription.sdp,
+    });
+  } catch (err) {
+    showProblem("cannot reach the server; trying again");
+    rejoinLater();
     return;
   }
+  if (res.status !== 201) {
+    const body = await res.json().catch(() => ({}));
+    const reason = body.error || `HTTP ${res.status}`;
+    if ([401, 403, 404].includes(res.status)) refuse(reason);
+    else { showProblem(`could not join: ${reason}; trying again`); rejoinLater(); }
+    return;
+  }
+  if (peer !== pc) return;
   session = res.headers.get("Location");
-  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  await peer.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  stats.joins = (stats.joins || 0) + 1;
   $("leave").disabled = false;
 }
 
 async function leave() {
+  wanted = false;
+  clearTimeout(whepTimer);
   if (session) {
     await fetch(session, { method: "DELETE", headers: { Authorization: `Bearer ${grant}` } }).catch(() => {});
   }
-  if (pc) pc.close();
-  clearInterval(meterTimer);
-  if (audioCtx) audioCtx.close();
-  pc = session = null;
+  dropPeer();
   stats.state = "left";
   setStatus("left the room");
   $("join").disabled = false;
@@ -130,12 +196,21 @@ function showPiece(event) {
   p.textContent = event.text && event.text.includes(event.piece) ? event.text : event.piece;
 }
 
+let captionTries = 0, captionDropped = false;
 function followCaptions() {
+  if (refused) return;
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}/rooms/${encodeURIComponent(roomId)}/events?token=${encodeURIComponent(grant)}`);
+  stats.captionSocket = ws;
   ws.onmessage = (msg) => {
     const event = JSON.parse(msg.data);
-    if (event.type === "room") $("title").textContent = event.name;
+    if (event.type === "room") {
+      $("title").textContent = event.name;
+      captionTries = 0;
+      stats.captionConnects = (stats.captionConnects || 0) + 1;
+      if (captionDropped && wanted) { whepTries = 0; connect(); } // the server came back: so must the audio
+      captionDropped = false;
+    }
     if (event.type === "speech.started" || event.type === "speech.ended") {
       stats.captions.push({ type: event.type, text: event.text });
       if (event.text) showCaption(event);
@@ -145,7 +220,11 @@ function followCaptions() {
       showPiece(event);
     }
   };
-  ws.onclose = (e) => { if (e.code >= 4000) setStatus(`room unavailable: ${e.reason}`, true); else setTimeout(followCaptions, 2000); };
+  ws.onclose = (e) => {
+    if (e.code >= 4000) { refuse(e.reason || "room unavailable"); return; }
+    captionDropped = true;
+    setTimeout(followCaptions, backoff(captionTries++));
+  };
 }
 
 const chatForm = $("chat-form");

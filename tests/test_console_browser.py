@@ -1,0 +1,142 @@
+"""The host console in a real Chromium: a live listener count, deleting a room, the room cap said
+plainly, "Listen here" playing the co-host in the console, and no "Create room" without a token."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import chromium, start_server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+def open_console(server: Any, browser: Any) -> Any:
+    page = browser.new_page()
+    page.goto(f"{server.base}/console#token={server.token}")
+    page.wait_for_selector("#rooms li")
+    return page
+
+
+def room_button(room_id: str) -> str:
+    return f"#rooms li[data-room='{room_id}'] button.open-room"
+
+
+def test_listener_count_follows_listeners_coming_and_going(live_server: Any, browser: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "Counted"})
+    console = open_console(live_server, browser)
+    console.click(room_button(room["id"]))
+    console.wait_for_function("document.querySelector('#room-title').innerText === 'Counted'")
+    assert console.inner_text(room_button(room["id"])) == "Counted (0 listening)"
+    listener = browser.new_page()
+    listener.goto(live_server.base + room["listen_url"])
+    listener.click("#join")
+    listener.wait_for_function("window.voxroomStats.state === 'connected'", timeout=15000)
+    console.wait_for_function(f"document.querySelector(\"{room_button(room['id'])}\").innerText === 'Counted (1 listening)'",
+                              timeout=15000)
+    console.wait_for_function("document.querySelector('#listener-count').innerText === '1'")
+    listener.click("#leave")
+    console.wait_for_function(f"document.querySelector(\"{room_button(room['id'])}\").innerText === 'Counted (0 listening)'",
+                              timeout=15000)
+    listener.close()
+    console.close()
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200  # the shared server caps rooms
+
+
+def test_deleting_a_room_from_the_console(live_server: Any, browser: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "Doomed"})
+    console = open_console(live_server, browser)
+    console.click(room_button(room["id"]))
+    console.on("dialog", lambda dialog: dialog.accept())
+    console.click(f"#rooms li[data-room='{room['id']}'] button.delete-room")
+    console.wait_for_function(f"!document.querySelector(\"#rooms li[data-room='{room['id']}']\")")
+    assert console.is_hidden("#room-panel")
+    status, body = live_server.json("GET", f"/api/rooms/{room['id']}")
+    assert status == 404 and body["code"] == "not_found"
+    console.close()
+
+
+def test_the_room_cap_is_said_plainly(tmp_path: Path, stock_engine: Any, browser: Any) -> None:
+    with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as server:
+        for n in range(20):
+            assert server.json("POST", "/api/rooms", {"name": f"room {n}"})[0] == 201
+        console = open_console(server, browser)
+        console.click("#create-room button[type=submit]")
+        console.wait_for_function("document.querySelector('#create-status').innerText.includes('Delete one')")
+        assert "20" in console.inner_text("#create-status")
+        assert len(server.json("GET", "/api/rooms")[1]["rooms"]) == 20
+        console.close()
+
+
+def test_listen_here_plays_the_cohost_in_the_console(live_server: Any, browser: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "Heard here"})
+    console = open_console(live_server, browser)
+    console.click(room_button(room["id"]))
+    console.wait_for_function("document.querySelector('#room-title').innerText === 'Heard here'")
+    console.click("#listen-here")
+    console.wait_for_function("window.voxroomStats.state === 'connected'", timeout=15000)
+    live_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "You can hear me in the console now."})
+    console.wait_for_function("window.voxroomStats.loudFrames > 10", timeout=15000)
+    console.click("#listen-here")
+    console.wait_for_function("!window.voxroomStats.listening")
+    assert console.inner_text("#listen-here") == "Listen here"
+    console.close()
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200
+
+
+def test_no_create_room_without_a_token(live_server: Any, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{live_server.base}/console")
+    page.wait_for_selector("#auth-error", state="visible")
+    assert page.is_hidden("#create-room")
+    page.close()
+
+
+def test_llm_card_saves_and_tests_the_endpoint(tmp_path: Path, stock_engine: Any, browser: Any) -> None:
+    from fake_openai import FakeOpenAIServer
+
+    with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as server:
+        fake = server.call(FakeOpenAIServer().start())
+        try:
+            console = browser.new_page()
+            console.goto(f"{server.base}/console#token={server.token}")
+            console.wait_for_selector("#llm-panel", state="visible")
+            assert "Read-aloud mode" in console.inner_text("#llm-mode")
+            console.fill("#llm-url", "http://127.0.0.1:9/v1")
+            console.fill("#llm-model", "fake")
+            console.click("#llm-test")
+            console.wait_for_function("document.querySelector('#llm-status').innerText.startsWith('does not work: cannot connect')",
+                                      timeout=15000)
+            console.fill("#llm-url", fake.base_url)
+            console.fill("#llm-key", "sk-typed-in-console")
+            console.click("#llm-save")
+            console.wait_for_function("document.querySelector('#llm-status').innerText === 'saved'")
+            assert f"fake at {fake.base_url}" in console.inner_text("#llm-mode")
+            assert console.input_value("#llm-key") == ""  # write-only: never shown again
+            console.click("#llm-test")
+            console.wait_for_function("document.querySelector('#llm-status').innerText === 'works'", timeout=15000)
+            console.close()
+        finally:
+            server.call(fake.close())
+
+
+def test_console_says_why_a_chinese_line_was_not_spoken(live_server: Any, browser: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "Chinese line"})
+    console = open_console(live_server, browser)
+    console.click(room_button(room["id"]))
+    console.wait_for_function("document.querySelector('#room-title').innerText === 'Chinese line'")
+    console.wait_for_selector("#voice-lang-note", state="visible")
+    console.fill("#say-text", "大家好，欢迎来到直播间")
+    console.click("#say-form button[type=submit]")
+    console.wait_for_function("document.querySelector('#captions').innerText.includes('speaks English only')",
+                              timeout=15000)
+    console.close()
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200

@@ -1,0 +1,132 @@
+"""Rooms survive the server: `kill -9`, then a new `voxroom serve` on the same data directory brings the
+room back under its id, with its settings, and a listener link minted before the crash still works."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+import stat
+import time
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import start_server
+from tests.test_cli_signals import call, serving
+
+SETTINGS = {
+    "policy": "duck",
+    "idle_after": 120,
+    "blocked_words": ["spoiler", "refund"],
+    "templates": {"en": {"message": "{user} asks: {text}"}},
+}
+
+
+def test_room_settings_and_grants_survive_kill_9(tmp_path: Path) -> None:
+    with serving(tmp_path) as (proc, base, token):
+        room = call(base, token, "POST", "/api/rooms", {"name": "Friday show"})
+        call(base, token, "PATCH", f"/api/rooms/{room['id']}/cohost", SETTINGS)
+        grant = call(base, token, "POST", f"/api/rooms/{room['id']}/grants", {"role": "listener", "ttl": 86400})
+        gone = call(base, token, "POST", "/api/rooms", {"name": "deleted"})
+        call(base, token, "DELETE", f"/api/rooms/{gone['id']}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    with serving(tmp_path) as (_, base, token):
+        rooms = call(base, token, "GET", "/api/rooms")["rooms"]
+        assert [(r["id"], r["name"]) for r in rooms] == [(room["id"], "Friday show")]
+        settings = rooms[0]["cohost"]
+        assert settings["policy"] == "duck"
+        assert settings["idle_after"] == 120
+        assert sorted(settings["blocked_words"]) == ["refund", "spoiler"]
+        assert settings["templates"]["en"]["message"] == "{user} asks: {text}"
+        assert settings["voice"] == "stock"
+        # Both the link handed out at creation and the one minted later still open the room.
+        for listener in (room["listener_grant"], grant["grant"]):
+            chat = call(base, listener, "POST", f"/api/rooms/{room['id']}/chat", {"type": "message", "user": "ana", "text": "still here?"})
+            assert chat["outcome"]
+        # The restored room keeps writing through: a change now survives the next start too.
+        call(base, token, "PATCH", f"/api/rooms/{room['id']}/cohost", {"policy": "drop"})
+
+    assert stat.S_IMODE((tmp_path / "grant.key").stat().st_mode) == 0o600  # the key the links are signed with
+    db = sqlite3.connect(tmp_path / "voxroom.sqlite3")
+    assert db.execute("SELECT json_extract(settings, '$.policy') FROM rooms").fetchall() == [("drop",)]
+
+
+def test_a_deleted_room_stays_deleted(tmp_path: Path) -> None:
+    with serving(tmp_path) as (_, base, token):
+        room = call(base, token, "POST", "/api/rooms", {"name": "short-lived"})
+        call(base, token, "DELETE", f"/api/rooms/{room['id']}")
+    with serving(tmp_path) as (_, base, token):
+        assert call(base, token, "GET", "/api/rooms")["rooms"] == []
+        try:
+            call(base, room["listener_grant"], "POST", f"/api/rooms/{room['id']}/chat", {"type": "message", "user": "a", "text": "hi"})
+        except urllib.error.HTTPError as err:
+            assert err.code == 404
+        else:
+            raise AssertionError("a deleted room's link still works")
+
+
+def test_chat_connectors_resume_with_their_room(tmp_path: Path, stock_engine: Any) -> None:
+    with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as first:
+        _, room = first.json("POST", "/api/rooms", {"name": "with chat"})
+        _, gone = first.json("POST", "/api/rooms", {"name": "deleted"})
+        for room_id in (room["id"], gone["id"]):
+            status, _ = first.json("POST", f"/api/rooms/{room_id}/connectors",
+                                   {"platform": "twitch", "channel": "somebody", "url": "ws://127.0.0.1:9"})
+            assert status == 201
+        first.server.rooms.store.delete(gone["id"])  # as if the room row were lost, not its connector
+    with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as second:
+        status, listing = second.json("GET", f"/api/rooms/{room['id']}/connectors")
+        assert status == 200
+        [connector] = listing["connectors"]
+        assert connector["channel"] == "somebody"
+        assert connector["status"]["state"] != "stopped"  # running again: connecting or waiting to retry
+        assert [r.room_id for r in second.server.connectors.store.all()] == [room["id"]]
+
+
+def test_listener_links_may_last_30_days_and_host_grants_a_week(live_server: Any) -> None:
+    _, room = live_server.json("POST", "/api/rooms", {"name": "long links"})
+    grants = f"/api/rooms/{room['id']}/grants"
+    status, body = live_server.json("POST", grants, {"role": "listener", "ttl": 30 * 86400})
+    assert status == 201
+    assert live_server.server.accounts.check_grant(body["grant"]).expires > time.time() + 29.9 * 86400
+    for bad in ({"role": "listener", "ttl": 31 * 86400}, {"role": "listener", "ttl": 59},
+                {"role": "host", "ttl": 8 * 86400}, {"role": "bot", "ttl": 30 * 86400}):
+        status, body = live_server.json("POST", grants, bad)
+        assert status == 400 and body["code"] and "ttl" in body["error"], bad
+    # The overlay link handed out at creation is the long-lived one.
+    overlay_grant = room["overlay_url"].split("grant=", 1)[1]
+    assert live_server.server.accounts.check_grant(overlay_grant).expires > time.time() + 29.9 * 86400
+    assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200  # the shared server caps rooms
+
+
+def test_a_room_keeps_its_voice_and_forgets_it_when_deleted(tmp_path: Path, stock_engine: Any) -> None:
+    from test_voices_server import SPEECH, recording, upload
+
+    if not (SPEECH / "README.md").is_file():
+        pytest.skip("../shared/speech is not here")
+    running = contextlib.contextmanager(start_server)
+    with running(tmp_path, stock_engine) as first:
+        status, made = upload(first, recording()[0])
+        assert status == 201, made
+        voice_id = made["voice"]["id"]
+        _, room = first.json("POST", "/api/rooms", {"name": "my voice"})
+        assert first.json("PATCH", f"/api/rooms/{room['id']}/cohost", {"voice": voice_id})[0] == 200
+    with running(tmp_path, stock_engine) as second:
+        assert second.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["voice"] == voice_id
+        assert second.json("DELETE", f"/api/voices/{voice_id}")[0] == 200
+        assert second.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["voice"] == "stock"
+    with running(tmp_path, stock_engine) as third:
+        assert third.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["voice"] == "stock"
+
+
+def test_only_changed_templates_are_stored(tmp_path: Path, stock_engine: Any) -> None:
+    with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as server:
+        _, room = server.json("POST", "/api/rooms", {"name": "templates"})
+        server.json("PATCH", f"/api/rooms/{room['id']}/cohost", {"templates": {"zh": {"gift": "谢谢{user}！"}}})
+        [stored] = server.server.rooms.store.all()
+        assert stored.settings["templates"] == {"zh": {"gift": "谢谢{user}！"}}
