@@ -40,6 +40,7 @@ from voxroom.streaming.rooms_api import RoomsAPI
 from voxroom.streaming.voices_api import Voices, VoicesAPI
 from voxroom.streaming.webrtc import configure_ice_addresses
 from voxroom.streaming.webrtc_api import WebRTCAPI
+from voxroom.streaming.whip_egress import SfuApi, SfuStore
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class VoxroomServer:
             room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
             submit_for=lambda room: room.cohost.agent.submit)
         self.connectors.store.prune(set())  # rooms live in memory: last run's connectors have no room
+        self.sfu = SfuApi(SfuStore(self.db, config.data_dir / "connectors.key"),
+                          room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)))
+        self.sfu.store.prune(set())
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
         self.app.state.server = self
@@ -147,6 +151,8 @@ class VoxroomServer:
             Route("/api/rooms/{room}/connectors", self.connectors.create, methods=["POST"]),
             Route("/api/rooms/{room}/connectors", self.connectors.list, methods=["GET"]),
             Route("/api/rooms/{room}/connectors/{connector}", self.connectors.delete, methods=["DELETE"]),
+            *(Route("/api/rooms/{room}/sfu", h, methods=[m]) for m, h in
+              (("PUT", self.sfu.put), ("GET", self.sfu.get), ("DELETE", self.sfu.delete))),
             Route("/api/voices", voices.list, methods=["GET"]),
             Route("/api/enroll/scripts", voices.scripts),
             WebSocketRoute("/api/enroll/live", voices.live),
