@@ -11,9 +11,10 @@ aiortc gathers every candidate before it writes an offer, so ICE servers learnt 
 `Link` headers are used from the next peer connection on (every re-publish), not for the first.
 
 The publisher re-publishes by itself, after a capped, jittered delay, whenever publishing fails:
-the endpoint refuses or cannot be reached, ICE never connects, the connection fails, or the SFU
-stops sending RTCP receiver reports (an SFU that was killed and restarted has forgotten us, and
-ICE consent would take 30 s to notice). Its state is always readable with `status()`.
+the endpoint refuses or cannot be reached, ICE never connects, or the connection fails. An SFU that
+was killed and restarted has forgotten us without a word: when it sent RTCP receiver reports, their
+silence tells within RTCP_SILENCE_S; otherwise (Janus sends none to an audio-only WHIP publisher)
+ICE consent expiry does, after about 30 s. Its state is always readable with `status()`.
 
 `SfuStore` keeps each room's endpoints in SQLite (`sfu_endpoints`), tokens sealed with AES-GCM
 under the server key file; `SfuApi` serves `PUT/GET/DELETE /api/rooms/{room}/sfu`.

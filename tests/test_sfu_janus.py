@@ -1,0 +1,169 @@
+"""A room publishes into a real SFU: WHIP to simple-whip-server, which publishes into a Janus VideoRoom;
+aiortc subscribers join that room through Janus' HTTP API and hear the co-host. Janus is killed and
+restarted mid-stream: voxroom publishes again by itself and a new subscriber hears it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from conftest import RunningServer, start_server
+from janus_sfu import (
+    JANUS_ROOM,
+    PRIVATE_ADDRESS,
+    WHIP_TOKEN,
+    JanusSfu,
+    free_port,
+    inside_private_network,
+    janus_api,
+    janus_poll,
+    require_janus,
+    rerun_in_private_network,
+    write_janus_config,
+)
+from test_webrtc import mono
+from voxroom.streaming.webrtc import filter_remote_candidates
+
+needs_private_network = pytest.mark.skipif(
+    not inside_private_network(), reason="runs inside a private network namespace, through "
+                                         "test_sfu_tests_pass_in_a_private_network")
+
+
+def test_sfu_tests_pass_in_a_private_network() -> None:
+    if inside_private_network():
+        return  # this is the runner, rerun inside: nothing more to do here
+    rerun_in_private_network(f"{__file__}")
+
+
+@pytest.fixture
+def sfu_server(tmp_path: Path, stock_engine: Any) -> Iterator[RunningServer]:
+    """A voxroom server whose WebRTC may use the namespace's private address as well as 127.0.0.1."""
+    yield from start_server(tmp_path / "voxroom", stock_engine, ice_addresses=["127.0.0.1", PRIVATE_ADDRESS])
+
+
+@pytest.fixture
+def janus(tmp_path: Path) -> Iterator[JanusSfu]:
+    require_janus()
+    sfu = JanusSfu(tmp_path / "janus", free_port(), free_port(), free_port())
+    write_janus_config(sfu.folder, sfu.http_port, sfu.ws_port)
+    try:
+        sfu.start_janus()
+        sfu.start_whip_server()
+        yield sfu
+    except BaseException:
+        print(sfu.logs())
+        raise
+    finally:
+        sfu.close()
+
+
+def _tx() -> str:
+    return secrets.token_hex(6)
+
+
+def _publishers(janus: JanusSfu) -> list[dict[str, Any]]:
+    session = janus_api(janus.janus_url, {"janus": "create", "transaction": _tx()})["data"]["id"]
+    url = f"{janus.janus_url}/{session}"
+    handle = janus_api(url, {"janus": "attach", "plugin": "janus.plugin.videoroom", "transaction": _tx()})["data"]["id"]
+    answer = janus_api(f"{url}/{handle}", {"janus": "message", "transaction": _tx(),
+                                           "body": {"request": "listparticipants", "room": JANUS_ROOM}})
+    janus_api(url, {"janus": "destroy", "transaction": _tx()})
+    return [p for p in answer["plugindata"]["data"].get("participants", []) if p.get("publisher")]
+
+
+async def subscribe(janus: JanusSfu) -> tuple[RTCPeerConnection, asyncio.Queue[Any]]:
+    """Join the VideoRoom as a subscriber of its publisher, the way a Janus client does over HTTP."""
+    async with asyncio.timeout(30):
+        while not (feeds := await asyncio.to_thread(_publishers, janus)):
+            await asyncio.sleep(0.2)
+    created = await asyncio.to_thread(janus_api, janus.janus_url, {"janus": "create", "transaction": _tx()})
+    session_url = f"{janus.janus_url}/{created['data']['id']}"
+    attached = await asyncio.to_thread(janus_api, session_url, {"janus": "attach", "transaction": _tx(),
+                                                                "plugin": "janus.plugin.videoroom"})
+    handle_url = f"{session_url}/{attached['data']['id']}"
+    await asyncio.to_thread(janus_api, handle_url, {"janus": "message", "transaction": _tx(), "body": {
+        "request": "join", "ptype": "subscriber", "room": JANUS_ROOM, "streams": [{"feed": feeds[0]["id"]}]}})
+    async with asyncio.timeout(20):
+        while "jsep" not in (event := await asyncio.to_thread(janus_poll, session_url)):
+            pass
+    pc = RTCPeerConnection()
+    frames: asyncio.Queue[Any] = asyncio.Queue()
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        async def pump() -> None:
+            while True:
+                try:
+                    frames.put_nowait(await track.recv())
+                except Exception:
+                    return
+        asyncio.ensure_future(pump())
+
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=filter_remote_candidates(event["jsep"]["sdp"]),
+                                                        type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    await asyncio.to_thread(janus_api, handle_url, {"janus": "message", "transaction": _tx(),
+                                                    "body": {"request": "start"},
+                                                    "jsep": {"type": "answer", "sdp": pc.localDescription.sdp}})
+    return pc, frames
+
+
+async def hears_speech(server: Any, room_id: str, frames: asyncio.Queue[Any]) -> int:
+    """Ask the co-host to speak; count the 20 ms frames that arrive loud (RMS over each frame)."""
+    status, _ = await asyncio.to_thread(server.json, "POST", f"/api/rooms/{room_id}/say",
+                                        {"text": "Hello from the co-host, through the SFU."})
+    assert status == 202
+    loud = 0
+    async with asyncio.timeout(20):
+        while loud < 25:
+            chunk = mono(await frames.get())
+            loud += float(np.sqrt(np.mean(chunk**2))) > 0.01
+    return loud
+
+
+@needs_private_network
+async def test_cohost_reaches_janus_subscribers_and_comes_back_after_janus_restarts(
+        sfu_server: RunningServer, janus: JanusSfu) -> None:
+    live_server = sfu_server
+    endpoint = await asyncio.to_thread(janus.create_endpoint, "voxroom-test")
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "through-janus"})
+    server_room = live_server.server.rooms.get(room["id"])
+    status, view = await asyncio.to_thread(live_server.json, "PUT", f"/api/rooms/{room['id']}/sfu",
+                                           {"endpoints": [{"url": endpoint, "token": WHIP_TOKEN}]})
+    assert status == 200, view
+    async with asyncio.timeout(30):
+        while server_room.sfu[0].state != "publishing":
+            await asyncio.sleep(0.1)
+    assert server_room.sfu[0].resource == f"{janus.whip_base}/resource/voxroom-test"  # relative Location, resolved
+
+    pc, frames = await subscribe(janus)
+    try:
+        assert await hears_speech(live_server, room["id"], frames) >= 25
+    finally:
+        await pc.close()
+
+    janus.stop_janus()
+    async with asyncio.timeout(60):  # ICE consent expires (30 s): voxroom notices
+        while server_room.sfu[0].state == "publishing":
+            await asyncio.sleep(0.1)
+    _, summary = await asyncio.to_thread(live_server.json, "GET", f"/api/rooms/{room['id']}")
+    assert summary["sfu"][0]["state"] in ("connecting", "retrying") and summary["sfu"][0]["error"]
+    await asyncio.to_thread(janus.start_janus)
+    async with asyncio.timeout(60):  # simple-whip-server reconnects to Janus; voxroom publishes again
+        while server_room.sfu[0].publishes < 2 or server_room.sfu[0].state != "publishing":
+            await asyncio.sleep(0.2)
+
+    pc, frames = await subscribe(janus)
+    try:
+        assert await hears_speech(live_server, room["id"], frames) >= 25
+    finally:
+        await pc.close()
+    await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
+    assert server_room.sfu == []
