@@ -71,7 +71,9 @@ class VoxroomServer:
             submit_for=lambda room: room.cohost.agent.submit)
         self.connectors.store.prune(set())  # rooms live in memory: last run's connectors have no room
         self.sfu = SfuApi(SfuStore(self.db, config.data_dir / "connectors.key"),
-                          room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)))
+                          room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
+                          listener_room_for=lambda request, room_id: self.access.room_for(
+                              request, room_id, ("listener", "host", "bot")))
         self.sfu.store.prune(set())
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
@@ -153,6 +155,7 @@ class VoxroomServer:
             Route("/api/rooms/{room}/connectors/{connector}", self.connectors.delete, methods=["DELETE"]),
             *(Route("/api/rooms/{room}/sfu", h, methods=[m]) for m, h in
               (("PUT", self.sfu.put), ("GET", self.sfu.get), ("DELETE", self.sfu.delete))),
+            Route("/rooms/{room}/playback", self.sfu.playback),
             Route("/api/voices", voices.list, methods=["GET"]),
             Route("/api/enroll/scripts", voices.scripts),
             WebSocketRoute("/api/enroll/live", voices.live),

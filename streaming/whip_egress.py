@@ -17,13 +17,19 @@ silence tells within RTCP_SILENCE_S; otherwise (Janus sends none to an audio-onl
 ICE consent expiry does, after about 30 s. Its state is always readable with `status()`.
 
 `SfuStore` keeps each room's endpoints in SQLite (`sfu_endpoints`), tokens sealed with AES-GCM
-under the server key file; `SfuApi` serves `PUT/GET/DELETE /api/rooms/{room}/sfu`.
+under the server key file; `SfuApi` serves `PUT/GET/DELETE /api/rooms/{room}/sfu`, and
+`GET /rooms/{room}/playback`, which tells a listener page where to play from: an endpoint's Janus
+(its HTTP API URL and VideoRoom room, given with the endpoint as `"playback"`) while that endpoint is
+publishing — several publishing endpoints are handed out in turn (round robin per room) — or
+voxroom's own WHEP otherwise. The page finds the co-host's feed id in the VideoRoom itself
+(`listparticipants`): simple-whip-server does not tell its publisher which id Janus gave it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import re
@@ -31,7 +37,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,9 +76,21 @@ class WhipError(Exception):
 
 
 @dataclass(frozen=True)
+class JanusPlayback:
+    """Where listeners subscribe to what this endpoint publishes: Janus' HTTP API and the VideoRoom room."""
+
+    janus: str
+    room: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"janus": self.janus, "room": self.room}
+
+
+@dataclass(frozen=True)
 class SfuEndpoint:
     url: str
     token: str = ""
+    playback: JanusPlayback | None = None
 
 
 def retry_delay(attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -134,8 +152,10 @@ class WhipPublisher:
 
     def status(self) -> dict[str, Any]:
         """What the room summary and GET /api/rooms/{room}/sfu show (never the token)."""
+        playback = self.endpoint.playback.as_dict() if self.endpoint.playback else None
         return {"url": self.endpoint.url, "state": self.state, "error": self.error or None,
-                "next_retry_at": self.next_retry_at, "since": self.since, "publishes": self.publishes}
+                "next_retry_at": self.next_retry_at, "since": self.since, "publishes": self.publishes,
+                "playback": playback}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"whip-{self.name}")
@@ -276,7 +296,7 @@ class SfuStore:
         self._aead = AESGCM(load_key(key_path))
         db.execute("""CREATE TABLE IF NOT EXISTS sfu_endpoints (
             room_id TEXT NOT NULL, position INTEGER NOT NULL, url TEXT NOT NULL, token BLOB,
-            created REAL NOT NULL, PRIMARY KEY (room_id, position))""")
+            playback TEXT, created REAL NOT NULL, PRIMARY KEY (room_id, position))""")
 
     @staticmethod
     def _aad(room_id: str, position: int, url: str) -> bytes:
@@ -292,14 +312,15 @@ class SfuStore:
                     nonce = secrets.token_bytes(12)
                     sealed = nonce + self._aead.encrypt(nonce, endpoint.token.encode(),
                                                         self._aad(room_id, position, endpoint.url))
-                self.db.execute("INSERT INTO sfu_endpoints VALUES (?, ?, ?, ?, ?)",
-                                (room_id, position, endpoint.url, sealed, now))
+                playback = json.dumps(endpoint.playback.as_dict()) if endpoint.playback else None
+                self.db.execute("INSERT INTO sfu_endpoints VALUES (?, ?, ?, ?, ?, ?)",
+                                (room_id, position, endpoint.url, sealed, playback, now))
 
     def for_room(self, room_id: str) -> list[SfuEndpoint]:
-        rows = self.db.execute("SELECT position, url, token FROM sfu_endpoints WHERE room_id = ? "
+        rows = self.db.execute("SELECT position, url, token, playback FROM sfu_endpoints WHERE room_id = ? "
                                "ORDER BY position", (room_id,)).fetchall()
         endpoints = []
-        for position, url, sealed in rows:
+        for position, url, sealed, playback in rows:
             token = ""
             if sealed is not None:
                 blob = bytes(sealed)
@@ -307,7 +328,7 @@ class SfuStore:
                     token = self._aead.decrypt(blob[:12], blob[12:], self._aad(room_id, position, url)).decode()
                 except InvalidTag:
                     raise ValueError(f"room {room_id}: an SFU token does not open with this server's key") from None
-            endpoints.append(SfuEndpoint(url, token))
+            endpoints.append(SfuEndpoint(url, token, JanusPlayback(**json.loads(playback)) if playback else None))
         return endpoints
 
     def delete_room(self, room_id: str) -> None:
@@ -328,15 +349,31 @@ def parse_endpoints(body: dict[str, Any]) -> list[SfuEndpoint]:
         raise ValueError(f"'endpoints' must be a list of 1 to {MAX_ENDPOINTS_PER_ROOM} {{\"url\", \"token\"}} objects")
     parsed = []
     for entry in endpoints:
-        if not isinstance(entry, dict) or set(entry) - {"url", "token"}:
-            raise ValueError("each endpoint is an object with 'url' and an optional 'token'")
+        if not isinstance(entry, dict) or set(entry) - {"url", "token", "playback"}:
+            raise ValueError("each endpoint is an object with 'url', an optional 'token' and an optional "
+                             "'playback' {\"janus\", \"room\"}")
         token = entry.get("token", "")
         if not isinstance(token, str) or len(token) > 4096:
             raise ValueError("'token' must be text of at most 4096 characters")
-        parsed.append(SfuEndpoint(check_endpoint_url(entry.get("url")), token))
+        parsed.append(SfuEndpoint(check_endpoint_url(entry.get("url")), token, _parse_playback(entry.get("playback"))))
     if len({e.url for e in parsed}) != len(parsed):
         raise ValueError("each endpoint URL may appear once")
     return parsed
+
+
+def _parse_playback(value: Any) -> JanusPlayback | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"janus", "room"}:
+        raise ValueError("'playback' must be {\"janus\": Janus' HTTP API URL, \"room\": its VideoRoom room number}")
+    room = value["room"]
+    if isinstance(room, bool) or not isinstance(room, int) or not 0 < room < 2**53:
+        raise ValueError("'playback.room' must be a positive integer (a Janus VideoRoom room)")
+    try:
+        janus = check_endpoint_url(value["janus"])
+    except ValueError:
+        raise ValueError("'playback.janus' must be the http:// or https:// address of Janus' HTTP API") from None
+    return JanusPlayback(janus, room)
 
 
 # -- REST ----------------------------------------------------------------------------------------
@@ -346,7 +383,9 @@ class SfuApi:
     is the room's host; a room's publishers live in `room.sfu`."""
 
     store: SfuStore
-    room_for: Callable[[Request, str], Any]
+    room_for: Callable[[Request, str], Any]  # the room's host only
+    listener_room_for: Callable[[Request, str], Any]  # anyone who may listen
+    _turn: dict[str, int] = field(default_factory=dict)  # room id -> listeners handed a Janus so far
 
     async def put(self, request: Request) -> Response:
         async def run() -> Any:
@@ -369,8 +408,31 @@ class SfuApi:
             room = self.room_for(request, request.path_params["room"])
             await self.stop(room)
             self.store.delete_room(room.id)
+            self._turn.pop(room.id, None)
             return self.view(room)
         return await guard(run)
+
+    async def playback(self, request: Request) -> Response:
+        """Where this listener should play from (see the module docstring)."""
+        def run() -> Any:
+            room = self.listener_room_for(request, request.path_params["room"])
+            return self.choose_playback(room)
+        return await guard(run)
+
+    def choose_playback(self, room: Any) -> dict[str, Any]:
+        whep = {"kind": "whep", "url": f"/rooms/{room.id}/whep"}
+        live = [p.endpoint.playback for p in room.sfu if p.state == "publishing" and p.endpoint.playback]
+        if not live:
+            return whep
+        turn = self._turn.get(room.id, 0)
+        self._turn[room.id] = turn + 1
+        chosen = live[turn % len(live)]
+        return {"kind": "janus", **chosen.as_dict(), "fallback": whep}
+
+    def room_deleted(self, room_id: str) -> None:
+        """Forget a deleted room's endpoints (its publishers close with the room)."""
+        self.store.delete_room(room_id)
+        self._turn.pop(room_id, None)
 
     @staticmethod
     def view(room: Any) -> dict[str, Any]:

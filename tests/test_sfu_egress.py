@@ -132,3 +132,46 @@ async def test_a_room_publishes_into_a_whip_endpoint_and_stops_with_delete(live_
     assert not source_room.fanout.tracks
     for room in (source, sink):
         await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
+
+
+def test_playback_is_whep_until_an_endpoint_with_janus_publishes_then_round_robin() -> None:
+    from types import SimpleNamespace
+
+    from voxroom.streaming.whip_egress import JanusPlayback, SfuApi
+
+    def publisher(state: str, janus: str | None) -> Any:
+        playback = JanusPlayback(janus, 7) if janus else None
+        return SimpleNamespace(state=state, endpoint=SfuEndpoint("http://sfu/whip", "", playback))
+
+    api = SfuApi(store=None, room_for=None, listener_room_for=None)  # type: ignore[arg-type]
+    room = SimpleNamespace(id="r1", sfu=[publisher("retrying", "http://a/janus"), publisher("publishing", None)])
+    assert api.choose_playback(room) == {"kind": "whep", "url": "/rooms/r1/whep"}
+    room.sfu += [publisher("publishing", "http://b/janus"), publisher("publishing", "http://c/janus")]
+    picks = [api.choose_playback(room)["janus"] for _ in range(4)]
+    assert picks == ["http://b/janus", "http://c/janus", "http://b/janus", "http://c/janus"]
+    assert api.choose_playback(room)["fallback"] == {"kind": "whep", "url": "/rooms/r1/whep"}
+
+
+def test_listener_page_falls_back_to_whep_when_janus_is_unreachable(live_server: Any) -> None:
+    from conftest import chromium
+
+    _, source = live_server.json("POST", "/api/rooms", {"name": "janus-down"})
+    _, sink = live_server.json("POST", "/api/rooms", {"name": "janus-down-sink"})
+    source_room = live_server.server.rooms.get(source["id"])
+    status, _ = live_server.json("PUT", f"/api/rooms/{source['id']}/sfu", {"endpoints": [{
+        "url": f"{live_server.base}/rooms/{sink['id']}/whip", "token": live_server.token,
+        "playback": {"janus": "http://127.0.0.1:9/janus", "room": 1234}}]})
+    assert status == 200
+    live_server.call(_wait_for(lambda: source_room.sfu[0].state == "publishing", "publishing"))
+    _, plan = live_server.json("GET", f"/rooms/{source['id']}/playback", token=source["listener_grant"])
+    assert plan["kind"] == "janus" and plan["janus"] == "http://127.0.0.1:9/janus"
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(live_server.base + source["listen_url"] + "&autojoin=1")
+        page.wait_for_function("window.voxroomStats.state === 'connected'", timeout=20000)
+        stats = page.evaluate("window.voxroomStats")
+        assert stats["source"] == "whep" and stats["janusError"], stats
+        live_server.json("POST", f"/api/rooms/{source['id']}/say", {"text": "Still here, without Janus."})
+        page.wait_for_function("window.voxroomStats.loudFrames > 10", timeout=15000)
+    for room in (source, sink):
+        live_server.json("DELETE", f"/api/rooms/{room['id']}")

@@ -167,3 +167,37 @@ async def test_cohost_reaches_janus_subscribers_and_comes_back_after_janus_resta
         await pc.close()
     await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
     assert server_room.sfu == []
+
+
+@needs_private_network
+def test_listener_page_plays_from_janus(sfu_server: RunningServer, janus: JanusSfu) -> None:
+    from conftest import chromium
+
+    endpoint = janus.create_endpoint("voxroom-page")
+    _, room = sfu_server.json("POST", "/api/rooms", {"name": "page-through-janus"})
+    server_room = sfu_server.server.rooms.get(room["id"])
+    status, view = sfu_server.json("PUT", f"/api/rooms/{room['id']}/sfu", {"endpoints": [{
+        "url": endpoint, "token": WHIP_TOKEN, "playback": {"janus": janus.janus_url, "room": JANUS_ROOM}}]})
+    assert status == 200, view
+
+    async def publishing() -> None:
+        async with asyncio.timeout(30):
+            while server_room.sfu[0].state != "publishing":
+                await asyncio.sleep(0.1)
+    sfu_server.call(publishing())
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(sfu_server.base + room["listen_url"] + "&autojoin=1")
+        page.wait_for_function("window.voxroomStats.state === 'connected'", timeout=30000)
+        stats = page.evaluate("window.voxroomStats")
+        assert stats["source"] == "janus", stats
+        assert not server_room.listeners  # nobody listens to voxroom directly: Janus serves this page
+        sfu_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "Hello through Janus, browser."})
+        page.wait_for_function("window.voxroomStats.loudFrames > 10 && window.voxroomStats.samplesReceived > 0",
+                               timeout=20000)
+        page.wait_for_function("window.voxroomStats.captions.some(c => c.type === 'speech.ended')", timeout=20000)
+        stats = page.evaluate("window.voxroomStats")
+        assert stats["peakRms"] > 0.01 and not errors, (stats, errors)
+    sfu_server.json("DELETE", f"/api/rooms/{room['id']}")

@@ -1,5 +1,8 @@
-// Listener page: joins a room over WHEP (POST an SDP offer, get the answer), plays the co-host,
-// shows captions, and measures what arrives (window.voxroomStats) so tests and OBS can see it.
+// Listener page: plays the co-host, shows captions, and measures what arrives (window.voxroomStats)
+// so tests and OBS can see it. Where to play from comes from GET /rooms/ROOM/playback: a Janus
+// VideoRoom the room publishes into (spoken to over Janus' HTTP API, below), or voxroom's own WHEP
+// (POST an SDP offer, get the answer), which is also the fallback when Janus cannot be reached.
+// Captions always come from voxroom.
 "use strict";
 const roomId = decodeURIComponent(location.pathname.split("/").pop());
 const params = new URLSearchParams(location.search);
@@ -8,8 +11,9 @@ const $ = (id) => document.getElementById(id);
 const stats = (window.voxroomStats = {
   state: "idle", samplesReceived: 0, concealedSamples: 0, packetsLost: 0,
   loudFrames: 0, meterFrames: 0, peakRms: 0, captions: [], error: null,
+  source: null, janusError: null,
 });
-let pc = null, session = null, meterTimer = null, audioCtx = null;
+let pc = null, session = null, janus = null, meterTimer = null, audioCtx = null;
 
 function setStatus(text, isError) {
   $("status").textContent = text;
@@ -55,12 +59,8 @@ function startMeter(stream) {
   }, 50);
 }
 
-async function join() {
-  $("join").disabled = true;
-  stats.state = "connecting";
-  setStatus("connecting…");
+function newPeer() {
   pc = new RTCPeerConnection();
-  pc.addTransceiver("audio", { direction: "recvonly" });
   pc.ontrack = (event) => {
     const stream = event.streams[0] || new MediaStream([event.track]);
     $("player").srcObject = stream;
@@ -72,9 +72,121 @@ async function join() {
     if (pc.connectionState === "connected") setStatus("listening");
     if (pc.connectionState === "failed") setStatus("connection failed", true);
   };
+  return pc;
+}
+
+async function playbackPlan() {
+  const whep = { kind: "whep", url: `/rooms/${encodeURIComponent(roomId)}/whep` };
+  try {
+    const res = await fetch(`/rooms/${encodeURIComponent(roomId)}/playback`, {
+      headers: { Authorization: `Bearer ${grant}` },
+    });
+    return res.ok ? await res.json() : whep;
+  } catch (e) {
+    return whep;
+  }
+}
+
+// -- Janus VideoRoom over Janus' HTTP API: session, videoroom handle, subscribe to the co-host's feed.
+function janusTx() { return Math.random().toString(36).slice(2, 14); }
+
+async function janusCall(url, body) {
+  const res = await fetch(url, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ ...body, transaction: janusTx() }), signal: AbortSignal.timeout(5000),
+  });
+  const answer = await res.json();
+  const pluginError = answer.plugindata && answer.plugindata.data && answer.plugindata.data.error;
+  if (answer.janus === "error" || pluginError) throw new Error((answer.error && answer.error.reason) || pluginError);
+  return answer;
+}
+
+async function janusEvent(sessionUrl) {
+  const res = await fetch(`${sessionUrl}?maxev=1&rid=${Date.now()}`, { signal: AbortSignal.timeout(40000) });
+  const answer = await res.json();
+  return Array.isArray(answer) ? answer[0] : answer;
+}
+
+function connectedWithin(peer, ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no connection to Janus")), ms);
+    const check = () => {
+      if (peer.connectionState === "connected") { clearTimeout(timer); resolve(); }
+      if (peer.connectionState === "failed") { clearTimeout(timer); reject(new Error("connection to Janus failed")); }
+    };
+    peer.addEventListener("connectionstatechange", check);
+    check();
+  });
+}
+
+async function joinJanus(plan) {
+  const base = plan.janus.replace(/\/$/, "");
+  const created = await janusCall(base, { janus: "create" });
+  janus = { sessionUrl: `${base}/${created.data.id}` };
+  const attached = await janusCall(janus.sessionUrl, { janus: "attach", plugin: "janus.plugin.videoroom" });
+  const handleUrl = `${janus.sessionUrl}/${attached.data.id}`;
+  const listed = await janusCall(handleUrl, { janus: "message", body: { request: "listparticipants", room: plan.room } });
+  const feeds = (listed.plugindata.data.participants || []).filter((p) => p.publisher);
+  if (!feeds.length) throw new Error("nobody publishes in the Janus room");
+  await janusCall(handleUrl, { janus: "message", body: {
+    request: "join", ptype: "subscriber", room: plan.room, streams: [{ feed: feeds[0].id }] } });
+  let offer = null;
+  for (let i = 0; i < 5 && !offer; i++) {
+    const event = await janusEvent(janus.sessionUrl);
+    if (event.jsep) offer = event.jsep;
+  }
+  if (!offer) throw new Error("Janus sent no offer");
+  newPeer();
+  await pc.setRemoteDescription(offer);
+  await pc.setLocalDescription(await pc.createAnswer());
+  await waitForIce(pc);
+  await janusCall(handleUrl, { janus: "message", body: { request: "start" },
+                               jsep: { type: "answer", sdp: pc.localDescription.sdp } });
+  const mine = janus;
+  (async () => { // long polls keep the Janus session alive while we listen
+    while (janus === mine) { try { await janusEvent(mine.sessionUrl); } catch (e) { await new Promise((r) => setTimeout(r, 1000)); } }
+  })();
+  await connectedWithin(pc, 10000);
+}
+
+async function leaveJanus() {
+  const old = janus;
+  janus = null;
+  if (old) await janusCall(old.sessionUrl, { janus: "destroy" }).catch(() => {});
+}
+
+async function join() {
+  $("join").disabled = true;
+  stats.state = "connecting";
+  setStatus("connecting…");
+  const plan = await playbackPlan();
+  if (plan.kind === "janus") {
+    try {
+      await joinJanus(plan);
+      stats.source = "janus";
+      $("leave").disabled = false;
+      return;
+    } catch (e) {
+      stats.janusError = String(e && e.message ? e.message : e);
+      if (pc) pc.close();
+      pc = null;
+      clearInterval(meterTimer);
+      if (audioCtx) audioCtx.close();
+      audioCtx = null;
+      await leaveJanus();
+      stats.state = "connecting";
+    }
+  }
+  await joinWhep(plan.kind === "whep" ? plan.url : plan.fallback.url);
+}
+
+async function joinWhep(url) {
+  stats.source = "whep";
+  newPeer();
+  pc.addTransceiver("audio", { direction: "recvonly" });
   await pc.setLocalDescription(await pc.createOffer());
   await waitForIce(pc);
-  const res = await fetch(`/rooms/${encodeURIComponent(roomId)}/whep`, {
+  const res = await fetch(url, {
     method: "POST",
     headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${grant}` },
     body: pc.localDescription.sdp,
@@ -94,6 +206,7 @@ async function leave() {
   if (session) {
     await fetch(session, { method: "DELETE", headers: { Authorization: `Bearer ${grant}` } }).catch(() => {});
   }
+  await leaveJanus();
   if (pc) pc.close();
   clearInterval(meterTimer);
   if (audioCtx) audioCtx.close();
