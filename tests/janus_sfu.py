@@ -14,8 +14,10 @@ VOXROOM_REQUIRE_BROWSER is set (CI), where they fail instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from voxroom.streaming.webrtc import filter_remote_candidates
 
 JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
 WHIP_SERVER_DIR = Path(os.environ.get("SIMPLE_WHIP_SERVER_DIR",
@@ -38,7 +43,7 @@ WHIP_TOKEN = "whip-test-token"
 
 PRIVATE_ADDRESS = "10.77.0.1"
 INSIDE = "VOXROOM_IN_PRIVATE_NETWORK"
-_NAMESPACE_SETUP = ("ip link set lo up && ip link add vx0 type veth peer name vx1 && "
+NAMESPACE_SETUP = ("ip link set lo up && ip link add vx0 type veth peer name vx1 && "
                     f"ip addr add {PRIVATE_ADDRESS}/32 dev vx0 && ip link set vx1 up && ip link set vx0 up")
 
 
@@ -56,7 +61,7 @@ def rerun_in_private_network(target: str, timeout: float = 600) -> None:
             pytest.fail(reason + " (VOXROOM_REQUIRE_BROWSER is set)")
         pytest.skip(reason)
     root = Path(__file__).resolve().parents[1]
-    command = f"{_NAMESPACE_SETUP} && exec {sys.executable} -m pytest -q -p no:cacheprovider -rA {target}"
+    command = f"{NAMESPACE_SETUP} && exec {sys.executable} -m pytest -q -p no:cacheprovider -rA {target}"
     done = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=root, env={**os.environ, INSIDE: "1"},
                           capture_output=True, text=True, timeout=timeout)
     output = done.stdout + done.stderr
@@ -243,3 +248,54 @@ def janus_poll(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{url}?maxev=1", timeout=40) as res:
         answer: dict[str, Any] = json.loads(res.read())
     return answer
+
+
+def _tx() -> str:
+    return secrets.token_hex(6)
+
+
+def _publishers(janus: JanusSfu) -> list[dict[str, Any]]:
+    session = janus_api(janus.janus_url, {"janus": "create", "transaction": _tx()})["data"]["id"]
+    url = f"{janus.janus_url}/{session}"
+    handle = janus_api(url, {"janus": "attach", "plugin": "janus.plugin.videoroom", "transaction": _tx()})["data"]["id"]
+    answer = janus_api(f"{url}/{handle}", {"janus": "message", "transaction": _tx(),
+                                           "body": {"request": "listparticipants", "room": JANUS_ROOM}})
+    janus_api(url, {"janus": "destroy", "transaction": _tx()})
+    return [p for p in answer["plugindata"]["data"].get("participants", []) if p.get("publisher")]
+
+
+async def subscribe(janus: JanusSfu) -> tuple[RTCPeerConnection, asyncio.Queue[Any]]:
+    """Join the VideoRoom as a subscriber of its publisher, the way a Janus client does over HTTP."""
+    async with asyncio.timeout(30):
+        while not (feeds := await asyncio.to_thread(_publishers, janus)):
+            await asyncio.sleep(0.2)
+    created = await asyncio.to_thread(janus_api, janus.janus_url, {"janus": "create", "transaction": _tx()})
+    session_url = f"{janus.janus_url}/{created['data']['id']}"
+    attached = await asyncio.to_thread(janus_api, session_url, {"janus": "attach", "transaction": _tx(),
+                                                                "plugin": "janus.plugin.videoroom"})
+    handle_url = f"{session_url}/{attached['data']['id']}"
+    await asyncio.to_thread(janus_api, handle_url, {"janus": "message", "transaction": _tx(), "body": {
+        "request": "join", "ptype": "subscriber", "room": JANUS_ROOM, "streams": [{"feed": feeds[0]["id"]}]}})
+    async with asyncio.timeout(20):
+        while "jsep" not in (event := await asyncio.to_thread(janus_poll, session_url)):
+            pass
+    pc = RTCPeerConnection()
+    frames: asyncio.Queue[Any] = asyncio.Queue()
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        async def pump() -> None:
+            while True:
+                try:
+                    frames.put_nowait(await track.recv())
+                except Exception:
+                    return
+        asyncio.ensure_future(pump())
+
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=filter_remote_candidates(event["jsep"]["sdp"]),
+                                                        type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    await asyncio.to_thread(janus_api, handle_url, {"janus": "message", "transaction": _tx(),
+                                                    "body": {"request": "start"},
+                                                    "jsep": {"type": "answer", "sdp": pc.localDescription.sdp}})
+    return pc, frames

@@ -5,14 +5,12 @@ restarted mid-stream: voxroom publishes again by itself and a new subscriber hea
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from conftest import RunningServer, start_server
 from janus_sfu import (
@@ -22,14 +20,12 @@ from janus_sfu import (
     JanusSfu,
     free_port,
     inside_private_network,
-    janus_api,
-    janus_poll,
     require_janus,
     rerun_in_private_network,
+    subscribe,
     write_janus_config,
 )
 from test_webrtc import mono
-from voxroom.streaming.webrtc import filter_remote_candidates
 
 needs_private_network = pytest.mark.skipif(
     not inside_private_network(), reason="runs inside a private network namespace, through "
@@ -62,57 +58,6 @@ def janus(tmp_path: Path) -> Iterator[JanusSfu]:
         raise
     finally:
         sfu.close()
-
-
-def _tx() -> str:
-    return secrets.token_hex(6)
-
-
-def _publishers(janus: JanusSfu) -> list[dict[str, Any]]:
-    session = janus_api(janus.janus_url, {"janus": "create", "transaction": _tx()})["data"]["id"]
-    url = f"{janus.janus_url}/{session}"
-    handle = janus_api(url, {"janus": "attach", "plugin": "janus.plugin.videoroom", "transaction": _tx()})["data"]["id"]
-    answer = janus_api(f"{url}/{handle}", {"janus": "message", "transaction": _tx(),
-                                           "body": {"request": "listparticipants", "room": JANUS_ROOM}})
-    janus_api(url, {"janus": "destroy", "transaction": _tx()})
-    return [p for p in answer["plugindata"]["data"].get("participants", []) if p.get("publisher")]
-
-
-async def subscribe(janus: JanusSfu) -> tuple[RTCPeerConnection, asyncio.Queue[Any]]:
-    """Join the VideoRoom as a subscriber of its publisher, the way a Janus client does over HTTP."""
-    async with asyncio.timeout(30):
-        while not (feeds := await asyncio.to_thread(_publishers, janus)):
-            await asyncio.sleep(0.2)
-    created = await asyncio.to_thread(janus_api, janus.janus_url, {"janus": "create", "transaction": _tx()})
-    session_url = f"{janus.janus_url}/{created['data']['id']}"
-    attached = await asyncio.to_thread(janus_api, session_url, {"janus": "attach", "transaction": _tx(),
-                                                                "plugin": "janus.plugin.videoroom"})
-    handle_url = f"{session_url}/{attached['data']['id']}"
-    await asyncio.to_thread(janus_api, handle_url, {"janus": "message", "transaction": _tx(), "body": {
-        "request": "join", "ptype": "subscriber", "room": JANUS_ROOM, "streams": [{"feed": feeds[0]["id"]}]}})
-    async with asyncio.timeout(20):
-        while "jsep" not in (event := await asyncio.to_thread(janus_poll, session_url)):
-            pass
-    pc = RTCPeerConnection()
-    frames: asyncio.Queue[Any] = asyncio.Queue()
-
-    @pc.on("track")
-    def on_track(track: Any) -> None:
-        async def pump() -> None:
-            while True:
-                try:
-                    frames.put_nowait(await track.recv())
-                except Exception:
-                    return
-        asyncio.ensure_future(pump())
-
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=filter_remote_candidates(event["jsep"]["sdp"]),
-                                                        type="offer"))
-    await pc.setLocalDescription(await pc.createAnswer())
-    await asyncio.to_thread(janus_api, handle_url, {"janus": "message", "transaction": _tx(),
-                                                    "body": {"request": "start"},
-                                                    "jsep": {"type": "answer", "sdp": pc.localDescription.sdp}})
-    return pc, frames
 
 
 async def hears_speech(server: Any, room_id: str, frames: asyncio.Queue[Any]) -> int:
