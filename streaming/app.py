@@ -4,6 +4,7 @@
     cohost_api.py   a room's co-host: chat, settings, queue, host speaking, /metrics
     voices_api.py   voices and enrollment
     webrtc_api.py   WHEP playback, WHIP ingest of the host's microphone
+    whip_egress.py  publishing a room into SFUs over WHIP, and where listeners play from
     bot_session.py  the bot protocol (/ws)
 
 Who may call what is decided in `access.py`; how errors become answers in `http_errors.py`.

@@ -182,6 +182,11 @@ class WhipPublisher:
                 delay = RETRY_CAP_S * (0.5 + 0.5 * self._rng()) if exc.refused else retry_delay(failures, self._rng)
                 self._set("error" if exc.refused else "retrying", str(exc), time.time() + delay)
                 log.warning("%s: %s; publishing again in %.1f s", self.name, exc, delay)
+            except Exception as exc:  # a bug or a library surprise: keep its traceback, keep trying
+                failures += 1
+                delay = retry_delay(failures, self._rng)
+                self._set("retrying", f"unexpected error: {exc}", time.time() + delay)
+                log.exception("%s: publishing failed unexpectedly; trying again in %.1f s", self.name, delay)
             await self._teardown()
             await asyncio.sleep(delay)
 
