@@ -115,7 +115,7 @@ async def test_cohost_reaches_janus_subscribers_and_comes_back_after_janus_resta
 
 
 @needs_private_network
-def test_listener_page_plays_from_janus(sfu_server: RunningServer, janus: JanusSfu) -> None:
+def test_listener_page_plays_from_janus_and_falls_back_to_whep_when_janus_dies(sfu_server: RunningServer, janus: JanusSfu) -> None:
     from conftest import chromium
 
     endpoint = janus.create_endpoint("voxroom-page")
@@ -145,4 +145,12 @@ def test_listener_page_plays_from_janus(sfu_server: RunningServer, janus: JanusS
         page.wait_for_function("window.voxroomStats.captions.some(c => c.type === 'speech.ended')", timeout=20000)
         stats = page.evaluate("window.voxroomStats")
         assert stats["peakRms"] > 0.01 and not errors, (stats, errors)
+
+        janus.stop_janus()  # the page notices, asks where to play from again, and lands on voxroom's WHEP
+        page.wait_for_function("window.voxroomStats.rejoins >= 1 && window.voxroomStats.source === 'whep' && "
+                               "window.voxroomStats.state === 'connected'", timeout=30000)
+        loud_before = page.evaluate("window.voxroomStats.loudFrames")
+        sfu_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "Still here while Janus is down."})
+        page.wait_for_function(f"window.voxroomStats.loudFrames > {loud_before + 10}", timeout=20000)
+        assert len(server_room.listeners) == 1 and not errors
     sfu_server.json("DELETE", f"/api/rooms/{room['id']}")

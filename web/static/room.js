@@ -11,7 +11,7 @@ const $ = (id) => document.getElementById(id);
 const stats = (window.voxroomStats = {
   state: "idle", samplesReceived: 0, concealedSamples: 0, packetsLost: 0,
   loudFrames: 0, meterFrames: 0, peakRms: 0, captions: [], error: null,
-  source: null, janusError: null,
+  source: null, janusError: null, rejoins: 0,
 });
 let pc = null, session = null, janus = null, meterTimer = null, audioCtx = null;
 
@@ -67,9 +67,16 @@ function newPeer() {
     $("player").play().catch(() => setStatus("click anywhere to allow sound"));
     startMeter(stream);
   };
+  const mine = pc;
   pc.onconnectionstatechange = () => {
+    if (pc !== mine) return; // an abandoned attempt
     stats.state = pc.connectionState;
     if (pc.connectionState === "connected") setStatus("listening");
+    if (stats.source === "janus" && ["disconnected", "failed"].includes(pc.connectionState)) {
+      // Janus went away (restart, network): ask again where to play from, WHEP if it is still down
+      setTimeout(() => { if (pc === mine && mine.connectionState !== "connected") rejoin(); }, 3000);
+      return;
+    }
     if (pc.connectionState === "failed") setStatus("connection failed", true);
   };
   return pc;
@@ -200,6 +207,19 @@ async function joinWhep(url) {
   session = res.headers.get("Location");
   await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
   $("leave").disabled = false;
+}
+
+async function rejoin() {
+  stats.rejoins += 1;
+  await leaveJanus();
+  if (pc) pc.close();
+  pc = null;
+  clearInterval(meterTimer);
+  if (audioCtx) audioCtx.close();
+  audioCtx = null;
+  stats.state = "connecting";
+  setStatus("reconnecting…");
+  await join();
 }
 
 async function leave() {
