@@ -103,6 +103,7 @@ async def test_unreachable_sfu_shows_an_error_and_the_room_keeps_its_listeners(l
         await pc.close()
     status, view = await asyncio.to_thread(live_server.json, "DELETE", room_path + "/sfu")
     assert status == 200 and view["endpoints"] == [] and not server_room.sfu
+    await asyncio.to_thread(live_server.json, "DELETE", room_path)  # the shared server caps rooms per account
 
 
 async def test_a_room_publishes_into_a_whip_endpoint_and_stops_with_delete(live_server: Any) -> None:
