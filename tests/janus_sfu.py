@@ -38,6 +38,7 @@ JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
 WHIP_SERVER_DIR = Path(os.environ.get("SIMPLE_WHIP_SERVER_DIR",
                                       Path(__file__).resolve().parents[1] / "build" / "simple-whip-server"))
 JANUS_ROOM = 4242  # the VideoRoom room the co-host is published into (in the plugin's config: survives restarts)
+SECOND_JANUS_ROOM = 4243  # for a room publishing to two endpoints
 WHIP_TOKEN = "whip-test-token"
 
 
@@ -148,7 +149,11 @@ room-{JANUS_ROOM}: {{
     description = "voxroom co-host"
     publishers = 6
     audiocodec = "opus"
-    videocodec = "vp8"
+}}
+room-{SECOND_JANUS_ROOM}: {{
+    description = "voxroom co-host, second endpoint"
+    publishers = 6
+    audiocodec = "opus"
 }}
 """)
 
@@ -214,9 +219,9 @@ class JanusSfu:
                                          env={**os.environ, "DEBUG": "whip:error,whip:warn,whip:info"})
         _wait_http(f"{self.whip_base}/healthcheck", 20, self.whip, log)
 
-    def create_endpoint(self, endpoint_id: str, token: str = WHIP_TOKEN) -> str:
-        """A WHIP endpoint publishing into the test room; returns its URL."""
-        body = json.dumps({"id": endpoint_id, "room": JANUS_ROOM, "token": token}).encode()
+    def create_endpoint(self, endpoint_id: str, token: str = WHIP_TOKEN, room: int = JANUS_ROOM) -> str:
+        """A WHIP endpoint publishing into a VideoRoom room; returns its URL."""
+        body = json.dumps({"id": endpoint_id, "room": room, "token": token}).encode()
         req = urllib.request.Request(f"{self.whip_base}/create", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as res:
@@ -254,20 +259,20 @@ def _tx() -> str:
     return secrets.token_hex(6)
 
 
-def _publishers(janus: JanusSfu) -> list[dict[str, Any]]:
+def _publishers(janus: JanusSfu, room: int) -> list[dict[str, Any]]:
     session = janus_api(janus.janus_url, {"janus": "create", "transaction": _tx()})["data"]["id"]
     url = f"{janus.janus_url}/{session}"
     handle = janus_api(url, {"janus": "attach", "plugin": "janus.plugin.videoroom", "transaction": _tx()})["data"]["id"]
     answer = janus_api(f"{url}/{handle}", {"janus": "message", "transaction": _tx(),
-                                           "body": {"request": "listparticipants", "room": JANUS_ROOM}})
+                                           "body": {"request": "listparticipants", "room": room}})
     janus_api(url, {"janus": "destroy", "transaction": _tx()})
     return [p for p in answer["plugindata"]["data"].get("participants", []) if p.get("publisher")]
 
 
-async def subscribe(janus: JanusSfu) -> tuple[RTCPeerConnection, asyncio.Queue[Any]]:
+async def subscribe(janus: JanusSfu, room: int = JANUS_ROOM) -> tuple[RTCPeerConnection, asyncio.Queue[Any]]:
     """Join the VideoRoom as a subscriber of its publisher, the way a Janus client does over HTTP."""
     async with asyncio.timeout(30):
-        while not (feeds := await asyncio.to_thread(_publishers, janus)):
+        while not (feeds := await asyncio.to_thread(_publishers, janus, room)):
             await asyncio.sleep(0.2)
     created = await asyncio.to_thread(janus_api, janus.janus_url, {"janus": "create", "transaction": _tx()})
     session_url = f"{janus.janus_url}/{created['data']['id']}"
@@ -275,7 +280,7 @@ async def subscribe(janus: JanusSfu) -> tuple[RTCPeerConnection, asyncio.Queue[A
                                                                 "plugin": "janus.plugin.videoroom"})
     handle_url = f"{session_url}/{attached['data']['id']}"
     await asyncio.to_thread(janus_api, handle_url, {"janus": "message", "transaction": _tx(), "body": {
-        "request": "join", "ptype": "subscriber", "room": JANUS_ROOM, "streams": [{"feed": feeds[0]["id"]}]}})
+        "request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feeds[0]["id"]}]}})
     async with asyncio.timeout(20):
         while "jsep" not in (event := await asyncio.to_thread(janus_poll, session_url)):
             pass

@@ -16,6 +16,7 @@ from conftest import RunningServer, start_server
 from janus_sfu import (
     JANUS_ROOM,
     PRIVATE_ADDRESS,
+    SECOND_JANUS_ROOM,
     WHIP_TOKEN,
     JanusSfu,
     free_port,
@@ -154,3 +155,32 @@ def test_listener_page_plays_from_janus_and_falls_back_to_whep_when_janus_dies(s
         page.wait_for_function(f"window.voxroomStats.loudFrames > {loud_before + 10}", timeout=20000)
         assert len(server_room.listeners) == 1 and not errors
     sfu_server.json("DELETE", f"/api/rooms/{room['id']}")
+
+
+@needs_private_network
+async def test_a_room_publishes_to_two_endpoints_and_listeners_are_handed_each_in_turn(
+        sfu_server: RunningServer, janus: JanusSfu) -> None:
+    live_server = sfu_server
+    rooms = (JANUS_ROOM, SECOND_JANUS_ROOM)
+    endpoints = [await asyncio.to_thread(janus.create_endpoint, f"two-{n}", WHIP_TOKEN, n) for n in rooms]
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "two-sfus"})
+    server_room = live_server.server.rooms.get(room["id"])
+    status, view = await asyncio.to_thread(live_server.json, "PUT", f"/api/rooms/{room['id']}/sfu", {"endpoints": [
+        {"url": url, "token": WHIP_TOKEN, "playback": {"janus": janus.janus_url, "room": n}}
+        for url, n in zip(endpoints, rooms, strict=True)]})
+    assert status == 200, view
+    async with asyncio.timeout(30):
+        while any(p.state != "publishing" for p in server_room.sfu):
+            await asyncio.sleep(0.1)
+    assert len(server_room.fanout.tracks) == 2  # two publishes, still one encoder
+
+    plans = [(await asyncio.to_thread(live_server.json, "GET", f"/rooms/{room['id']}/playback", None,
+                                      room["listener_grant"]))[1] for _ in range(4)]
+    assert [p["room"] for p in plans] == [JANUS_ROOM, SECOND_JANUS_ROOM, JANUS_ROOM, SECOND_JANUS_ROOM]
+    for n in rooms:
+        pc, frames = await subscribe(janus, n)
+        try:
+            assert await hears_speech(live_server, room["id"], frames) >= 25
+        finally:
+            await pc.close()
+    await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
