@@ -60,6 +60,7 @@ MAX_ENDPOINTS_PER_ROOM = 4
 RETRY_FIRST_S = 1.0
 RETRY_CAP_S = 30.0
 HTTP_TIMEOUT_S = 10.0
+DELETE_TIMEOUT_S = 3.0  # best effort: a room being deleted does not wait long on a dead SFU
 CONNECT_TIMEOUT_S = 15.0  # from the answer to ICE + DTLS connected
 RTCP_SILENCE_S = 6.0  # no receiver report for this long after the first one: the SFU is gone
 # Answers that will not change by asking again soon (a wrong token, URL or media type); still retried,
@@ -257,7 +258,7 @@ class WhipPublisher:
             resource, self.resource = self.resource, None
             headers = {"Authorization": f"Bearer {self.endpoint.token}"} if self.endpoint.token else {}
             with contextlib.suppress(httpx2.HTTPError):
-                await self._http.delete(resource, headers=headers)
+                await self._http.delete(resource, headers=headers, timeout=DELETE_TIMEOUT_S)
         if self._pc is not None:
             pc, self._pc = self._pc, None
             await pc.close()
