@@ -219,9 +219,14 @@ class JanusSfu:
                                          env={**os.environ, "DEBUG": "whip:error,whip:warn,whip:info"})
         _wait_http(f"{self.whip_base}/healthcheck", 20, self.whip, log)
 
-    def create_endpoint(self, endpoint_id: str, token: str = WHIP_TOKEN, room: int = JANUS_ROOM) -> str:
-        """A WHIP endpoint publishing into a VideoRoom room; returns its URL."""
-        body = json.dumps({"id": endpoint_id, "room": room, "token": token}).encode()
+    def create_endpoint(self, endpoint_id: str, token: str = WHIP_TOKEN, room: int = JANUS_ROOM,
+                        ice_servers: list[str] | None = None) -> str:
+        """A WHIP endpoint publishing into a VideoRoom room (announcing `ice_servers` in Link headers);
+        returns its URL."""
+        fields: dict[str, Any] = {"id": endpoint_id, "room": room, "token": token}
+        if ice_servers:
+            fields["iceServers"] = [{"uri": uri} for uri in ice_servers]
+        body = json.dumps(fields).encode()
         req = urllib.request.Request(f"{self.whip_base}/create", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as res:

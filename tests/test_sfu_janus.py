@@ -162,7 +162,9 @@ async def test_a_room_publishes_to_two_endpoints_and_listeners_are_handed_each_i
         sfu_server: RunningServer, janus: JanusSfu) -> None:
     live_server = sfu_server
     rooms = (JANUS_ROOM, SECOND_JANUS_ROOM)
-    endpoints = [await asyncio.to_thread(janus.create_endpoint, f"two-{n}", WHIP_TOKEN, n) for n in rooms]
+    stun = f"stun:{PRIVATE_ADDRESS}:3478"
+    endpoints = [await asyncio.to_thread(janus.create_endpoint, f"two-{n}", WHIP_TOKEN, n, [stun] if i else None)
+                 for i, n in enumerate(rooms)]
     _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "two-sfus"})
     server_room = live_server.server.rooms.get(room["id"])
     status, view = await asyncio.to_thread(live_server.json, "PUT", f"/api/rooms/{room['id']}/sfu", {"endpoints": [
@@ -173,6 +175,7 @@ async def test_a_room_publishes_to_two_endpoints_and_listeners_are_handed_each_i
         while any(p.state != "publishing" for p in server_room.sfu):
             await asyncio.sleep(0.1)
     assert len(server_room.fanout.tracks) == 2  # two publishes, still one encoder
+    assert [[s.urls for s in p.ice_servers] for p in server_room.sfu] == [[], [stun]]  # from Link headers
 
     plans = [(await asyncio.to_thread(live_server.json, "GET", f"/rooms/{room['id']}/playback", None,
                                       room["listener_grant"]))[1] for _ in range(4)]
