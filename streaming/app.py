@@ -4,6 +4,7 @@
     cohost_api.py   a room's co-host: chat, settings, queue, host speaking, /metrics
     voices_api.py   voices and enrollment
     webrtc_api.py   WHEP playback, WHIP ingest of the host's microphone
+    whip_egress.py  publishing a room into SFUs over WHIP, and where listeners play from
     bot_session.py  the bot protocol (/ws)
 
 Who may call what is decided in `access.py`; how errors become answers in `http_errors.py`.
@@ -44,6 +45,7 @@ from voxroom.streaming.rooms_api import RoomsAPI
 from voxroom.streaming.voices_api import Voices, VoicesAPI
 from voxroom.streaming.webrtc import configure_ice_addresses
 from voxroom.streaming.webrtc_api import WebRTCAPI
+from voxroom.streaming.whip_egress import SfuApi, SfuStore
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,10 @@ class VoxroomServer:
         self.llm = LLMApi(self, LLMStore(self.db, config.data_dir / "llm.key"), config.llm_settings(),
                           apply=self.rooms.use_llm)
         self.rooms.llm_for = self.llm.effective
+        self.sfu = SfuApi(SfuStore(self.db, config.data_dir / "connectors.key"),
+                          room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
+                          listener_room_for=lambda request, room_id: self.access.room_for(
+                              request, room_id, ("listener", "host", "bot")))
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
                              exception_handlers={404: http_errors.not_routed, 405: http_errors.not_routed})
@@ -102,8 +108,8 @@ class VoxroomServer:
         await self.close()
 
     async def start(self) -> None:
-        """Bring back the stored rooms and their chat connectors (on the server's loop, before the
-        first request); connectors of rooms that are gone are forgotten."""
+        """Bring back the stored rooms, their chat connectors and their SFU publishers (on the server's
+        loop, before the first request); what belonged to rooms that are gone is forgotten."""
         restored = self.rooms.restore(self._stored_voice)
         if restored:
             log.info("restored %d room(s) from the database", len(restored))
@@ -114,6 +120,8 @@ class VoxroomServer:
             return room.cohost.agent.submit if room is not None else None  # same as ConnectorsApi.submit_for
 
         await self.connectors.runtime.resume(self.connectors.store, submit_for_room)
+        self.sfu.store.prune({room.id for room in self.rooms.all()})
+        self.sfu.resume(self.rooms.all())
 
     def _stored_voice(self, owner_id: str, ref: str) -> Voice | None:
         """A restored room's voice (VoiceNotFound, a LookupError, when it was deleted). One still being
@@ -198,6 +206,9 @@ class VoxroomServer:
             Route("/api/rooms/{room}/connectors", self.connectors.create, methods=["POST"]),
             Route("/api/rooms/{room}/connectors", self.connectors.list, methods=["GET"]),
             Route("/api/rooms/{room}/connectors/{connector}", self.connectors.delete, methods=["DELETE"]),
+            *(Route("/api/rooms/{room}/sfu", h, methods=[m]) for m, h in
+              (("PUT", self.sfu.put), ("GET", self.sfu.get), ("DELETE", self.sfu.delete))),
+            Route("/rooms/{room}/playback", self.sfu.playback),
             Route("/api/voices", voices.list, methods=["GET"]),
             Route("/api/enroll/scripts", voices.scripts),
             WebSocketRoute("/api/enroll/live", voices.live),

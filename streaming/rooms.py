@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxroom.agent.clock import Clock, SystemClock
 from voxroom.agent.lifecycle import EventBus, LifecycleEvent
@@ -28,6 +28,9 @@ from voxroom.streaming.playout import Playout
 from voxroom.streaming.room_cohost import RoomCoHost
 from voxroom.streaming.room_store import RoomStore, StoredRoom
 from voxroom.streaming.webrtc import ListenerSession, OpusFanout
+
+if TYPE_CHECKING:  # whip_egress imports the HTTP error mapping, which imports this module
+    from voxroom.streaming.whip_egress import WhipPublisher
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ MAX_PENDING_LISTENERS_PER_GRANT = 20
 MAX_PENDING_LISTENERS_PER_ADDRESS = 4
 PENDING_LISTENER_TIMEOUT_S = 5.0
 
+SFU_STATES = ("connecting", "publishing", "retrying", "error")
 Subscriber = Callable[[dict[str, Any]], None]
 
 
@@ -66,6 +70,7 @@ class Room:
     history: list[dict[str, Any]] = field(default_factory=list)  # recent caption events
     host_mic: HostMicrophone | None = None
     host_audio: list[AudioCallback] = field(default_factory=list)  # 16 kHz mono consumers (VAD)
+    sfu: list[WhipPublisher] = field(default_factory=list)  # WHIP egress, one per configured SFU endpoint
 
     def caption(self, event: LifecycleEvent) -> None:
         """The bus subscriber behind the caption sockets."""
@@ -89,6 +94,7 @@ class Room:
             "queue": [speech_summary(s) for s in self.playout.queued()] + self.cohost.agent.pending_lines(),
             "cohost": self.cohost.settings(),
             "pacer": vars(self.playout.stats),
+            "sfu": [p.status() for p in self.sfu],
         }
 
 
@@ -265,6 +271,8 @@ class Rooms:
         await asyncio.gather(*(self._shutdown(r) for r in rooms), return_exceptions=True)
 
     async def _shutdown(self, room: Room) -> None:
+        publishers, room.sfu[:] = list(room.sfu), []
+        await asyncio.gather(*(p.close() for p in publishers), return_exceptions=True)
         for session in list(room.listeners.values()):
             await session.close()
         if room.host_mic is not None:
@@ -279,8 +287,7 @@ ConnectorStates = Callable[[str], list[dict[str, Any]]]  # room id -> [{"platfor
 def render_room_health(rooms: list[Room], connector_states: ConnectorStates | None = None,
                        prefix: str = "voxroom_room") -> str:
     """Prometheus text for each room's health: pacing (late ticks, underruns), listeners (connected and
-    still connecting), speeches waiting, chat connectors by state. A room's SFU publishing state joins
-    here once rooms publish to one."""
+    still connecting), speeches waiting, chat connectors by state, WHIP egress to SFUs by state."""
     lines: list[str] = []
 
     def family(name: str, kind: str, help_text: str, values: list[tuple[dict[str, str], float]]) -> None:
@@ -301,6 +308,11 @@ def render_room_health(rooms: list[Room], connector_states: ConnectorStates | No
            [({"room": r.id}, len(r.playout.queued()) + len(r.cohost.agent.pending_lines())) for r in rooms])
     family("chat_queue", "gauge", "Chat events waiting for the co-host.",
            [({"room": r.id}, len(r.cohost.agent.queue)) for r in rooms])
+    family("sfu", "gauge", "WHIP egress to SFU endpoints by state (connecting, publishing, retrying, error).",
+           [({"room": r.id, "endpoint": str(i), "state": state}, float(p.state == state))
+            for r in rooms for i, p in enumerate(r.sfu) for state in SFU_STATES])
+    family("sfu_publishes_total", "counter", "Successful WHIP publishes to an SFU endpoint, re-publishes included.",
+           [({"room": r.id, "endpoint": str(i)}, p.publishes) for r in rooms for i, p in enumerate(r.sfu)])
     if connector_states is not None:
         counts: dict[tuple[str, str, str], int] = {}
         for room in rooms:

@@ -73,6 +73,7 @@ class RoomsAPI:
         async def run() -> Any:
             room = self.server.rooms.owned(request.path_params["room"], self.access.account(request).id)
             await self.server.connectors.room_closed(room.id)
+            self.server.sfu.room_deleted(room.id)
             await self.server.rooms.delete(room)
             return {"deleted": room.id}
         return await guard(run)

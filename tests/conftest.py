@@ -118,7 +118,8 @@ def start_server(tmp: Path, engine: Any, **settings: Any) -> Iterator[RunningSer
     from voxroom.streaming.embedded import serve_in_thread
 
     settings = {"port": 0, **settings}  # a fixed port: a restart on the same address (tests of durability)
-    config = ServerConfig(host="127.0.0.1", data_dir=tmp, ice_addresses=["127.0.0.1"], **settings)
+    settings.setdefault("ice_addresses", ["127.0.0.1"])
+    config = ServerConfig(host="127.0.0.1", data_dir=tmp, **settings)
     recording = RecordingEngine(engine)
     with serve_in_thread(config, recording) as running:
         yield RunningServer(running.base_url, f"ws://127.0.0.1:{running.port}/ws", running.server.owner_token,

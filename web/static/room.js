@@ -1,5 +1,8 @@
-// Listener page: joins a room over WHEP (POST an SDP offer, get the answer), plays the co-host,
-// shows captions, and measures what arrives (window.voxroomStats) so tests and OBS can see it.
+// Listener page: plays the co-host, shows captions, and measures what arrives (window.voxroomStats)
+// so tests and OBS can see it. Where to play from comes from GET /rooms/ROOM/playback: a Janus
+// VideoRoom the room publishes into (spoken to over Janus' HTTP API, below), or voxroom's own WHEP
+// (POST an SDP offer, get the answer), which is also the fallback when Janus cannot be reached.
+// Captions always come from voxroom.
 "use strict";
 const roomId = decodeURIComponent(location.pathname.split("/").pop());
 const params = new URLSearchParams(location.search);
@@ -8,8 +11,9 @@ const $ = (id) => document.getElementById(id);
 const stats = (window.voxroomStats = {
   state: "idle", samplesReceived: 0, concealedSamples: 0, packetsLost: 0,
   loudFrames: 0, meterFrames: 0, peakRms: 0, captions: [], error: null,
+  source: null, janusError: null, rejoins: 0,
 });
-let pc = null, session = null, meterTimer = null, audioCtx = null;
+let pc = null, session = null, janus = null, meterTimer = null, audioCtx = null;
 
 function setStatus(text, isError) {
   $("status").textContent = text;
@@ -99,7 +103,111 @@ function dropPeer() {
   clearInterval(meterTimer);
   if (audioCtx) audioCtx.close();
   pc = session = audioCtx = null;
+  leaveJanus();
 }
+
+// A receiving peer (WHEP or Janus): plays and meters what arrives; a dropped connection reconnects,
+// asking again where to play from (Janus back up, or still WHEP).
+function newPeer() {
+  const peer = (pc = new RTCPeerConnection());
+  peer.ontrack = (event) => {
+    const stream = event.streams[0] || new MediaStream([event.track]);
+    $("player").srcObject = stream;
+    $("player").play().catch(() => setStatus("click anywhere to allow sound"));
+    startMeter(stream);
+  };
+  peer.onconnectionstatechange = () => {
+    if (peer !== pc) return;
+    stats.state = peer.connectionState;
+    if (peer.connectionState === "connected") { whepTries = 0; clearProblem(); setStatus("listening"); }
+    if (peer.connectionState === "failed" || peer.connectionState === "disconnected") {
+      stats.rejoins += 1;
+      rejoinLater();
+    }
+  };
+  return peer;
+}
+
+async function playbackPlan() {
+  const whep = { kind: "whep", url: `/rooms/${encodeURIComponent(roomId)}/whep` };
+  try {
+    const res = await fetch(`/rooms/${encodeURIComponent(roomId)}/playback`, {
+      headers: { Authorization: `Bearer ${grant}` },
+    });
+    return res.ok ? await res.json() : whep;
+  } catch (e) {
+    return whep;
+  }
+}
+
+// -- Janus VideoRoom over Janus' HTTP API: session, videoroom handle, subscribe to the co-host's feed.
+function janusTx() { return Math.random().toString(36).slice(2, 14); }
+
+async function janusCall(url, body) {
+  const res = await fetch(url, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ ...body, transaction: janusTx() }), signal: AbortSignal.timeout(5000),
+  });
+  const answer = await res.json();
+  const pluginError = answer.plugindata && answer.plugindata.data && answer.plugindata.data.error;
+  if (answer.janus === "error" || pluginError) throw new Error((answer.error && answer.error.reason) || pluginError);
+  return answer;
+}
+
+async function janusEvent(sessionUrl) {
+  const res = await fetch(`${sessionUrl}?maxev=1&rid=${Date.now()}`, { signal: AbortSignal.timeout(40000) });
+  const answer = await res.json();
+  return Array.isArray(answer) ? answer[0] : answer;
+}
+
+function connectedWithin(peer, ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no connection to Janus")), ms);
+    const check = () => {
+      if (peer.connectionState === "connected") { clearTimeout(timer); resolve(); }
+      if (peer.connectionState === "failed") { clearTimeout(timer); reject(new Error("connection to Janus failed")); }
+    };
+    peer.addEventListener("connectionstatechange", check);
+    check();
+  });
+}
+
+async function joinJanus(plan) {
+  const base = plan.janus.replace(/\/$/, "");
+  const created = await janusCall(base, { janus: "create" });
+  janus = { sessionUrl: `${base}/${created.data.id}` };
+  const attached = await janusCall(janus.sessionUrl, { janus: "attach", plugin: "janus.plugin.videoroom" });
+  const handleUrl = `${janus.sessionUrl}/${attached.data.id}`;
+  const listed = await janusCall(handleUrl, { janus: "message", body: { request: "listparticipants", room: plan.room } });
+  const feeds = (listed.plugindata.data.participants || []).filter((p) => p.publisher);
+  if (!feeds.length) throw new Error("nobody publishes in the Janus room");
+  await janusCall(handleUrl, { janus: "message", body: {
+    request: "join", ptype: "subscriber", room: plan.room, streams: [{ feed: feeds[0].id }] } });
+  let offer = null;
+  for (let i = 0; i < 5 && !offer; i++) {
+    const event = await janusEvent(janus.sessionUrl);
+    if (event.jsep) offer = event.jsep;
+  }
+  if (!offer) throw new Error("Janus sent no offer");
+  const peer = newPeer();
+  await peer.setRemoteDescription(offer);
+  await peer.setLocalDescription(await peer.createAnswer());
+  await waitForIce(peer);
+  await janusCall(handleUrl, { janus: "message", body: { request: "start" },
+                               jsep: { type: "answer", sdp: peer.localDescription.sdp } });
+  const mine = janus;
+  (async () => { // long polls keep the Janus session alive while we listen
+    while (janus === mine) { try { await janusEvent(mine.sessionUrl); } catch (e) { await new Promise((r) => setTimeout(r, 1000)); } }
+  })();
+  await connectedWithin(peer, 10000);
+}
+
+async function leaveJanus() {
+  const old = janus;
+  janus = null;
+  if (old) await janusCall(old.sessionUrl, { janus: "destroy" }).catch(() => {});
+}
+
 
 async function join() {
   wanted = true;
@@ -114,26 +222,31 @@ async function connect() {
   dropPeer();
   stats.state = "connecting";
   setStatus("connecting…");
-  const peer = (pc = new RTCPeerConnection());
+  const plan = await playbackPlan();
+  if (!wanted || refused) return;
+  if (plan.kind === "janus") {
+    try {
+      await joinJanus(plan);
+      stats.source = "janus";
+      stats.joins = (stats.joins || 0) + 1;
+      $("leave").disabled = false;
+      return;
+    } catch (e) {
+      stats.janusError = String(e && e.message ? e.message : e);
+      dropPeer();  // and play from voxroom itself
+      stats.state = "connecting";
+    }
+  }
+  stats.source = "whep";
+  const whepUrl = plan.kind === "whep" ? plan.url : plan.fallback.url;
+  const peer = newPeer();
   peer.addTransceiver("audio", { direction: "recvonly" });
-  peer.ontrack = (event) => {
-    const stream = event.streams[0] || new MediaStream([event.track]);
-    $("player").srcObject = stream;
-    $("player").play().catch(() => setStatus("click anywhere to allow sound"));
-    startMeter(stream);
-  };
-  peer.onconnectionstatechange = () => {
-    if (peer !== pc) return;
-    stats.state = peer.connectionState;
-    if (peer.connectionState === "connected") { whepTries = 0; clearProblem(); setStatus("listening"); }
-    if (peer.connectionState === "failed" || peer.connectionState === "disconnected") rejoinLater();
-  };
   await peer.setLocalDescription(await peer.createOffer());
   await waitForIce(peer);
   if (peer !== pc) return;  // a newer attempt took over while this one gathered candidates
   let res;
   try {
-    res = await fetch(`/rooms/${encodeURIComponent(roomId)}/whep`, {
+    res = await fetch(whepUrl, {
       method: "POST",
       headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${grant}` },
       body: peer.localDescription.sdp,

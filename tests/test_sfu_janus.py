@@ -1,0 +1,189 @@
+"""A room publishes into a real SFU: WHIP to simple-whip-server, which publishes into a Janus VideoRoom;
+aiortc subscribers join that room through Janus' HTTP API and hear the co-host. Janus is killed and
+restarted mid-stream: voxroom publishes again by itself and a new subscriber hears it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import RunningServer, start_server
+from janus_sfu import (
+    JANUS_ROOM,
+    PRIVATE_ADDRESS,
+    SECOND_JANUS_ROOM,
+    WHIP_TOKEN,
+    JanusSfu,
+    free_port,
+    inside_private_network,
+    require_janus,
+    rerun_in_private_network,
+    subscribe,
+    write_janus_config,
+)
+from test_webrtc import mono
+
+needs_private_network = pytest.mark.skipif(
+    not inside_private_network(), reason="runs inside a private network namespace, through "
+                                         "test_sfu_tests_pass_in_a_private_network")
+
+
+def test_sfu_tests_pass_in_a_private_network() -> None:
+    if inside_private_network():
+        return  # this is the runner, rerun inside: nothing more to do here
+    rerun_in_private_network(f"{__file__}")
+
+
+@pytest.fixture
+def sfu_server(tmp_path: Path, stock_engine: Any) -> Iterator[RunningServer]:
+    """A voxroom server whose WebRTC may use the namespace's private address as well as 127.0.0.1."""
+    yield from start_server(tmp_path / "voxroom", stock_engine, ice_addresses=["127.0.0.1", PRIVATE_ADDRESS])
+
+
+@pytest.fixture
+def janus(tmp_path: Path) -> Iterator[JanusSfu]:
+    require_janus()
+    sfu = JanusSfu(tmp_path / "janus", free_port(), free_port(), free_port())
+    write_janus_config(sfu.folder, sfu.http_port, sfu.ws_port)
+    try:
+        sfu.start_janus()
+        sfu.start_whip_server()
+        yield sfu
+    except BaseException:
+        print(sfu.logs())
+        raise
+    finally:
+        sfu.close()
+
+
+async def hears_speech(server: Any, room_id: str, frames: asyncio.Queue[Any]) -> int:
+    """Ask the co-host to speak; count the 20 ms frames that arrive loud (RMS over each frame)."""
+    status, _ = await asyncio.to_thread(server.json, "POST", f"/api/rooms/{room_id}/say",
+                                        {"text": "Hello from the co-host, through the SFU."})
+    assert status == 202
+    loud = 0
+    async with asyncio.timeout(20):
+        while loud < 25:
+            chunk = mono(await frames.get())
+            loud += float(np.sqrt(np.mean(chunk**2))) > 0.01
+    return loud
+
+
+@needs_private_network
+async def test_cohost_reaches_janus_subscribers_and_comes_back_after_janus_restarts(
+        sfu_server: RunningServer, janus: JanusSfu) -> None:
+    live_server = sfu_server
+    endpoint = await asyncio.to_thread(janus.create_endpoint, "voxroom-test")
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "through-janus"})
+    server_room = live_server.server.rooms.get(room["id"])
+    status, view = await asyncio.to_thread(live_server.json, "PUT", f"/api/rooms/{room['id']}/sfu",
+                                           {"endpoints": [{"url": endpoint, "token": WHIP_TOKEN}]})
+    assert status == 200, view
+    async with asyncio.timeout(30):
+        while server_room.sfu[0].state != "publishing":
+            await asyncio.sleep(0.1)
+    assert server_room.sfu[0].resource == f"{janus.whip_base}/resource/voxroom-test"  # relative Location, resolved
+
+    pc, frames = await subscribe(janus)
+    try:
+        assert await hears_speech(live_server, room["id"], frames) >= 25
+    finally:
+        await pc.close()
+
+    janus.stop_janus()
+    async with asyncio.timeout(60):  # ICE consent expires (30 s): voxroom notices
+        while server_room.sfu[0].state == "publishing":
+            await asyncio.sleep(0.1)
+    _, summary = await asyncio.to_thread(live_server.json, "GET", f"/api/rooms/{room['id']}")
+    assert summary["sfu"][0]["state"] in ("connecting", "retrying") and summary["sfu"][0]["error"]
+    await asyncio.to_thread(janus.start_janus)
+    async with asyncio.timeout(60):  # simple-whip-server reconnects to Janus; voxroom publishes again
+        while server_room.sfu[0].publishes < 2 or server_room.sfu[0].state != "publishing":
+            await asyncio.sleep(0.2)
+
+    pc, frames = await subscribe(janus)
+    try:
+        assert await hears_speech(live_server, room["id"], frames) >= 25
+    finally:
+        await pc.close()
+    await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
+    assert server_room.sfu == []
+
+
+@needs_private_network
+def test_listener_page_plays_from_janus_and_falls_back_to_whep_when_janus_dies(sfu_server: RunningServer, janus: JanusSfu) -> None:
+    from conftest import chromium
+
+    endpoint = janus.create_endpoint("voxroom-page")
+    _, room = sfu_server.json("POST", "/api/rooms", {"name": "page-through-janus"})
+    server_room = sfu_server.server.rooms.get(room["id"])
+    status, view = sfu_server.json("PUT", f"/api/rooms/{room['id']}/sfu", {"endpoints": [{
+        "url": endpoint, "token": WHIP_TOKEN, "playback": {"janus": janus.janus_url, "room": JANUS_ROOM}}]})
+    assert status == 200, view
+
+    async def publishing() -> None:
+        async with asyncio.timeout(30):
+            while server_room.sfu[0].state != "publishing":
+                await asyncio.sleep(0.1)
+    sfu_server.call(publishing())
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(sfu_server.base + room["listen_url"] + "&autojoin=1")
+        page.wait_for_function("window.voxroomStats.state === 'connected'", timeout=30000)
+        stats = page.evaluate("window.voxroomStats")
+        assert stats["source"] == "janus", stats
+        assert not server_room.listeners  # nobody listens to voxroom directly: Janus serves this page
+        sfu_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "Hello through Janus, browser."})
+        page.wait_for_function("window.voxroomStats.loudFrames > 10 && window.voxroomStats.samplesReceived > 0",
+                               timeout=20000)
+        page.wait_for_function("window.voxroomStats.captions.some(c => c.type === 'speech.ended')", timeout=20000)
+        stats = page.evaluate("window.voxroomStats")
+        assert stats["peakRms"] > 0.01 and not errors, (stats, errors)
+
+        janus.stop_janus()  # the page notices, asks where to play from again, and lands on voxroom's WHEP
+        page.wait_for_function("window.voxroomStats.rejoins >= 1 && window.voxroomStats.source === 'whep' && "
+                               "window.voxroomStats.state === 'connected'", timeout=30000)
+        loud_before = page.evaluate("window.voxroomStats.loudFrames")
+        sfu_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "Still here while Janus is down."})
+        page.wait_for_function(f"window.voxroomStats.loudFrames > {loud_before + 10}", timeout=20000)
+        assert len(server_room.listeners) == 1 and not errors
+    sfu_server.json("DELETE", f"/api/rooms/{room['id']}")
+
+
+@needs_private_network
+async def test_a_room_publishes_to_two_endpoints_and_listeners_are_handed_each_in_turn(
+        sfu_server: RunningServer, janus: JanusSfu) -> None:
+    live_server = sfu_server
+    rooms = (JANUS_ROOM, SECOND_JANUS_ROOM)
+    stun = f"stun:{PRIVATE_ADDRESS}:3478"
+    endpoints = [await asyncio.to_thread(janus.create_endpoint, f"two-{n}", WHIP_TOKEN, n, [stun] if i else None)
+                 for i, n in enumerate(rooms)]
+    _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "two-sfus"})
+    server_room = live_server.server.rooms.get(room["id"])
+    status, view = await asyncio.to_thread(live_server.json, "PUT", f"/api/rooms/{room['id']}/sfu", {"endpoints": [
+        {"url": url, "token": WHIP_TOKEN, "playback": {"janus": janus.janus_url, "room": n}}
+        for url, n in zip(endpoints, rooms, strict=True)]})
+    assert status == 200, view
+    async with asyncio.timeout(30):
+        while any(p.state != "publishing" for p in server_room.sfu):
+            await asyncio.sleep(0.1)
+    assert len(server_room.fanout.tracks) == 2  # two publishes, still one encoder
+    assert [[s.urls for s in p.ice_servers] for p in server_room.sfu] == [[], [stun]]  # from Link headers
+
+    plans = [(await asyncio.to_thread(live_server.json, "GET", f"/rooms/{room['id']}/playback", None,
+                                      room["listener_grant"]))[1] for _ in range(4)]
+    assert [p["room"] for p in plans] == [JANUS_ROOM, SECOND_JANUS_ROOM, JANUS_ROOM, SECOND_JANUS_ROOM]
+    for n in rooms:
+        pc, frames = await subscribe(janus, n)
+        try:
+            assert await hears_speech(live_server, room["id"], frames) >= 25
+        finally:
+            await pc.close()
+    await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
