@@ -94,7 +94,8 @@ class T2SScheduler:
         self._cond = threading.Condition()
         self._order = itertools.count()
         self._priority_run = 0
-        self._threaded, self._thread = threaded, None
+        self._threaded = threaded
+        self._thread: threading.Thread | None = None
         self._closed = False
         self.steps_run = 0
 

@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -316,7 +316,7 @@ class T2SModel(nn.Module):
         (key_len = max(positions) + 1, passed in so no device sync is needed) -> (B, 1, D)."""
         mask = (torch.arange(key_len, device=h.device) <= positions[:, None])[:, None, None, :]
         for i, layer in enumerate(self.layers):
-            h = layer.forward_rows(h, cache.k[i], cache.v[i], rows, positions, key_len, mask)
+            h = cast(T2SLayer, layer).forward_rows(h, cache.k[i], cache.v[i], rows, positions, key_len, mask)
         return h
 
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:
