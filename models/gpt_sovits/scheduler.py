@@ -149,10 +149,11 @@ class T2SScheduler:
                 utterance.done.set()
             self._cond.notify()
 
-    def close(self) -> None:
-        """Cancel everything and stop the worker."""
+    def close(self, reason: BaseException | None = None) -> None:
+        """Cancel everything and stop the worker; utterances still decoding get `reason` as their error."""
         with self._cond:
             self._closed = True
+            unfinished = [u for u in self._waiting + self._rows if not u.cancelled]
             for u in self._waiting + self._rows:
                 u.cancelled = True
             self._cond.notify()
@@ -163,6 +164,9 @@ class T2SScheduler:
                 u.session.close()
                 u.done.set()
             self._waiting, self._rows = [], []
+        for u in unfinished:
+            if reason is not None:
+                self._fail(u, reason)
 
     # -- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
