@@ -89,6 +89,10 @@ class T2SScheduler:
         self.priority_steps = priority_steps
         # One static cache for all slots (torch.empty: on a CPU only written pages cost memory).
         self.cache = model.new_cache(max_batch, slot_capacity)
+        # Per slot, how many leading positions hold finite numbers. A batched step reads every row's
+        # keys up to the longest row, masked; a masked key weighs 0, but 0 x NaN from never-written
+        # memory is NaN, so those positions are zeroed first (lazily: on a CPU untouched pages stay free).
+        self._finite = [0] * max_batch
         self._rows: list[Utterance] = []  # decoding; _rows[i] owns cache slot i
         self._waiting: list[Utterance] = []
         self._cond = threading.Condition()
@@ -97,7 +101,8 @@ class T2SScheduler:
         self._threaded = threaded
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.steps_run = 0
+        self.steps_run = 0  # prefills and decoding steps so far
+        self.largest_batch = 0  # most rows one decoding step has run
 
     # -- callers (any thread) ----------------------------------------------------------------
     def bytes_per_slot(self) -> int:
@@ -197,6 +202,8 @@ class T2SScheduler:
         if not batch:
             return False
         self.steps_run += 1
+        if newcomer is None:
+            self.largest_batch = max(self.largest_batch, len(batch))
         try:
             outcomes = self._prefill(batch[0]) if newcomer is not None else self._decode(batch)
         except Exception as exc:
@@ -239,10 +246,22 @@ class T2SScheduler:
         contiguous = slots == list(range(slots[0], slots[0] + len(slots)))
         rows: slice | torch.Tensor = (slice(slots[0], slots[0] + len(slots)) if contiguous
                                       else torch.tensor(slots, device=device))
+        for u, used in zip(batch, cache_pos, strict=True):
+            assert u.row is not None
+            self._make_finite(u.row, used, max(cache_pos) + 1)
         h = model.embed_audio_rows(tokens, torch.tensor(audio_pos, device=device), max(audio_pos) + 1)
         h = model.run_layers_rows(h, self.cache, rows, torch.tensor(cache_pos, device=device), max(cache_pos) + 1)
         logits = model.logits(h[:, -1])  # (B, vocab)
         return [s.take(logits[i : i + 1]) for i, s in enumerate(sessions)]
+
+    def _make_finite(self, row: int, written: int, end: int) -> None:
+        have = max(self._finite[row], written)
+        if have < end:
+            stop = min(self.slot_capacity, end + 256)  # in strides, not every step
+            self.cache.k[:, row, :, have:stop].zero_()
+            self.cache.v[:, row, :, have:stop].zero_()
+            have = stop
+        self._finite[row] = have
 
     def _deliver(self, u: Utterance, token: int | None, finished: bool) -> None:
         if u.cancelled or u.on_step is None:
@@ -270,6 +289,7 @@ class T2SScheduler:
             self.cache.k[:, r, :, :used] = self.cache.k[:, last, :, :used]
             self.cache.v[:, r, :, :used] = self.cache.v[:, last, :, :used]
             self._rows[r], moved.row = moved, r
+            self._finite[r] = max(self._finite[r], used)
             if not moved.session.finished:
                 moved.session.use_cache(self.cache.rows(r, r + 1))
         self._rows.pop()
