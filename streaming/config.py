@@ -38,6 +38,10 @@ class ServerConfig:
     # CUDA, fp32 on the CPU.
     precision: str | None = None
     device: str = "auto"  # where GPT-SoVITS runs: auto | cpu | cuda | cuda:N (auto: cuda when torch sees one)
+    # GPT-SoVITS streams decoded as one batch, and streams that may wait for a place; beyond both a
+    # speech is refused as busy (HTTP 429 / protocol `busy`).
+    max_batch: int = 8
+    max_queue: int = 8
     openai_base_url: str | None = None  # an OpenAI-compatible endpoint turns on LLM replies
     openai_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -60,6 +64,8 @@ _ENV = {
     "models_dir": "VOXROOM_MODELS",
     "precision": "VOXROOM_PRECISION",
     "device": "VOXROOM_DEVICE",
+    "max_batch": "VOXROOM_MAX_BATCH",
+    "max_queue": "VOXROOM_MAX_QUEUE",
     "openai_base_url": "OPENAI_BASE_URL",
     "openai_api_key": "OPENAI_API_KEY",
     "llm_model": "VOXROOM_LLM_MODEL",
@@ -78,6 +84,13 @@ def _coerce(name: str, value: Any) -> Any:
             if not 0 <= port <= 65535:
                 raise ValueError
             return port
+        if name in ("max_batch", "max_queue"):
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ValueError
+            number = int(value)
+            if not (1 if name == "max_batch" else 0) <= number <= 256:
+                raise ValueError
+            return number
         if name in ("data_dir", "models_dir", "config_file"):
             return Path(value).expanduser() if value not in (None, "") else None
         if name == "ice_addresses":

@@ -1,18 +1,20 @@
 """The GPT-SoVITS `Engine`: cloned-voice speech, streamed while the tokens are still coming.
 
-    text ─► sentence pieces (official cut5) ─► per piece, in a worker thread:
-        frontend phones (+ BERT for zh) ─► T2S session: one token per step, prompt = the voice's tokens
-                                              │ every token
+    text ─► sentence pieces (official cut5) ─► per piece, on the caller's loop (frontend in a thread):
+        frontend phones (+ BERT for zh) ─► a T2S session, submitted to the engine's T2SScheduler
+                                              │ one worker thread decodes every stream's sessions as
+                                              │ one batch (scheduler.py); per token, in that thread:
                                               ▼
                                  StreamingDecoder.push ─► 32 kHz audio as soon as a window is ready
                                               │
-        asyncio queue ◄───────────────────────┘   (call_soon_threadsafe)  ─► AudioChunk to the caller
+        the caller's asyncio queue ◄──────────┘   (call_soon_threadsafe)  ─► AudioChunk to the caller
 
-Model code runs in one worker thread at a time (one set of weights, one KV cache); closing the
-async iterator sets a stop flag that the worker checks after every token, so an interruption
-costs at most one decoding step. Weights and caches live on the engine's device (cpu or cuda,
-`devices.py`); voice prompts and audio stay on the CPU, and seeded random draws are made there,
-so a seed gives the same draws on every device.
+Each stream has its own seeded generator, gate and decoder; no voice state is shared. At most
+`max_batch` streams decode at once and `max_queue` wait for a slot; beyond that `stream()` raises
+EngineBusy (a SynthesisError: the server answers 429 / `busy`). Closing the async iterator cancels
+the stream's session, which leaves the batch before the scheduler's next step. Weights and caches
+live on the engine's device (cpu or cuda, `devices.py`); voice prompts and audio stay on the CPU,
+and seeded random draws are made there, so a seed gives the same draws on every device.
 """
 
 from __future__ import annotations
