@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ice-address", action="append", help="offer this address in WebRTC ICE; repeat for "
                        "several (VOXROOM_ICE_ADDRESSES, comma-separated). 127.0.0.1 for same-machine use")
     serve.add_argument("--models", help="GPT-SoVITS models directory (VOXROOM_MODELS)")
-    serve.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
-                       help="GPT-SoVITS numerics (VOXROOM_PRECISION; default fp32; bf16 only on CPUs with AVX512-BF16/AMX)")
+    serve.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "auto"],
+                       help="GPT-SoVITS numerics (VOXROOM_PRECISION; default fp32; bf16 only on CPUs with AVX512-BF16/AMX; "
+                       "auto: time each network's options at start-up and take the fastest)")
     serve.add_argument("--device", help="where GPT-SoVITS runs: auto, cpu, cuda or cuda:N (VOXROOM_DEVICE; default auto)")
     serve.add_argument("--max-batch", type=int, help="GPT-SoVITS streams decoded together (VOXROOM_MAX_BATCH; "
                        "default 8)")

@@ -34,8 +34,8 @@ class ServerConfig:
     # default). aioice never offers loopback by itself, so a same-machine setup lists 127.0.0.1.
     ice_addresses: list[str] = field(default_factory=list)
     models_dir: Path | None = None  # GPT-SoVITS weights (`voxroom models pull`); None: stock voice only
-    # GPT-SoVITS numerics: fp32 | fp16 | bf16 | int8 (bench/gpt_sovits.py measures each); None: fp16 on
-    # CUDA, fp32 on the CPU.
+    # GPT-SoVITS numerics: fp32 | fp16 | bf16 | int8 (bench/gpt_sovits.py measures each) | auto (each
+    # network's fastest, timed at start-up); None: fp16 on CUDA, fp32 on the CPU.
     precision: str | None = None
     device: str = "auto"  # where GPT-SoVITS runs: auto | cpu | cuda | cuda:N (auto: cuda when torch sees one)
     # GPT-SoVITS streams decoded as one batch, and streams that may wait for a place; beyond both a
@@ -53,7 +53,7 @@ class ConfigError(ValueError):
     pass
 
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "auto")
 
 
 _ENV = {

@@ -48,7 +48,7 @@ def test_layers_override_in_order(tmp_path: Path) -> None:
     ("port = 'eighty'", "bad value for 'port'"),
     ("port = 70000", "bad value for 'port'"),
     ("ice_addresses = [1, 2]", "bad value for 'ice_addresses'"),
-    ("precision = 'fp64'", "'precision' must be one of fp32, fp16, bf16, int8"),
+    ("precision = 'fp64'", "'precision' must be one of fp32, fp16, bf16, int8, auto"),
     ("device = 'gpu'", "'device' must be auto, cpu, cuda or cuda:N, not 'gpu'"),
     ("device = 'cuda:'", "'device' must be auto, cpu, cuda or cuda:N"),
     ("device = 0", "'device' must be auto, cpu, cuda or cuda:N"),

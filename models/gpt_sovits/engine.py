@@ -37,6 +37,8 @@ from .bert import BertFeatureExtractor, load_bert, zero_phone_features
 from .devices import resolve_device
 from .fbank import resample_sinc
 from .hubert import HubertModel, load_hubert, reference_ssl_content
+from .precision_choice import PrecisionChoice
+from .precision_choice import choose as choose_precisions
 from .realtime import RealtimeGate
 from .scheduler import DEFAULT_MAX_BATCH, T2SScheduler, Utterance
 from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, Timbre, load_sovits
@@ -163,25 +165,40 @@ class GPTSoVITSEngine:
 
     def set_precision(self, precision: str) -> None:
         """fp32 (default on CPU: official numerics, weights prepacked for oneDNN), fp16 (the T2S in the
-        checkpoint's own fp16 weights), bf16 (T2S and vocoder in bfloat16) or int8 (dynamic-quantized
-        T2S). bench/gpt_sovits.py prints each one's speed and drift against fp32."""
+        checkpoint's own fp16 weights), bf16 (T2S and vocoder in bfloat16), int8 (dynamic-quantized
+        T2S), or auto: each network's fastest here, timed now (precision_choice.py; a few seconds).
+        bench/gpt_sovits.py prints each one's speed and drift against fp32."""
+        if precision == "auto":
+            choice = choose_precisions(self.t2s, self.sovits, bf16_native=self.device.type == "cpu" and bf16_is_native())
+            log.info("precision auto: %s", choice.reason)
+            self._convert_t2s(choice.t2s)
+            if choice.sovits == "bf16":
+                self.sovits.use_bf16_vocoder(True)
+            self.precision_choice: PrecisionChoice | None = choice
+            self.precision = f"auto: T2S {choice.t2s}, SoVITS {choice.sovits}"
+            return
+        if precision not in ("fp32", "fp16", "bf16", "int8"):
+            raise ValueError(f"precision must be fp32, fp16, bf16, int8 or auto, not {precision!r}")
+        if precision == "bf16":
+            if self.device.type == "cpu" and not bf16_is_native():
+                log.warning("bf16 on this CPU (%s) has no hardware bfloat16, so it runs several times slower "
+                            "than fp32; prefer fp32, or int8 for speed", torch.backends.cpu.get_cpu_capability())
+            self.sovits.use_bf16_vocoder(True)
+        self._convert_t2s(precision)
+        self.precision_choice = None
+        self.precision = precision
+
+    def _convert_t2s(self, precision: str) -> None:
         if precision == "fp32":
             pack_weights(self.t2s)  # a no-op off the CPU
         elif precision == "fp16":
             self.t2s = to_dtype(self.t2s, torch.float16)
         elif precision == "bf16":
-            if self.device.type == "cpu" and not bf16_is_native():
-                log.warning("bf16 on this CPU (%s) has no hardware bfloat16, so it runs several times slower "
-                            "than fp32; prefer fp32, or int8 for speed", torch.backends.cpu.get_cpu_capability())
             self.t2s = to_dtype(self.t2s, torch.bfloat16)
-            self.sovits.use_bf16_vocoder(True)
         elif precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError(f"int8 runs on the CPU only (torch's dynamic quantization), not on {self.device}")
             self.t2s = quantize_int8(self.t2s)
-        else:
-            raise ValueError(f"precision must be fp32, fp16, bf16 or int8, not {precision!r}")
-        self.precision = precision
 
     def warm_up(self, languages: Sequence[str] = frontend.LANGUAGES) -> None:
         """Load the text dictionaries now (seconds for English) so the first speech is not slow."""
