@@ -206,12 +206,12 @@ class T2SScheduler:
             self.largest_batch = max(self.largest_batch, len(batch))
         try:
             outcomes = self._prefill(batch[0]) if newcomer is not None else self._decode(batch)
-        except Exception as exc:
+        except Exception as exc:  # the whole step failed: so did every utterance in it
             for u in batch:
                 self._fail(u, exc)
-            outcomes = []
-        for u, (token, finished) in zip(batch, outcomes, strict=True):
-            self._deliver(u, token, finished)
+        else:
+            for u, (token, finished) in zip(batch, outcomes, strict=True):
+                self._deliver(u, token, finished)
         with self._cond:
             for u in batch:
                 if u.row is not None and (u.session.finished or u.cancelled):

@@ -188,6 +188,27 @@ def test_a_failing_caller_ends_only_its_own_utterance(model: T2SModel) -> None:
     assert_same(good.session.result(), session(model, 1).result())
 
 
+def test_a_failed_step_fails_its_rows_and_the_scheduler_goes_on(model: T2SModel,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    scheduler = T2SScheduler(model, max_batch=2, threaded=False)
+    first, second = scheduler.submit(session(model, 0)), scheduler.submit(session(model, 1))
+    scheduler.step()
+    scheduler.step()  # both prefilled
+
+    def out_of_memory(*args: object) -> torch.Tensor:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(model, "run_layers_rows", out_of_memory)
+    scheduler.step()
+    monkeypatch.undo()
+    assert first.done.is_set() and second.done.is_set() and str(first.error) == "out of memory"
+    assert scheduler.active == 0
+    again = scheduler.submit(session(model, 2))
+    while scheduler.step():
+        pass
+    assert_same(again.session.result(), session(model, 2).result())
+
+
 # ---- through the engine ------------------------------------------------------------------------
 
 
