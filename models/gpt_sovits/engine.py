@@ -120,6 +120,7 @@ class GPTSoVITSEngine:
         self._scheduler: T2SScheduler | None = None
         self._scheduler_lock = threading.Lock()
         self._open_streams = 0
+        self._frontend_lock = threading.Lock()
         # Learns how fast this machine makes audio; holds a piece's start when it could not keep up.
         self.realtime = RealtimeGate(SAMPLE_RATE)
         self.set_precision(precision or ("fp16" if self.device.type == "cuda" else "fp32"))
@@ -263,6 +264,12 @@ class GPTSoVITSEngine:
 
     # -- text ----------------------------------------------------------------------------------
     def _phones_and_bert(self, text: str, lang: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # One text at a time: the g2p libraries (pyopenjtalk, jieba's lazy dictionaries) were never
+        # promised to be thread-safe, and streams now prepare their pieces concurrently.
+        with self._frontend_lock:
+            return self._phones_and_bert_unlocked(text, lang)
+
+    def _phones_and_bert_unlocked(self, text: str, lang: str) -> tuple[torch.Tensor, torch.Tensor]:
         mode = _LANG_MODES.get(lang, "auto")
         ids: list[int] = []
         features: list[torch.Tensor] = []
@@ -278,7 +285,8 @@ class GPTSoVITSEngine:
 
     def pieces(self, text: str, lang: str) -> list[str]:
         split_lang = "en" if lang == "en" else "zh"
-        return [p for p in frontend.split_sentences(text, self.options.split_method, split_lang) if p.strip()]
+        with self._frontend_lock:
+            return [p for p in frontend.split_sentences(text, self.options.split_method, split_lang) if p.strip()]
 
     # -- synthesis -----------------------------------------------------------------------------
     @property
