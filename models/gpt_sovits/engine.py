@@ -40,7 +40,7 @@ from .hubert import HubertModel, load_hubert, reference_ssl_content
 from .precision_choice import PrecisionChoice
 from .precision_choice import choose as choose_precisions
 from .realtime import RealtimeGate
-from .scheduler import DEFAULT_MAX_BATCH, T2SScheduler, Utterance
+from .scheduler import DEFAULT_MAX_BATCH, PRIORITY_STEPS, T2SScheduler, Utterance
 from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, Timbre, load_sovits
 from .sovits_streaming import StreamingDecoder, StreamingSchedule
 from .speaker_verification import ERes2NetV2, load_eres2netv2, v2pro_speaker_embedding
@@ -296,7 +296,12 @@ class GPTSoVITSEngine:
         with self._scheduler_lock:
             old = current = self._scheduler
             if current is None or current.model is not self.t2s or current.max_batch != self.options.max_batch:
-                current = self._scheduler = T2SScheduler(self.t2s, max_batch=self.options.max_batch)
+                # Running newcomers alone speeds their first audio where a step's cost grows with the
+                # batch (CPUs); on a GPU a step of 1 costs about what a step of 16 does, so it would
+                # only slow the others down.
+                priority = 0 if self.device.type == "cuda" else PRIORITY_STEPS
+                current = self._scheduler = T2SScheduler(self.t2s, max_batch=self.options.max_batch,
+                                                         priority_steps=priority)
                 if old is not None:
                     old.close(SynthesisError("the speech engine was reconfigured mid-sentence"))
             return current
