@@ -32,6 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
         "models_dir": args.models,
         "precision": args.precision,
         "device": args.device,
+        "max_batch": args.max_batch,
+        "max_queue": args.max_queue,
         "config_file": args.config,
         "log_level": args.log_level,
     }
@@ -58,13 +60,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     engine: Engine = PiperVoiceEngine()
     if config.models_dir is not None:
-        from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine
+        from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions
         from voxroom.models.weights import WeightsError
 
         print(f"Loading GPT-SoVITS from {config.models_dir} …", flush=True)
         try:
-            cloning = GPTSoVITSEngine.from_models_dir(config.models_dir, precision=config.precision,
-                                                      device=config.device)
+            cloning = GPTSoVITSEngine.from_models_dir(
+                config.models_dir, precision=config.precision, device=config.device,
+                options=SynthesisOptions(max_batch=config.max_batch, max_queue=config.max_queue))
         except (WeightsError, ValueError, OSError) as exc:
             print(f"voxroom: cannot use --models {config.models_dir}: {exc}", file=sys.stderr)
             return 2
@@ -220,9 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ice-address", action="append", help="offer this address in WebRTC ICE; repeat for "
                        "several (VOXROOM_ICE_ADDRESSES, comma-separated). 127.0.0.1 for same-machine use")
     serve.add_argument("--models", help="GPT-SoVITS models directory (VOXROOM_MODELS)")
-    serve.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
-                       help="GPT-SoVITS numerics (VOXROOM_PRECISION; default fp32; bf16 only on CPUs with AVX512-BF16/AMX)")
+    serve.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "auto"],
+                       help="GPT-SoVITS numerics (VOXROOM_PRECISION; default fp32; bf16 only on CPUs with AVX512-BF16/AMX; "
+                       "auto: time each network's options at start-up and take the fastest)")
     serve.add_argument("--device", help="where GPT-SoVITS runs: auto, cpu, cuda or cuda:N (VOXROOM_DEVICE; default auto)")
+    serve.add_argument("--max-batch", type=int, help="GPT-SoVITS streams decoded together (VOXROOM_MAX_BATCH; "
+                       "default 8)")
+    serve.add_argument("--max-queue", type=int, help="GPT-SoVITS streams that may wait for a place; more are refused "
+                       "as busy (VOXROOM_MAX_QUEUE; default 8)")
     serve.add_argument("--config", help="TOML config file with the same settings (VOXROOM_CONFIG)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)

@@ -46,10 +46,14 @@ class ServerConfig:
     # default). aioice never offers loopback by itself, so a same-machine setup lists 127.0.0.1.
     ice_addresses: list[str] = field(default_factory=list)
     models_dir: Path | None = None  # GPT-SoVITS weights (`voxroom models pull`); None: stock voice only
-    # GPT-SoVITS numerics: fp32 | fp16 | bf16 | int8 (bench/gpt_sovits.py measures each); None: fp16 on
-    # CUDA, fp32 on the CPU.
+    # GPT-SoVITS numerics: fp32 | fp16 | bf16 | int8 (bench/gpt_sovits.py measures each) | auto (each
+    # network's fastest, timed at start-up); None: fp16 on CUDA, fp32 on the CPU.
     precision: str | None = None
     device: str = "auto"  # where GPT-SoVITS runs: auto | cpu | cuda | cuda:N (auto: cuda when torch sees one)
+    # GPT-SoVITS streams decoded as one batch, and streams that may wait for a place; beyond both a
+    # speech is refused as busy (HTTP 429 / protocol `busy`).
+    max_batch: int = 8
+    max_queue: int = 8
     openai_base_url: str | None = None  # an OpenAI-compatible endpoint turns on LLM replies
     openai_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -67,7 +71,7 @@ class ConfigError(ValueError):
     pass
 
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "auto")
 
 
 _ENV = {
@@ -78,6 +82,8 @@ _ENV = {
     "models_dir": "VOXROOM_MODELS",
     "precision": "VOXROOM_PRECISION",
     "device": "VOXROOM_DEVICE",
+    "max_batch": "VOXROOM_MAX_BATCH",
+    "max_queue": "VOXROOM_MAX_QUEUE",
     "openai_base_url": "OPENAI_BASE_URL",
     "openai_api_key": "OPENAI_API_KEY",
     "llm_model": "VOXROOM_LLM_MODEL",
@@ -96,6 +102,13 @@ def _coerce(name: str, value: Any) -> Any:
             if not 0 <= port <= 65535:
                 raise ValueError
             return port
+        if name in ("max_batch", "max_queue"):
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ValueError
+            number = int(value)
+            if not (1 if name == "max_batch" else 0) <= number <= 256:
+                raise ValueError
+            return number
         if name in ("data_dir", "models_dir", "config_file"):
             return Path(value).expanduser() if value not in (None, "") else None
         if name == "ice_addresses":

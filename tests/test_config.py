@@ -23,6 +23,7 @@ def test_defaults_need_no_configuration() -> None:
     assert config.models_dir is None and config.openai_base_url is None and config.ice_addresses == []
     assert config.precision is None  # the engine picks: fp16 on CUDA, fp32 on the CPU
     assert config.device == "auto"
+    assert (config.max_batch, config.max_queue) == (8, 8)
 
 
 def test_layers_override_in_order(tmp_path: Path) -> None:
@@ -47,16 +48,29 @@ def test_layers_override_in_order(tmp_path: Path) -> None:
     ("port = 'eighty'", "bad value for 'port'"),
     ("port = 70000", "bad value for 'port'"),
     ("ice_addresses = [1, 2]", "bad value for 'ice_addresses'"),
-    ("precision = 'fp64'", "'precision' must be one of fp32, fp16, bf16, int8"),
+    ("precision = 'fp64'", "'precision' must be one of fp32, fp16, bf16, int8, auto"),
     ("device = 'gpu'", "'device' must be auto, cpu, cuda or cuda:N, not 'gpu'"),
     ("device = 'cuda:'", "'device' must be auto, cpu, cuda or cuda:N"),
     ("device = 0", "'device' must be auto, cpu, cuda or cuda:N"),
+    ("max_batch = 0", "bad value for 'max_batch'"),
+    ("max_queue = -1", "bad value for 'max_queue'"),
+    ("max_batch = 'many'", "bad value for 'max_batch'"),
 ])
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
     file = tmp_path / "bad.toml"
     file.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_config({"config_file": str(file)}, environ={})
+
+
+def test_batch_limits_come_from_every_layer(tmp_path: Path) -> None:
+    file = tmp_path / "voxroom.toml"
+    file.write_text("max_batch = 4\nmax_queue = 0\n")
+    config = load_config({"config_file": str(file)}, environ={})
+    assert (config.max_batch, config.max_queue) == (4, 0)
+    env = {"VOXROOM_CONFIG": str(file), "VOXROOM_MAX_BATCH": "16"}
+    assert load_config({}, environ=env).max_batch == 16  # env beats file
+    assert load_config({"max_queue": 3}, environ=env).max_queue == 3  # flag beats file
 
 
 def test_device_comes_from_every_layer(tmp_path: Path) -> None:

@@ -1,18 +1,20 @@
 """The GPT-SoVITS `Engine`: cloned-voice speech, streamed while the tokens are still coming.
 
-    text ─► sentence pieces (official cut5) ─► per piece, in a worker thread:
-        frontend phones (+ BERT for zh) ─► T2S session: one token per step, prompt = the voice's tokens
-                                              │ every token
+    text ─► sentence pieces (official cut5) ─► per piece, on the caller's loop (frontend in a thread):
+        frontend phones (+ BERT for zh) ─► a T2S session, submitted to the engine's T2SScheduler
+                                              │ one worker thread decodes every stream's sessions as
+                                              │ one batch (scheduler.py); per token, in that thread:
                                               ▼
                                  StreamingDecoder.push ─► 32 kHz audio as soon as a window is ready
                                               │
-        asyncio queue ◄───────────────────────┘   (call_soon_threadsafe)  ─► AudioChunk to the caller
+        the caller's asyncio queue ◄──────────┘   (call_soon_threadsafe)  ─► AudioChunk to the caller
 
-Model code runs in one worker thread at a time (one set of weights, one KV cache); closing the
-async iterator sets a stop flag that the worker checks after every token, so an interruption
-costs at most one decoding step. Weights and caches live on the engine's device (cpu or cuda,
-`devices.py`); voice prompts and audio stay on the CPU, and seeded random draws are made there,
-so a seed gives the same draws on every device.
+Each stream has its own seeded generator, gate and decoder; no voice state is shared. At most
+`max_batch` streams decode at once and `max_queue` wait for a slot; beyond that `stream()` raises
+EngineBusy (a models.engine.Busy: the server answers 429 / `busy`). Closing the async iterator cancels
+the stream's session, which leaves the batch before the scheduler's next step. Weights and caches
+live on the engine's device (cpu or cuda, `devices.py`); voice prompts and audio stay on the CPU,
+and seeded random draws are made there, so a seed gives the same draws on every device.
 """
 
 from __future__ import annotations
@@ -28,14 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxroom.models.engine import AudioChunk, SynthesisError, Voice
+from voxroom.models.engine import AudioChunk, Busy, SynthesisError, Voice
 
 from . import text as frontend
 from .bert import BertFeatureExtractor, load_bert, zero_phone_features
 from .devices import resolve_device
 from .fbank import resample_sinc
 from .hubert import HubertModel, load_hubert, reference_ssl_content
+from .precision_choice import PrecisionChoice
+from .precision_choice import choose as choose_precisions
 from .realtime import RealtimeGate
+from .scheduler import DEFAULT_MAX_BATCH, PRIORITY_STEPS, T2SScheduler, Utterance
 from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, Timbre, load_sovits
 from .sovits_streaming import StreamingDecoder, StreamingSchedule
 from .speaker_verification import ERes2NetV2, load_eres2netv2, v2pro_speaker_embedding
@@ -74,6 +79,10 @@ class SynthesisOptions:
     schedule: StreamingSchedule = StreamingSchedule()
     # Start a piece only once the rest can follow without a gap (realtime.py); off: first chunk at once.
     realtime_start: bool = True
+    # Streams decoded together (scheduler slots), and streams that may wait for a slot; beyond both,
+    # stream() raises EngineBusy (the server answers 429 / `busy`).
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_queue: int = 8
 
 
 class GPTSoVITSEngine:
@@ -106,7 +115,12 @@ class GPTSoVITSEngine:
         self.options = options or SynthesisOptions()
         self.version = sovits.config.version
         self.symbol_version = "v1" if sovits.config.version == "v1" else "v2"
-        self._lock = threading.Lock()  # one synthesis or prompt computation at a time
+        self._lock = threading.Lock()  # one voice prompt computation at a time
+        # Synthesis goes through one T2S scheduler (scheduler.py), built for the current model.
+        self._scheduler: T2SScheduler | None = None
+        self._scheduler_lock = threading.Lock()
+        self._open_streams = 0
+        self._frontend_lock = threading.Lock()
         # Learns how fast this machine makes audio; holds a piece's start when it could not keep up.
         self.realtime = RealtimeGate(SAMPLE_RATE)
         self.set_precision(precision or ("fp16" if self.device.type == "cuda" else "fp32"))
@@ -152,25 +166,40 @@ class GPTSoVITSEngine:
 
     def set_precision(self, precision: str) -> None:
         """fp32 (default on CPU: official numerics, weights prepacked for oneDNN), fp16 (the T2S in the
-        checkpoint's own fp16 weights), bf16 (T2S and vocoder in bfloat16) or int8 (dynamic-quantized
-        T2S). bench/gpt_sovits.py prints each one's speed and drift against fp32."""
+        checkpoint's own fp16 weights), bf16 (T2S and vocoder in bfloat16), int8 (dynamic-quantized
+        T2S), or auto: each network's fastest here, timed now (precision_choice.py; a few seconds).
+        bench/gpt_sovits.py prints each one's speed and drift against fp32."""
+        if precision == "auto":
+            choice = choose_precisions(self.t2s, self.sovits, bf16_native=self.device.type == "cpu" and bf16_is_native())
+            log.info("precision auto: %s", choice.reason)
+            self._convert_t2s(choice.t2s)
+            if choice.sovits == "bf16":
+                self.sovits.use_bf16_vocoder(True)
+            self.precision_choice: PrecisionChoice | None = choice
+            self.precision = f"auto: T2S {choice.t2s}, SoVITS {choice.sovits}"
+            return
+        if precision not in ("fp32", "fp16", "bf16", "int8"):
+            raise ValueError(f"precision must be fp32, fp16, bf16, int8 or auto, not {precision!r}")
+        if precision == "bf16":
+            if self.device.type == "cpu" and not bf16_is_native():
+                log.warning("bf16 on this CPU (%s) has no hardware bfloat16, so it runs several times slower "
+                            "than fp32; prefer fp32, or int8 for speed", torch.backends.cpu.get_cpu_capability())
+            self.sovits.use_bf16_vocoder(True)
+        self._convert_t2s(precision)
+        self.precision_choice = None
+        self.precision = precision
+
+    def _convert_t2s(self, precision: str) -> None:
         if precision == "fp32":
             pack_weights(self.t2s)  # a no-op off the CPU
         elif precision == "fp16":
             self.t2s = to_dtype(self.t2s, torch.float16)
         elif precision == "bf16":
-            if self.device.type == "cpu" and not bf16_is_native():
-                log.warning("bf16 on this CPU (%s) has no hardware bfloat16, so it runs several times slower "
-                            "than fp32; prefer fp32, or int8 for speed", torch.backends.cpu.get_cpu_capability())
             self.t2s = to_dtype(self.t2s, torch.bfloat16)
-            self.sovits.use_bf16_vocoder(True)
         elif precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError(f"int8 runs on the CPU only (torch's dynamic quantization), not on {self.device}")
             self.t2s = quantize_int8(self.t2s)
-        else:
-            raise ValueError(f"precision must be fp32, fp16, bf16 or int8, not {precision!r}")
-        self.precision = precision
 
     def warm_up(self, languages: Sequence[str] = frontend.LANGUAGES) -> None:
         """Load the text dictionaries now (seconds for English) so the first speech is not slow."""
@@ -235,6 +264,12 @@ class GPTSoVITSEngine:
 
     # -- text ----------------------------------------------------------------------------------
     def _phones_and_bert(self, text: str, lang: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # One text at a time: the g2p libraries (pyopenjtalk, jieba's lazy dictionaries) were never
+        # promised to be thread-safe, and streams now prepare their pieces concurrently.
+        with self._frontend_lock:
+            return self._phones_and_bert_unlocked(text, lang)
+
+    def _phones_and_bert_unlocked(self, text: str, lang: str) -> tuple[torch.Tensor, torch.Tensor]:
         mode = _LANG_MODES.get(lang, "auto")
         ids: list[int] = []
         features: list[torch.Tensor] = []
@@ -250,9 +285,46 @@ class GPTSoVITSEngine:
 
     def pieces(self, text: str, lang: str) -> list[str]:
         split_lang = "en" if lang == "en" else "zh"
-        return [p for p in frontend.split_sentences(text, self.options.split_method, split_lang) if p.strip()]
+        with self._frontend_lock:
+            return [p for p in frontend.split_sentences(text, self.options.split_method, split_lang) if p.strip()]
 
     # -- synthesis -----------------------------------------------------------------------------
+    @property
+    def scheduler(self) -> T2SScheduler:
+        """The one T2S scheduler of the current model (a new precision or max_batch makes a new one;
+        anything still decoding on the old one fails with a SynthesisError)."""
+        with self._scheduler_lock:
+            old = current = self._scheduler
+            if current is None or current.model is not self.t2s or current.max_batch != self.options.max_batch:
+                # Running newcomers alone speeds their first audio where a step's cost grows with the
+                # batch (CPUs); on a GPU a step of 1 costs about what a step of 16 does, so it would
+                # only slow the others down.
+                priority = 0 if self.device.type == "cuda" else PRIORITY_STEPS
+                current = self._scheduler = T2SScheduler(self.t2s, max_batch=self.options.max_batch,
+                                                         priority_steps=priority)
+                if old is not None:
+                    old.close(SynthesisError("the speech engine was reconfigured mid-sentence"))
+            return current
+
+    def kv_cache_bytes_per_stream(self) -> int:
+        """KV-cache memory one speaking stream holds (its scheduler slot, at full capacity)."""
+        return self.scheduler.bytes_per_slot()
+
+    def _admit(self) -> None:
+        """Count a new stream in, or refuse it: at most max_batch speaking plus max_queue waiting."""
+        opts = self.options
+        with self._scheduler_lock:
+            if self._open_streams >= opts.max_batch + opts.max_queue:
+                raise EngineBusy(
+                    f"GPT-SoVITS is busy: {self._open_streams} streams are speaking or waiting "
+                    f"(at most {opts.max_batch} at once and {opts.max_queue} in line); try again shortly"
+                )
+            self._open_streams += 1
+
+    def _leave(self) -> None:
+        with self._scheduler_lock:
+            self._open_streams -= 1
+
     def synthesize_blocking(
         self,
         text: str,
@@ -264,44 +336,32 @@ class GPTSoVITSEngine:
         stop: threading.Event | None = None,
         queued_s: float = 0.0,
     ) -> None:
-        """Synthesize `text`, calling `emit(audio_32k, piece)` whenever audio is ready (`queued_s`:
-        audio still playing before it, which the real-time start gate counts)."""
-        opts = self.options
-        # A CPU generator on every device: the same seed then draws the same numbers on CPU and CUDA.
-        generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
-        timbre = Timbre(ge=prompt.timbre.ge.to(self.device), ge_text=prompt.timbre.ge_text.to(self.device))
-        pause = np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32)
-        with self._lock, torch.inference_mode():
-            label = ""
+        """Synthesize `text`, calling `emit(audio_32k, piece)` (from the scheduler's thread) whenever
+        audio is ready (`queued_s`: audio still playing before it, which the real-time start gate counts)."""
+        stop = stop or threading.Event()
+        self._admit()
+        try:
+            ended = threading.Event()
+            failures: list[BaseException] = []
 
-            def hand_over(audio: np.ndarray) -> None:
-                emit(np.clip(audio, -1.0, 1.0), label)
+            def piece_done(error: BaseException | None) -> None:
+                if error is not None:
+                    failures.append(error)
+                ended.set()
 
-            utterance = self.realtime.utterance(
-                hand_over, queued_s, enabled=opts.realtime_start,
-                chunk_plan=tuple(n * SAMPLES_PER_TOKEN for n in opts.schedule.emitted_tokens()))
+            speech = _Speech(self, prompt, speed, queued_s, emit, piece_done, stop)
             for n, piece in enumerate(self.pieces(text, lang)):
-                label = piece
                 phones, bert = self._phones_and_bert(piece, lang)
-                all_phones = torch.cat([prompt.prompt_phones, phones])
-                all_bert = torch.cat([prompt.prompt_bert, bert], dim=1)
-                session = generate_stream(
-                    self.t2s, all_phones, all_bert, prompt.prompt_tokens, top_k=opts.top_k, top_p=opts.top_p,
-                    temperature=opts.temperature, repetition_penalty=opts.repetition_penalty, generator=generator,
-                )
-                decoder = StreamingDecoder(self.sovits, phones, timbre, schedule=opts.schedule,
-                                           noise_scale=opts.noise_scale, speed=speed, generator=generator)
-                if n:
-                    utterance.hand_over(pause)
-                gate = utterance.piece(len(phones), speed)
-                for token in session:
-                    if stop is not None and stop.is_set():
-                        session.close()  # frees the KV cache now
-                        gate.finish(complete=False)
+                ended.clear()
+                speech.start_piece(n, piece, phones, bert)
+                while not ended.wait(0.02):
+                    if stop.is_set():
+                        speech.stop()
                         return
-                    gate.push(decoder.push([token]))
-                gate.push(decoder.finish())
-                gate.finish(complete=True)
+                if failures:
+                    raise failures[0]
+        finally:
+            self._leave()
 
     async def stream(
         self, text: str, voice: Voice | None = None, *, lang: str = "auto", speed: float = 1.0,
@@ -310,33 +370,105 @@ class GPTSoVITSEngine:
         prompt = self._prompt_of(voice)
         if not 0.5 <= speed <= 2.0:
             raise SynthesisError("speed must be between 0.5 and 2.0")
+        self._admit()
         loop = asyncio.get_running_loop()
+        # Audio (with its piece), a piece's end (None), or its failure; put from the scheduler thread.
         queue: asyncio.Queue[tuple[np.ndarray, str] | BaseException | None] = asyncio.Queue()
-        stop = threading.Event()
 
         def emit(audio: np.ndarray, piece: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (audio.astype(np.float32, copy=False), piece))
 
-        def work() -> None:
-            try:
-                self.synthesize_blocking(text, prompt, lang=lang, speed=speed, emit=emit, stop=stop, queued_s=queued_s)
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-            except BaseException as exc:  # handed to the caller, never lost in the thread
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+        def piece_done(error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, error)
 
-        worker = loop.run_in_executor(None, work)
+        speech: _Speech | None = None
         try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                if isinstance(item, SynthesisError):
-                    raise item
-                if isinstance(item, BaseException):
-                    raise SynthesisError(f"GPT-SoVITS failed: {item}") from item
-                audio, piece = item
-                yield AudioChunk(samples=audio, sample_rate=SAMPLE_RATE, text=piece)
+            speech = _Speech(self, prompt, speed, queued_s, emit, piece_done, threading.Event())
+            pieces = await asyncio.to_thread(self.pieces, text, lang)
+            for n, piece in enumerate(pieces):
+                try:
+                    phones, bert = await asyncio.to_thread(self._phones_and_bert, piece, lang)
+                    speech.start_piece(n, piece, phones, bert)
+                except SynthesisError:
+                    raise
+                except ValueError as exc:  # e.g. a piece too long for a cache slot
+                    raise SynthesisError(str(exc)) from exc
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        break
+                    if isinstance(item, SynthesisError):
+                        raise item
+                    if isinstance(item, BaseException):
+                        raise SynthesisError(f"GPT-SoVITS failed: {item}") from item
+                    audio, label = item
+                    yield AudioChunk(samples=audio, sample_rate=SAMPLE_RATE, text=label)
         finally:
-            stop.set()
-            if not worker.done():
-                worker.add_done_callback(lambda f: f.exception())  # consumed; nobody waits for it
+            if speech is not None:
+                speech.stop()  # frees its scheduler slot before the next step
+            self._leave()
+
+
+class EngineBusy(Busy):
+    """Every T2S slot is taken and the line is full (SynthesisOptions.max_batch / max_queue)."""
+
+
+class _Speech:
+    """One stream's synthesis: its seeded generator, real-time gate and pieces. The caller starts
+    each piece when the previous one has ended; its tokens arrive in the scheduler's thread, which
+    decodes them to audio (StreamingDecoder) and hands it on through `emit`."""
+
+    def __init__(self, engine: GPTSoVITSEngine, prompt: VoicePrompt, speed: float, queued_s: float,
+                 emit: Callable[[np.ndarray, str], None], piece_done: Callable[[BaseException | None], None],
+                 stop: threading.Event) -> None:
+        self.engine, self.prompt, self.speed = engine, prompt, speed
+        self.emit, self.piece_done, self.stopped = emit, piece_done, stop
+        opts = engine.options
+        # A CPU generator on every device: the same seed then draws the same numbers on CPU and CUDA.
+        self.generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
+        device = engine.device
+        self.timbre = Timbre(ge=prompt.timbre.ge.to(device), ge_text=prompt.timbre.ge_text.to(device))
+        self.label = ""
+        self.utterance = engine.realtime.utterance(
+            self._hand_over, queued_s, enabled=opts.realtime_start,
+            chunk_plan=tuple(n * SAMPLES_PER_TOKEN for n in opts.schedule.emitted_tokens()))
+        self.current: Utterance | None = None
+
+    def _hand_over(self, audio: np.ndarray) -> None:
+        self.emit(np.clip(audio, -1.0, 1.0), self.label)
+
+    def start_piece(self, n: int, piece: str, phones: torch.Tensor, bert: torch.Tensor) -> None:
+        engine, opts, prompt = self.engine, self.engine.options, self.prompt
+        self.label = piece
+        all_phones = torch.cat([prompt.prompt_phones, phones])
+        all_bert = torch.cat([prompt.prompt_bert, bert], dim=1)
+        with torch.inference_mode():
+            session = generate_stream(
+                engine.t2s, all_phones, all_bert, prompt.prompt_tokens, top_k=opts.top_k, top_p=opts.top_p,
+                temperature=opts.temperature, repetition_penalty=opts.repetition_penalty, generator=self.generator,
+            )
+        decoder = StreamingDecoder(engine.sovits, phones, self.timbre, schedule=opts.schedule,
+                                   noise_scale=opts.noise_scale, speed=self.speed, generator=self.generator)
+        if n:
+            self.utterance.hand_over(np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32))
+        gate = self.utterance.piece(len(phones), self.speed)
+
+        def on_step(token: int | None, finished: bool) -> None:  # in the scheduler's thread
+            if self.stopped.is_set():
+                return
+            if token is not None:
+                gate.push(decoder.push([token]))
+            if finished:
+                gate.push(decoder.finish())
+                gate.finish(complete=True)
+                self.piece_done(None)
+
+        # The first piece waits for its first audio; later ones follow audio already playing.
+        first = opts.schedule.first_chunk_tokens if n == 0 else 0
+        self.current = engine.scheduler.submit(session, on_step=on_step, on_error=self.piece_done,
+                                               first_audio_tokens=first)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.current is not None:
+            self.current.cancel()

@@ -113,21 +113,47 @@ class T2SSession(Iterator[int]):
         """Run one decoding step -> (kept token or None, finished)."""
         if self.finished:
             raise RuntimeError(f"decoding already finished ({self.stop_reason})")
-        model, cfg = self.model, self.model.config
+        model = self.model
         idx = self.step_index + 1
         if idx == 0:
             x = model.embed_text(self.phones, self.bert)
             h = x if self.ref_free else torch.cat([x, model.embed_audio(self.prompt)], dim=1)
-            self._cache = model.new_cache(1, self.n_text + self.n_prompt + self.max_steps)
+            if self._cache is None:  # a scheduler may have given this session a slot of its cache
+                self._cache = model.new_cache(1, self.cache_length)
             mask = prefix_lm_mask(self.n_text, self.n_prompt).to(h.device)
             h = model.run_layers(h, self._cache, 0, mask)
             self.prefill_hidden = h[:, -1].clone()
         else:
             assert self._cache is not None and self._next_input is not None
-            pos = self.n_prompt + idx - 1  # audio position of the token fed in
-            h = model.embed_audio(self._next_input, pos)
-            h = model.run_layers(h, self._cache, self.n_text + pos, None)
-        logits = model.logits(h[:, -1])
+            h = model.embed_audio(self._next_input, self.audio_position)
+            h = model.run_layers(h, self._cache, self.cache_position, None)
+        return self.take(model.logits(h[:, -1]))
+
+    @property
+    def cache_length(self) -> int:
+        """Cache positions this session may write: text, prompt and every step."""
+        return self.n_text + self.n_prompt + self.max_steps
+
+    @property
+    def audio_position(self) -> int:
+        """Audio position of the token the next (non-prefill) step feeds in."""
+        return self.n_prompt + self.step_index
+
+    @property
+    def cache_position(self) -> int:
+        """Cache position the next (non-prefill) step writes."""
+        return self.n_text + self.n_prompt + self.step_index
+
+    @property
+    def next_input(self) -> torch.Tensor | None:
+        """(1, 1) the last kept token, which the next step feeds in; None before the prefill."""
+        return self._next_input
+
+    def take(self, logits: torch.Tensor) -> tuple[int | None, bool]:
+        """Apply this step's logits (1, vocab) with the official sampling and stop rules: the part
+        of a step after the network, shared with the batched scheduler (scheduler.py)."""
+        cfg = self.model.config
+        idx = self.step_index + 1
         if self.record_logits:
             self._logits.append(logits[0].clone())
         choice = choose_tokens(logits, self._seen, idx, cfg.eos, self.params, self.generator)
@@ -149,6 +175,13 @@ class T2SSession(Iterator[int]):
         if self.finished:
             self._cache = None  # free the cache as soon as the utterance is done
         return kept, self.finished
+
+    def use_cache(self, cache: KVCache | None) -> None:
+        """Decode into `cache` (batch 1, capacity >= cache_length) instead of allocating one;
+        the scheduler hands each session its slot (and a new view when it moves the slot)."""
+        if cache is not None and cache.capacity < self.cache_length:
+            raise ValueError(f"cache holds {cache.capacity} positions, this session needs {self.cache_length}")
+        self._cache = cache
 
     def close(self) -> None:
         """Stop decoding now (e.g. the listener interrupted) and free the cache."""

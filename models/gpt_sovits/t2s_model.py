@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +127,7 @@ def prefix_lm_mask(n_text: int, n_audio: int) -> torch.Tensor:
 
 
 class KVCache:
-    """Keys and values of every layer for a whole utterance, allocated once.
+    """Keys and values of every layer for a whole utterance (or a batch of slots), allocated once.
 
     k, v: (n_layer, B, H, capacity, head_dim). torch.empty only reserves address space, so a
     1500-step capacity costs memory only for the positions actually written. Kept in fp32 even
@@ -135,12 +135,22 @@ class KVCache:
     (measured 130-210 us vs 37 us per layer and step), and the cache is small next to the weights.
     """
 
-    def __init__(self, cfg: T2SConfig, batch: int, capacity: int, dtype: torch.dtype, device: torch.device) -> None:
-        shape = (cfg.n_layer, batch, cfg.n_head, capacity, cfg.head_dim)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
-        self.capacity = capacity
+    def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.k, self.v = k, v
+        self.capacity = k.shape[3]
 
+    @classmethod
+    def allocate(cls, cfg: T2SConfig, batch: int, capacity: int, dtype: torch.dtype, device: torch.device) -> KVCache:
+        shape = (cfg.n_layer, batch, cfg.n_head, capacity, cfg.head_dim)
+        return cls(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
+
+    def rows(self, start: int, stop: int) -> KVCache:
+        """A view of batch rows start..stop-1 (writes go to this cache's storage)."""
+        return KVCache(self.k[:, start:stop], self.v[:, start:stop])
+
+    @property
+    def nbytes_per_row(self) -> int:
+        return 2 * self.k[:, 0].numel() * self.k.element_size()
 
 
 class T2SLayer(nn.Module):
@@ -173,6 +183,36 @@ class T2SLayer(nn.Module):
         attn = F.scaled_dot_product_attention(
             q.to(k_cache.dtype), k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=attn_mask
         )
+        return self._after_attention(x, attn)
+
+    def forward_rows(
+        self,
+        x: torch.Tensor,  # (B, 1, D): one new token per row
+        k_cache: torch.Tensor,  # (slots, H, capacity, hd) for this layer
+        v_cache: torch.Tensor,
+        rows: slice | torch.Tensor,  # which cache slots the B tokens belong to
+        positions: torch.Tensor,  # (B,) int64: where each row's token goes in its slot
+        key_len: int,  # max(positions) + 1
+        attn_mask: torch.Tensor,  # (B, 1, 1, key_len) bool: key j < row's position + 1
+    ) -> torch.Tensor:
+        """One decoding step for rows at different positions (continuous batching, scheduler.py)."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        batch = torch.arange(b, device=x.device)
+        if isinstance(rows, slice):  # the active slots are contiguous: attend over a view, no copy
+            keys, values = k_cache[rows], v_cache[rows]
+            keys[batch, :, positions] = k[:, :, 0].to(keys.dtype)
+            values[batch, :, positions] = v[:, :, 0].to(values.dtype)
+            keys, values = keys[:, :, :key_len], values[:, :, :key_len]
+        else:  # some of the slots: gather them (a copy of their used keys)
+            k_cache[rows, :, positions] = k[:, :, 0].to(k_cache.dtype)
+            v_cache[rows, :, positions] = v[:, :, 0].to(v_cache.dtype)
+            keys, values = k_cache[rows, :, :key_len], v_cache[rows, :, :key_len]
+        attn = F.scaled_dot_product_attention(q.to(keys.dtype), keys, values, attn_mask=attn_mask)
+        return self._after_attention(x, attn)
+
+    def _after_attention(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
         x = self.norm1(x + self.out_proj(attn.to(x.dtype).transpose(1, 2).reshape(b, n, d)))
         return self.norm2(x + self.ffn_out(F.relu(self.ffn_in(x))))
 
@@ -263,12 +303,28 @@ class T2SModel(nn.Module):
             h = layer(h, cache.k[i], cache.v[i], start, attn_mask)
         return h
 
+    def embed_audio_rows(self, tokens: torch.Tensor, positions: torch.Tensor, end: int) -> torch.Tensor:
+        """tokens (B,) int64 at audio positions (B,) int64 (all < end), one per row -> (B, 1, D)."""
+        y = self.audio_embedding(tokens)
+        self._positions(0, end)  # extend the table if needed
+        return (y.float() + self.audio_alpha.float() * self.pe[positions]).to(y.dtype).unsqueeze(1)
+
+    def run_layers_rows(
+        self, h: torch.Tensor, cache: KVCache, rows: slice | torch.Tensor, positions: torch.Tensor, key_len: int
+    ) -> torch.Tensor:
+        """One token per row, h (B, 1, D), written at cache slot rows[i], position positions[i]
+        (key_len = max(positions) + 1, passed in so no device sync is needed) -> (B, 1, D)."""
+        mask = (torch.arange(key_len, device=h.device) <= positions[:, None])[:, None, None, :]
+        for i, layer in enumerate(self.layers):
+            h = cast(T2SLayer, layer).forward_rows(h, cache.k[i], cache.v[i], rows, positions, key_len, mask)
+        return h
+
     def logits(self, h_last: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, vocab) fp32."""
         return self.lm_head(h_last).float()
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
-        return KVCache(self.config, batch, capacity, torch.float32, self.device)
+        return KVCache.allocate(self.config, batch, capacity, torch.float32, self.device)
 
     def forward_full(self, phones: torch.Tensor, bert: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
         """No-cache reference: logits (B, vocab) of the next token after [text ; audio] in one pass."""

@@ -7,6 +7,7 @@ weights (model_folders.py), and once the full-size official configs with random 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import wave
@@ -110,9 +111,11 @@ async def test_closing_the_stream_stops_the_worker_promptly(engine: GPTSoVITSEng
     await stream.__anext__()
     await stream.aclose()
     start = time.monotonic()
-    acquired = await asyncio.to_thread(engine._lock.acquire, True, 10)
-    assert acquired and time.monotonic() - start < 2.0  # the worker saw the stop flag
-    engine._lock.release()
+    scheduler = engine.scheduler
+    while scheduler.active or scheduler.waiting:  # its slot is freed before the scheduler's next step
+        assert time.monotonic() - start < 2.0
+        await asyncio.sleep(0.01)
+    assert engine._open_streams == 0
     assert [c async for c in engine.stream("Still works.", voice, lang="en")]
 
 
@@ -206,3 +209,44 @@ def test_device_auto_is_the_cpu_without_cuda_and_cuda_is_refused(tmp_path: Path)
         GPTSoVITSEngine.from_models_dir(models, device="cuda")
     with pytest.raises(ValueError, match="'device' must be"):
         GPTSoVITSEngine.from_models_dir(models, device="gpu")
+
+
+async def test_precision_auto_times_each_network_and_says_why(tmp_path: Path, prompt: VoicePrompt,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """No assertion on which precision wins (that is this machine's timing), only that each candidate
+    was measured, the pick is applied and logged, and the engine speaks."""
+    caplog.set_level(logging.INFO, logger="voxroom.models.gpt_sovits.engine")
+    auto = GPTSoVITSEngine.from_models_dir(write_models_dir(tmp_path / "models"), options=SynthesisOptions(seed=7),
+                                           precision="auto")
+    choice = auto.precision_choice
+    assert choice is not None and auto.precision == f"auto: T2S {choice.t2s}, SoVITS {choice.sovits}"
+    assert choice.t2s in ("fp32", "fp16", "int8", "bf16") and choice.sovits in ("fp32", "bf16")
+    for measured in ("T2S fp32", "T2S fp16", "T2S int8", "SoVITS fp32 RTF"):
+        assert measured in choice.reason
+    assert "precision auto: picked" in caplog.text
+    voice = Voice(id="v1", name="test", engine="gpt-sovits", prompt=prompt)
+    out = np.concatenate([c.samples async for c in auto.stream("Thanks for the gift.", voice, lang="en")])
+    assert np.isfinite(out).all() and np.sqrt(np.mean(out**2)) > 0.01
+
+
+def test_precision_auto_leaves_out_a_precision_that_drifts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxroom.models.gpt_sovits import precision_choice
+    from voxroom.models.gpt_sovits.sovits import load_sovits
+    from voxroom.models.gpt_sovits.t2s_model import load_t2s
+
+    convert = precision_choice.converted
+
+    def broken_fp16(model: T2SModel, precision: str) -> T2SModel:
+        twin = convert(model, precision)
+        if precision == "fp16":
+            with torch.no_grad():
+                twin.lm_head.weight.mul_(3.0)  # logits ~9 become ~27: a broken cast
+        return twin
+
+    monkeypatch.setattr(precision_choice, "converted", broken_fp16)
+    t2s = load_t2s(GOLDEN / "models" / "s1_tiny_v2.ckpt")
+    sovits, _ = load_sovits(GOLDEN / "models" / "s2_tiny_v2.pth")
+    choice = precision_choice.choose(t2s, sovits, bf16_native=False)
+    assert choice.t2s != "fp16" and "T2S fp16" in choice.reason and "drifts" in choice.reason
+    assert "SoVITS bf16 not tried" in choice.reason and choice.sovits == "fp32"
+    assert t2s.dtype == torch.float32 and t2s.lm_head.weight.dtype == torch.float32  # measured on copies
