@@ -214,6 +214,27 @@ def _paths() -> Json:
         "/api/rooms/{room}/connectors/{connector}": {"delete": _op(
             "Remove a chat connector", _voxroom("200", _json(ANY_OBJ), "401", "404"), tags=conn,
             params=_params("room", "connector"), op_id="delete_connector")},
+        "/api/rooms/{room}/sfu": {
+            "get": _op("The room's SFU endpoints and their publishing state (tokens never shown)", _voxroom(
+                "200", _json(ANY_OBJ), "401", "404"), tags=conn, params=r, op_id="get_sfu"),
+            "put": _op("Publish the room into SFUs over WHIP", _voxroom("200", _json(ANY_OBJ), "400", "401", "404"),
+                       tags=conn, params=r, body=_obj(["endpoints"], endpoints={"type": "array", "items": _obj(
+                           ["url"], url=STR, token=STR, playback=ANY_OBJ)}), op_id="put_sfu"),
+            "delete": _op("Stop publishing into SFUs", _voxroom("200", _json(ANY_OBJ), "401", "404"), tags=conn,
+                          params=r, op_id="delete_sfu"),
+        },
+        "/rooms/{room}/playback": {"get": _op(
+            "Where a listener plays from: a Janus VideoRoom or voxroom's WHEP", _voxroom(
+                "200", _json(ANY_OBJ), "401", "404"), tags=webrtc, params=r, op_id="playback")},
+        "/api/llm": {
+            "get": _op("The account's LLM endpoint for replies (the key never shown)", _voxroom(
+                "200", _json(ANY_OBJ), "401"), tags=conn, op_id="get_llm"),
+            "put": _op("Set the account's LLM endpoint", _voxroom("200", _json(ANY_OBJ), "400", "401"), tags=conn,
+                       body=_obj(None, base_url=STR, model=STR, api_key=STR), op_id="put_llm"),
+        },
+        "/api/llm/test": {"post": _op("Try the LLM endpoint (lists its models) and say what failed",
+                                      _voxroom("200", _json(ANY_OBJ), "400", "401"), tags=conn,
+                                      op_id="test_llm")},
         "/api/voices": {
             "get": _op("List voices (the stock voice first)", _voxroom("200", _json(_obj(
                 voices={"type": "array", "items": ANY_OBJ}, can_clone=BOOL, advice={"type": ["string", "null"]})),
