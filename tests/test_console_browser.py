@@ -140,3 +140,54 @@ def test_console_says_why_a_chinese_line_was_not_spoken(live_server: Any, browse
                               timeout=15000)
     console.close()
     assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200
+
+
+def test_a_twitch_chat_is_connected_and_its_paid_rules_set_from_the_console(live_server: Any, browser: Any) -> None:
+    """The console's chat panel against a local server speaking Twitch's IRC over WebSocket: connect,
+    see it live, its chat spoken, paid-event rules saved, remove it."""
+    import threading
+
+    from websockets.sync.server import ServerConnection, serve
+
+    def twitch(ws: ServerConnection) -> None:
+        got: list[str] = []
+        while not any(line.startswith("JOIN") for line in got):
+            got.extend(str(ws.recv()).split("\r\n"))
+        ws.send(":tmi.twitch.tv 001 justinfan12345 :Welcome, GLHF!")
+        ws.send("@id=m-1;display-name=Mia :mia!mia@mia.tmi.twitch.tv PRIVMSG #show :hello from twitch chat")
+        with contextlib.suppress(Exception):
+            ws.recv()  # hold the connection until the client leaves
+
+    with serve(twitch, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        _, room = live_server.json("POST", "/api/rooms", {"name": "Twitch show"})
+        console = open_console(live_server, browser)
+        console.evaluate(f"window.voxroomConnectorUrl = {url!r}")
+        console.click(room_button(room["id"]))
+        console.wait_for_selector("#connectors-panel:not([hidden])")
+        console.select_option("#connector-platform", "twitch")
+        console.fill("#connector-channel", "show")
+        console.click("#connector-form button[type=submit]")
+        console.wait_for_selector("#connectors li.connector[data-state='live']", timeout=15000)
+        assert "twitch · show" in console.inner_text("#connectors")
+        server_room = live_server.server.rooms.get(room["id"])
+        for _ in range(300):
+            if any(e["type"] == "cohost.reply_started" and "hello from twitch chat" in e["text"]
+                   for e in server_room.history):
+                break
+            threading.Event().wait(0.05)
+        else:
+            raise AssertionError("the Twitch message was not answered")
+        console.fill("#paid-full", "2.5")
+        console.fill("#paid-window", "12")
+        console.click("#paid-save")
+        console.wait_for_function("document.querySelector('#paid-status').innerText === 'saved'")
+        rules = live_server.json("GET", f"/api/rooms/{room['id']}/cohost")[1]["settings"]["paid_rules"]
+        assert (rules["read_in_full_usd"], rules["batch_window_s"]) == (2.5, 12.0)
+        console.click("#connectors li.connector button")
+        console.wait_for_function("!document.querySelector('#connectors li.connector')")
+        assert live_server.json("GET", f"/api/rooms/{room['id']}/connectors")[1]["connectors"] == []
+        console.close()
+        assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200
+        server.shutdown()

@@ -52,6 +52,7 @@ async function loadCohost(room) {
   templates = st.templates || {};
   showTemplate();
   renderChatQueue(state.queue);
+  showPaidRules(st.paid_rules);
   $("moderated").innerHTML = "";
   for (const m of state.moderation || []) addModerated(m);
 }
@@ -139,6 +140,7 @@ async function select(room) {
   stopListening();
   follow(room);
   loadCohost(room).catch((e) => alert(e.message));
+  loadConnectors(room).catch((e) => { $("connector-status").textContent = e.message; });
   let overlay = room.overlay_url;
   if (!overlay) {
     const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener", ttl: OVERLAY_TTL_S }) });
@@ -428,3 +430,77 @@ $("llm-test").onclick = async () => {
     $("auth-error").textContent = `${t("Cannot use this console", "无法使用此控制台")}: ${err.message}`;
   }
 })();
+
+// -- chat connectors and paid-event rules (REST: /api/rooms/ROOM/connectors, cohost paid_rules) ------
+// The one secret each platform's set-up asks for in the console (docs/connectors.md has the rest).
+const SECRET_FIELD = { youtube: "api_key", bilibili: "cookie", twitch: "token", tiktok: null };
+
+function showPaidRules(rules) {
+  if (!rules) return;
+  $("paid-full").value = rules.read_in_full_usd;
+  $("paid-window").value = rules.batch_window_s;
+}
+
+function connectorLabel(c) {
+  const st = c.status || {};
+  let state = st.state || "?";
+  if (state === "reconnecting" && st.next_retry_at) state += ` (${t("next try", "下次重试")} ${new Date(st.next_retry_at * 1000).toLocaleTimeString()})`;
+  if (state === "error" && st.message) state += `: ${st.message}`;
+  const counters = st.counters || {};
+  return `${c.platform} · ${c.channel} — ${state}, ${counters.submitted || 0} ${t("events", "条")}`;
+}
+
+async function loadConnectors(room) {
+  $("connectors-panel").hidden = false;
+  const { connectors } = await api(`/api/rooms/${room.id}/connectors`);
+  const list = $("connectors");
+  list.innerHTML = "";
+  if (!connectors.length) list.innerHTML = `<li class="muted">${t("none", "无")}</li>`;
+  for (const c of connectors) {
+    const li = document.createElement("li");
+    li.className = "connector";
+    li.dataset.state = (c.status || {}).state || "";
+    li.textContent = connectorLabel(c);
+    const remove = document.createElement("button");
+    remove.textContent = t("remove", "移除");
+    remove.style.marginLeft = ".5rem";
+    remove.onclick = async () => {
+      await api(`/api/rooms/${room.id}/connectors/${encodeURIComponent(c.id)}`, { method: "DELETE" }).catch(alert);
+      loadConnectors(room);
+    };
+    li.append(remove);
+    list.append(li);
+  }
+}
+
+$("connector-form").onsubmit = async (e) => {
+  e.preventDefault();
+  if (!current) return;
+  const platform = $("connector-platform").value;
+  const body = { platform, channel: $("connector-channel").value.trim() };
+  const secret = $("connector-secret").value;
+  if (secret && SECRET_FIELD[platform]) body[SECRET_FIELD[platform]] = secret;
+  if (window.voxroomConnectorUrl) body.url = window.voxroomConnectorUrl;  // tests and relays
+  try {
+    await api(`/api/rooms/${current.id}/connectors`, { method: "POST", body: JSON.stringify(body) });
+    $("connector-status").textContent = t("connecting…", "连接中…");
+    $("connector-channel").value = $("connector-secret").value = "";
+  } catch (err) {
+    $("connector-status").textContent = err.message;
+  }
+  loadConnectors(current);
+};
+
+$("paid-save").onclick = async () => {
+  if (!current) return;
+  try {
+    const st = await api(`/api/rooms/${current.id}/cohost`, { method: "PATCH", body: JSON.stringify({ paid_rules: {
+      read_in_full_usd: Number($("paid-full").value), batch_window_s: Number($("paid-window").value) } }) });
+    showPaidRules(st.paid_rules);
+    $("paid-status").textContent = t("saved", "已保存");
+  } catch (err) {
+    $("paid-status").textContent = err.message;
+  }
+};
+
+setInterval(() => { if (current) loadConnectors(current).catch(() => {}); }, 2000);
