@@ -210,6 +210,7 @@ class CoHost:
     async def answer(self, item: QueuedEvent) -> ReplyMetrics:
         """Speak the reply to one queued event; a skip ends it early (outcome "skipped")."""
         self._skip_requested = False
+        self._task_metrics = None
         self.current = item
         self._task = asyncio.ensure_future(self._answer(item))
         try:
@@ -220,8 +221,10 @@ class CoHost:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
                 raise
-            if not self._skip_requested or self._task_metrics is None:
+            if not self._skip_requested:
                 raise
+            if self._task_metrics is None:  # skipped before its task ever ran: end it here
+                return self._skipped_before_start(item)
             return self._task_metrics
         finally:
             self.current = None
@@ -293,6 +296,23 @@ class CoHost:
                 queue_wait=metrics.queue_wait, llm_first_token=metrics.llm_first_token,
                 first_audio=metrics.first_audio, total=metrics.total, source=metrics.source,
                 audio_seconds=metrics.audio_seconds, extra=dict(metrics.extra)))
+        return metrics
+
+    def _skipped_before_start(self, item: QueuedEvent) -> ReplyMetrics:
+        """A skip (a cancel of its speech id) that came before the reply's task started: nothing was
+        said; the line's asker and the metrics still hear that it ended."""
+        event = item.event
+        metrics = ReplyMetrics(event_id=event.id, kind=str(event.kind), outcome="skipped",
+                               source="host" if event.kind is EventKind.HOST else self._source_name(),
+                               queue_wait=self.clock.now() - item.enqueued_at)
+        line = self._host_lines.pop(event.id, None)
+        if line is not None:
+            self.events.publish(SpeechEnded(id=event.id, text=event.text, state=str(SpeechState.CANCELLED),
+                                            source=line.source, reply_to=event.id, frames=0, played_text="",
+                                            error=None, at=self.clock.now()))
+        self.events.publish(ReplyFinished(
+            id=event.id, kind=str(event.kind), outcome="skipped", text="", queue_wait=metrics.queue_wait,
+            llm_first_token=None, first_audio=None, total=0.0, source=metrics.source))
         return metrics
 
     def _speech_for(self, event: ChatEvent, line: HostLine | None) -> SpeechHandle:

@@ -122,3 +122,33 @@ async def test_subscriber_errors_never_break_the_cohost() -> None:
         await task
     await t.playout.close()
     assert t.air.texts() == ["Thanks for the follow, newbie!"]
+
+
+async def test_a_line_cancelled_before_its_reply_task_runs_still_ends() -> None:
+    """A bot's say + cancel in one breath: the cancel can land before the reply's task has run at all.
+    The line must still end for its asker (its protocol slot) and the loop must go on."""
+    from voxroom.agent.lifecycle import ReplyFinished, SpeechEnded
+
+    t = make_cohost()
+    seen: list[object] = []
+    t.cohost.events.subscribe(seen.append)
+    line_id = t.cohost.say("Hello there, room.")
+    item = t.cohost.queue.get_nowait()
+    assert item is not None and item.event.id == line_id
+    answering = asyncio.ensure_future(t.cohost.answer(item))
+    await asyncio.sleep(0)  # answer() has started its reply task, which has not run yet
+    assert t.cohost.cancel(line_id)
+    metrics = await answering  # no CancelledError escapes into the co-host loop
+    assert metrics.outcome == "skipped"
+    ended = [e for e in seen if isinstance(e, SpeechEnded) and e.id == line_id]
+    assert len(ended) == 1 and ended[0].state == "cancelled"
+    assert any(isinstance(e, ReplyFinished) and e.id == line_id and e.outcome == "skipped" for e in seen)
+    t.playout.start()
+    task = asyncio.ensure_future(t.cohost.run())
+    t.cohost.submit_dict({"type": "message", "user": "ann", "text": "still there?"})
+    await t.clock.advance(3.0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await t.playout.close()
+    assert t.air.texts() == ["ann says: still there?"]
