@@ -27,6 +27,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 raise pytest.UsageError(f"{needed} is missing (VOXROOM_REQUIRE_SHARED is set)")
 
 
+def needs_shared(*parts: str) -> pytest.MarkDecorator:
+    """Skip (with the reason) when a file from ../shared is absent, as in a fresh clone on its own; CI
+    sets VOXROOM_REQUIRE_SHARED, and pytest_sessionstart fails the run there instead."""
+    path = SHARED.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} not found (../shared is not beside this clone)")
+
+
 CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's real binary; /usr/bin/chromium is a wrapper
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from conftest import needs_shared
 from speech_check import transcribe, word_error_rate
 from voxroom.agent.lifecycle import HostSpeaking
 from voxroom.streaming.webrtc import filter_remote_candidates
@@ -162,6 +163,7 @@ async def test_host_microphone_reaches_the_server_as_16k_audio(live_server: Any)
     await pc.close()
 
 
+@needs_shared("speech", "debian_codec2_examples__speech_orig_16k.wav")
 async def test_host_speech_on_the_microphone_makes_the_cohost_yield(live_server: Any) -> None:
     """Real speech into the host microphone (aiortc peer) -> silero VAD -> the co-host yields."""
     from aiortc.mediastreams import AudioStreamTrack

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED, needs_shared
 from fake_hub import fake_hub, golden_as_official
 from voxroom.models import weights
 
 GOLDEN = SHARED / "golden"
 
 
+@needs_shared("golden", "models")
 def test_pull_downloads_verifies_and_lists(tmp_path: Path) -> None:
     model_set = weights.MODEL_SETS["v2pro"]
     files = golden_as_official(GOLDEN, model_set.files)
@@ -35,6 +36,7 @@ def test_pull_downloads_verifies_and_lists(tmp_path: Path) -> None:
     assert weights.verify(tmp_path) == ["s1v3.ckpt"]
 
 
+@needs_shared("golden", "models")
 def test_checksum_mismatch_removes_the_file_and_says_so(tmp_path: Path) -> None:
     model_set = weights.MODEL_SETS["v2"]
     files = golden_as_official(GOLDEN, model_set.files)
@@ -54,6 +56,7 @@ def test_unreachable_hub_and_unknown_version_are_clear_errors(tmp_path: Path) ->
         weights.best_installed(tmp_path)
 
 
+@needs_shared("golden", "models")
 def test_cli_pull_honours_hf_endpoint_then_lists(tmp_path: Path) -> None:
     files = golden_as_official(GOLDEN, weights.MODEL_SETS["v2"].files)
     with fake_hub(weights.HF_REPO, files) as (endpoint, requests):
