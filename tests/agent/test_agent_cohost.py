@@ -9,8 +9,8 @@ import json
 import re
 
 import pytest
-from agent_fakes import ToneEngine, make_cohost, running
 
+from agent_fakes import ToneEngine, make_cohost, running
 from fake_openai import FakeOpenAIServer, ScriptedReply
 from voxroom.agent.clock import SystemClock, VirtualClock
 from voxroom.agent.events import ChatEvent, EventKind
