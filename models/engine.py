@@ -99,6 +99,12 @@ class SynthesisError(RuntimeError):
     """An engine could not speak a text (bad input, model failure); the message is for humans."""
 
 
+class LanguageNotSupported(SynthesisError):
+    """The voice cannot speak this language (the stock voice and Chinese or Japanese text)."""
+
+    code = "language_not_supported"
+
+
 class Busy(SynthesisError):
     """At capacity right now (an engine's batch or queue, a speaker's queue): try again shortly."""
 

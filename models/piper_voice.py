@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxroom.models.engine import AudioChunk, SynthesisError, Voice
+from voxroom.models.engine import AudioChunk, LanguageNotSupported, SynthesisError, Voice
 from voxroom.models.text_pieces import split_text
 
 STOCK_VOICE_ID = "stock"
@@ -38,7 +38,7 @@ def english_part(text: str) -> str:
     letters = sum(ch.isalpha() for ch in text)
     cjk = sum(len(run) for run in CJK_RUN.findall(text))
     if cjk and cjk * 2 >= letters:
-        raise SynthesisError(ENGLISH_ONLY)
+        raise LanguageNotSupported(ENGLISH_ONLY)
     return " ".join(CJK_RUN.sub(" ", text).split()) if cjk else text
 
 class PiperVoiceEngine:

@@ -26,8 +26,9 @@ from voxroom.agent.clock import Clock
 from voxroom.agent.cohost import HostLine
 from voxroom.agent.lifecycle import EventBus, LifecycleEvent, SpeechEnded, SpeechStarted
 from voxroom.agent.speech import SpeakerBusy, SpeechHandle
-from voxroom.models.engine import Busy, Engine, Voice, VoiceRef
+from voxroom.models.engine import Busy, Engine, LanguageNotSupported, Voice, VoiceRef
 from voxroom.models.pcm import to_pcm16_bytes
+from voxroom.models.piper_voice import english_part
 from voxroom.streaming import protocol
 from voxroom.streaming.accounts import Account, Accounts, AuthError
 from voxroom.streaming.playout import Playout
@@ -163,7 +164,21 @@ class BotSession:
         except Busy as exc:  # the voice is still being prepared
             self.conn.send_refused(msg.id, protocol.ProtocolError("busy", str(exc), msg.id))
             return
-        if msg.room is None:
+        room: Room | None = None
+        if msg.room is not None:
+            try:
+                room = self.rooms.owned(msg.room, self.account.id)
+            except RoomError as exc:
+                self.conn.send_refused(msg.id, protocol.ProtocolError("unknown_room", str(exc), msg.id))
+                return
+        speaking = voice if msg.voice is not None or room is None else room.cohost.agent.voice
+        if speaking is None:
+            try:
+                english_part(msg.text)
+            except LanguageNotSupported as exc:
+                self.conn.send_refused(msg.id, protocol.ProtocolError(exc.code, str(exc), msg.id))
+                return
+        if room is None:
             playout = self._direct_playout()
             handle = SpeechHandle(id=msg.id, voice=voice, lang=msg.lang, speed=msg.speed, source="bot",
                                   listener=self)
@@ -175,11 +190,6 @@ class BotSession:
                 self.conn.send_refused(msg.id, protocol.ProtocolError("busy", str(exc), msg.id))
                 return
             self.conn.send_queued(msg.id)
-            return
-        try:
-            room = self.rooms.owned(msg.room, self.account.id)
-        except RoomError as exc:
-            self.conn.send_refused(msg.id, protocol.ProtocolError("unknown_room", str(exc), msg.id))
             return
         self._follow(room.events, room)
         self._speeches[msg.id] = room

@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxroom.agent.cohost import HostLine
+from voxroom.models.piper_voice import english_part
 from voxroom.streaming import protocol
 from voxroom.streaming.accounts import AuthError
 from voxroom.streaming.bot_session import cancel_in_room
@@ -88,6 +89,8 @@ class RoomsAPI:
             msg = protocol.parse_client_message(json.dumps({**body, "type": "say"}))
             assert isinstance(msg, protocol.Say)
             voice = self.server.voice(msg.voice, self.access.owner_of(room)) if msg.voice is not None else False
+            if (room.cohost.agent.voice if voice is False else voice) is None:
+                english_part(msg.text)  # the stock voice: LanguageNotSupported now, not silence later
             speech_id = room.cohost.agent.say(msg.text, speech_id=msg.id,
                                               line=HostLine(voice=voice, lang=msg.lang, speed=msg.speed))
             return {"id": speech_id, "state": "queued"}

@@ -136,7 +136,7 @@ def test_console_says_why_a_chinese_line_was_not_spoken(live_server: Any, browse
     console.wait_for_selector("#voice-lang-note", state="visible")
     console.fill("#say-text", "大家好，欢迎来到直播间")
     console.click("#say-form button[type=submit]")
-    console.wait_for_function("document.querySelector('#captions').innerText.includes('speaks English only')",
+    console.wait_for_function("document.querySelector('#say-status').innerText.includes('speaks English only')",
                               timeout=15000)
     console.close()
     assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200

@@ -150,3 +150,23 @@ def test_what_the_fuzzer_found_is_answered_clearly(live_server: RunningServer) -
                                           raw=b'{"type": "message", "user": "a", "text": "x", "timestamp": 1e999}')
     assert status == 400
     live_server.json("DELETE", f"/api/rooms/{room_id}")
+
+
+async def test_chinese_to_the_stock_voice_is_language_not_supported(live_server: RunningServer) -> None:
+    room_id, _ = create(live_server, "stock chinese")
+    status, body = await asyncio.to_thread(live_server.json, "POST", f"/api/rooms/{room_id}/say",
+                                           {"text": "大家好，欢迎来到直播间！"})
+    assert status == 422 and body["code"] == "language_not_supported", body
+    status, _ = await asyncio.to_thread(live_server.json, "POST", f"/api/rooms/{room_id}/say",
+                                        {"text": "Hello 大家 everyone."})  # mostly English: said without the CJK
+    assert status == 202
+    async with connect(live_server.ws_url) as ws:
+        await ws.send(json.dumps({"type": "hello", "version": 1, "token": live_server.token}))
+        await ws.recv()
+        for room in (None, room_id):
+            say = {"type": "say", "id": f"zh-{room}", "text": "今日はいい天気ですね。", **({"room": room} if room else {})}
+            await ws.send(json.dumps(say))
+            error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert error["type"] == "error" and error["code"] == "language_not_supported", error
+            assert error["ref"] == say["id"]
+    await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room_id}")
