@@ -16,7 +16,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from websockets.asyncio.server import ServerConnection
 
-from tests.connectors.wire import FIXTURES, Collected, LateTicker, fast_backoff, wait_until, ws_server
+from tests.connectors.wire import (
+    FIXTURES,
+    Collected,
+    LateTicker,
+    fast_backoff,
+    run_until,
+    wait_until,
+    ws_server,
+)
 from voxroom.agent.connectors.base import ConnectorState, MalformedFrame
 from voxroom.agent.connectors.bilibili import (
     OP_AUTH,
@@ -58,14 +66,6 @@ async def accept(ws: ServerConnection, auth_seen: list[dict[str, Any]] | None = 
 def batch(messages: list[dict[str, Any]], version: int) -> bytes:
     return compressed(b"".join(command_packet(m) for m in messages), version)
 
-
-async def run_until(connector: BilibiliConnector, condition: Any) -> None:
-    connector.start()
-    try:
-        await wait_until(condition)
-        await connector.drained()
-    finally:
-        await connector.stop()
 
 
 async def test_fixture_commands_map_to_events_including_combos_and_paid_kinds() -> None:

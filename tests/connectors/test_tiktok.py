@@ -24,7 +24,7 @@ from TikTokLive.events import (  # noqa: E402
 from TikTokLive.proto.custom_proto import ExtendedGift, ExtendedUser  # noqa: E402
 from TikTokLiveProto.v3.webcast.shared.message import CommonMessageData  # noqa: E402
 
-from tests.connectors.wire import Collected, fast_backoff, wait_until  # noqa: E402
+from tests.connectors.wire import Collected, fast_backoff, run_until  # noqa: E402
 from voxroom.agent.connectors.base import ConnectorState  # noqa: E402
 from voxroom.agent.connectors.tiktok import TikTokConnector  # noqa: E402
 from voxroom.agent.events import EventKind  # noqa: E402
@@ -96,14 +96,6 @@ class FakeClient:
     async def disconnect(self) -> None:
         self.disconnects += 1
 
-
-async def run_until(connector: TikTokConnector, condition: Any) -> None:
-    connector.start()
-    try:
-        await wait_until(condition)
-        await connector.drained()
-    finally:
-        await connector.stop()
 
 
 async def test_comments_gifts_at_streak_end_follows_and_aggregated_likes() -> None:

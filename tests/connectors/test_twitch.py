@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection
 
-from tests.connectors.wire import FIXTURES, Collected, LateTicker, fast_backoff, wait_until, ws_server
+from tests.connectors.wire import (
+    FIXTURES,
+    Collected,
+    LateTicker,
+    fast_backoff,
+    run_until,
+    wait_until,
+    ws_server,
+)
 from voxroom.agent.connectors.base import ConnectorState
 from voxroom.agent.connectors.twitch import TwitchConnector
 from voxroom.agent.events import EventKind, parse_irc_line
@@ -30,14 +38,6 @@ async def login(ws: ServerConnection) -> list[str]:
                   ":justinfan12345!justinfan12345@justinfan12345.tmi.twitch.tv JOIN #chan")
     return got
 
-
-async def run_until(connector: TwitchConnector, condition: object) -> None:
-    connector.start()
-    try:
-        await wait_until(condition)  # type: ignore[arg-type]
-        await connector.drained()
-    finally:
-        await connector.stop()
 
 
 async def test_every_fixture_line_maps_to_the_right_event() -> None:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.connectors.wire import FIXTURES, Collected, LateTicker, fast_backoff, wait_until
+from tests.connectors.wire import FIXTURES, Collected, LateTicker, fast_backoff, run_until, wait_until
 from voxroom.agent.connectors.base import ConnectorState
 from voxroom.agent.connectors.youtube import YouTubeConnector, map_item
 from voxroom.agent.events import EventKind
@@ -94,14 +94,6 @@ def connector_for(url: str, got: Collected, channel: str = "Cg0KC2xpdmVjaGF0aWQ"
     return YouTubeConnector(got, channel=channel, api_key="test-key", url=url, skip_older_than_s=None,
                             min_poll_s=0.0, backoff=fast_backoff(), cohost_names=["cohost"], **kw)
 
-
-async def run_until(connector: YouTubeConnector, condition: Any) -> None:
-    connector.start()
-    try:
-        await wait_until(condition)
-        await connector.drained()
-    finally:
-        await connector.stop()
 
 
 async def test_fixture_page_maps_every_event_kind_and_a_video_id_finds_its_chat() -> None:

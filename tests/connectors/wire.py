@@ -12,7 +12,7 @@ from pathlib import Path
 import websockets
 from websockets.asyncio.server import ServerConnection
 
-from voxroom.agent.connectors.base import Backoff
+from voxroom.agent.connectors.base import Backoff, Connector
 from voxroom.agent.events import ChatEvent
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -40,6 +40,16 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.005)
+
+
+async def run_until(connector: Connector, condition: Callable[[], bool]) -> None:
+    """Run a connector until `condition` holds and what it received has been handed on; then stop it."""
+    connector.start()
+    try:
+        await wait_until(condition)
+        await connector.drained()
+    finally:
+        await connector.stop()
 
 
 class LateTicker:
