@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from test_webrtc import receiving_peer
 from voxroom.streaming.webrtc import filter_remote_candidates
 
 JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
@@ -289,19 +290,7 @@ async def subscribe(janus: JanusSfu, room: int = JANUS_ROOM) -> tuple[RTCPeerCon
     async with asyncio.timeout(20):
         while "jsep" not in (event := await asyncio.to_thread(janus_poll, session_url)):
             pass
-    pc = RTCPeerConnection()
-    frames: asyncio.Queue[Any] = asyncio.Queue()
-
-    @pc.on("track")
-    def on_track(track: Any) -> None:
-        async def pump() -> None:
-            while True:
-                try:
-                    frames.put_nowait(await track.recv())
-                except Exception:
-                    return
-        asyncio.ensure_future(pump())
-
+    pc, frames = receiving_peer()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=filter_remote_candidates(event["jsep"]["sdp"]),
                                                         type="offer"))
     await pc.setLocalDescription(await pc.createAnswer())

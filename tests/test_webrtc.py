@@ -17,9 +17,9 @@ from voxroom.streaming.webrtc import filter_remote_candidates
 SENTENCE = "Welcome to the stream, everyone."
 
 
-async def join(server: Any, room_id: str, grant: str) -> tuple[RTCPeerConnection, str, asyncio.Queue[Any]]:
+def receiving_peer() -> tuple[RTCPeerConnection, asyncio.Queue[Any]]:
+    """An aiortc peer whose incoming audio frames land in a queue (a listener, a Janus subscriber)."""
     pc = RTCPeerConnection()
-    pc.addTransceiver("audio", direction="recvonly")
     frames: asyncio.Queue[Any] = asyncio.Queue()
 
     @pc.on("track")
@@ -32,6 +32,12 @@ async def join(server: Any, room_id: str, grant: str) -> tuple[RTCPeerConnection
                     return
         asyncio.ensure_future(pump())
 
+    return pc, frames
+
+
+async def join(server: Any, room_id: str, grant: str) -> tuple[RTCPeerConnection, str, asyncio.Queue[Any]]:
+    pc, frames = receiving_peer()
+    pc.addTransceiver("audio", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
     status, headers, answer = await asyncio.to_thread(
         server.request, "POST", f"/rooms/{room_id}/whep", token=grant, content_type="application/sdp",
