@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -71,19 +72,27 @@ def stock_engine() -> Any:
 
 
 class RecordingEngine:
-    """Wraps a real engine and records how many samples it produced for each text it spoke."""
+    """Wraps a real engine and records what it produced for each text it spoke: the sample count
+    (`produced`) and the audio itself (`audio`), so tests can compare what a listener got with it."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.name, self.sample_rate, self.can_clone = engine.name, engine.sample_rate, engine.can_clone
         self.engines = getattr(engine, "engines", {engine.name: engine})
         self.produced: dict[str, int] = {}
+        self._chunks: dict[str, list[np.ndarray]] = {}
 
     async def stream(self, text: str, voice: Any = None, **options: Any) -> Any:
         self.produced[text] = 0
+        self._chunks[text] = []
         async for chunk in self.engine.stream(text, voice, **options):
             self.produced[text] += len(chunk.samples)
+            self._chunks[text].append(np.asarray(chunk.samples, np.float32).reshape(-1))
             yield chunk
+
+    def audio(self, text: str) -> np.ndarray:
+        """The audio the engine made for `text` the last time it spoke it, at its own sample rate."""
+        return np.concatenate(self._chunks[text]) if self._chunks.get(text) else np.zeros(0, np.float32)
 
 
 @dataclass
