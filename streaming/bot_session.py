@@ -36,6 +36,10 @@ from voxroom.streaming.rooms import Room, RoomError, Rooms
 
 log = logging.getLogger(__name__)
 
+# A bot's direct `say` arrives a quarter of a second ahead of real time at most: a cushion against
+# jitter, and few enough frames (12) that websockets' default 16-message receive queue never fills,
+# so a bot that closes mid-speech sees the server's close frame at once (unpaced: 10 s and 1006).
+DIRECT_LEAD_S = 0.25
 OUTBOX_LIMIT = 1500  # 30 s of frames: a client this far behind is gone or broken
 VoiceLookup = Callable[[VoiceRef, Account], Voice | None]
 ChatHandler = Callable[[str, dict[str, Any], Account], Awaitable[None]]
@@ -205,7 +209,7 @@ class BotSession:
 
     def _direct_playout(self) -> Playout:
         if self._direct is None:
-            self._direct = Playout(self.engine, self.clock, name=f"bot-{self.id}", paced=False)
+            self._direct = Playout(self.engine, self.clock, name=f"bot-{self.id}", paced=False, lead=DIRECT_LEAD_S)
             self._follow(self._direct.events, None)
             self._direct.start()
         return self._direct

@@ -6,7 +6,9 @@
 
 Every word voxroom says passes through a `Playout`: a room has one (paced: real time, silence when
 idle), and a bot's `say` without a room, an API request or a voice sample uses an unpaced one
-(frames leave as fast as the engine makes them and the consumer takes them). It is the only caller
+(frames leave as fast as the engine makes them and the consumer takes them; a bot's stays at most
+`lead` seconds ahead of real time, so a bot that reads as it plays never has a backlog of unread
+audio in front of the server's close frame). It is the only caller
 of `Engine.stream`, the only place where the host's voice acts on audio (it reads the room's
 `TurnTaking` at every tick: hold while the host talks, duck to the configured gain, or drop the
 speech on air), and the one that reports what was actually played, on the room's event bus.
@@ -97,7 +99,7 @@ class Playout:
     """Says speech handles one after another; see the module docstring."""
 
     def __init__(self, engine: Engine, clock: Clock, *, name: str = "room", events: EventBus | None = None,
-                 turns: TurnTaking | None = None, paced: bool = True,
+                 turns: TurnTaking | None = None, paced: bool = True, lead: float | None = None,
                  max_speeches: int = MAX_QUEUED_SPEECHES) -> None:
         self.engine = engine
         self.clock = clock
@@ -105,6 +107,7 @@ class Playout:
         self.events = events if events is not None else EventBus(name)
         self.turns = turns
         self.paced = paced
+        self.lead = lead  # unpaced only: how far a frame may leave ahead of real time (None: no limit)
         self.max_speeches = max_speeches
         self.sinks: list[FrameSink] = []
         self.stats = PacerStats()
@@ -388,14 +391,23 @@ class Playout:
             await self.clock.sleep(deadline - self.clock.now())
 
     async def _deliver(self) -> None:
-        """Unpaced: each frame goes to its handle's listener as soon as the listener can take it."""
+        """Unpaced: each frame goes to its handle's listener as soon as the listener can take it, and,
+        with `lead`, no sooner than `lead` seconds before its time counted from the speech's first frame."""
+        first: tuple[SpeechHandle, float] | None = None  # the speech being delivered, and when it began
         while True:
             item = await self._frames.get()
+            handle = item[0]
+            if self.lead is not None and item[1] is not None and not handle.finished:
+                if first is None or first[0] is not handle:
+                    first = (handle, self.clock.now())
+                wait = first[1] + handle.frames_played * TICK - self.lead - self.clock.now()
+                if wait > 0:
+                    await self.clock.sleep(wait)
             frame = self._take(item)
             if frame is None:
                 continue
             self._to_sinks(frame)
-            listener = item[0].listener
+            listener = handle.listener
             writable = getattr(listener, "writable", None)
             if writable is not None:
                 await writable()

@@ -207,3 +207,15 @@ async def test_credentials_in_urls_stay_out_of_the_logs(live_server: Any) -> Non
     text = "\n".join(lines)
     assert "/r/abc?grant=[redacted]&x=1" in text and "/api/enroll/live?token=[redacted]" in text
     assert "vxg_secretgrant" not in text and live_server.token not in text
+
+
+async def test_a_bot_that_closes_mid_speech_gets_a_clean_close(live_server: Any) -> None:
+    """Issue 9 (11): a client that read its audio as it came and then closes while a direct `say` is still
+    playing gets the server's close frame (1000), not a timeout (1006) behind a backlog of unread frames."""
+    ws = await hello(live_server.ws_url, live_server.token)
+    await ws.send(json.dumps({"type": "say", "id": "long", "text": "And this goes on for a good while, " * 8}))
+    frames = 0
+    while frames < 60:  # more than a second of audio: the speech is well under way
+        frames += isinstance(await asyncio.wait_for(ws.recv(), 10), bytes)
+    await ws.close()
+    assert ws.close_code == 1000, (ws.close_code, ws.close_reason)
