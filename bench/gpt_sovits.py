@@ -92,11 +92,13 @@ def first_audio_ms(engine: GPTSoVITSEngine, prompt, text: str, lang: str, runs: 
     return times
 
 
-def stream_realtime(engine: GPTSoVITSEngine, prompt, gate: bool) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+LONG_SENTENCE = "This sentence goes on and on while we watch whether the stream keeps up with playback."
+
+
+def stream_realtime(engine: GPTSoVITSEngine, prompt, gate: bool, text: str = LONG_SENTENCE) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
     """Stream one sentence piece for as long as the engine expects it to last (random weights never say
     EOS) with the real-time start gate on or off.
     -> (real-time factor after the first chunk, first audio ms, playback stall ms had it been played as it came)."""
-    text = "This sentence goes on and on while we watch whether the stream keeps up with playback."
     phones, _ = engine._phones_and_bert(text, "en")
     seconds = engine.realtime.seconds_per_phone * len(phones)
     stop = threading.Event()
@@ -124,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--precisions", default="fp32,fp16,bf16,int8")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-auto", dest="auto", action="store_false", help="skip the --precision auto line")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with wave.open(str(SPEECH)) as w:
@@ -154,6 +157,19 @@ def main() -> None:
         print(f"{precision:9} {tps:9.1f} {prefill:6.0f}ms {rtf:10.3f} {statistics.median(en):14.0f} ms "
               f"{statistics.median(zh):14.0f} ms | {stream_rtf:10.2f} {start_gated:8.0f} ms {stalls_gated:6.0f} ms "
               f"{start_open:6.0f} ms {stalls_open:5.0f} ms")
+        sovits.use_bf16_vocoder(False)
+    if args.auto:
+        # What `voxroom serve --precision auto` runs: each network's fastest precision, timed at start-up.
+        engine = GPTSoVITSEngine(T2SModel.from_config(), sovits, hubert, options=SynthesisOptions(seed=3), precision="auto")
+        engine.warm_up(("en",))
+        choice = engine.precision_choice
+        assert choice is not None and prompt is not None
+        print(f"precision auto picked T2S {choice.t2s}, SoVITS {choice.sovits}: {choice.reason}")
+        runs = [stream_realtime(engine, prompt, gate=True, text=SENTENCE) for _ in range(3)]
+        first = statistics.median(r[1] for r in runs)
+        stall = max(r[2] for r in runs)
+        print(f"auto, a 20-character sentence as it plays (3 runs): first audio {first:.0f} ms (median), "
+              f"stall {stall:.0f} ms (worst) — goal <= 1000 ms, 0 stalls")
         sovits.use_bf16_vocoder(False)
 
 

@@ -35,12 +35,14 @@ from voxroom.agent.clock import Clock
 from voxroom.agent.lifecycle import EventBus, PieceOnAir, SpeechEnded, SpeechStarted
 from voxroom.agent.speech import SpeakerBusy, SpeechHandle, SpeechState
 from voxroom.agent.turns import HostSpeechPolicy, TurnTaking
-from voxroom.models.engine import Engine, SynthesisError, Voice
+from voxroom.models.engine import Busy, Engine, SynthesisError, Voice
 from voxroom.streaming.audio import FRAME_SECONDS, SILENCE, FrameMaker, ramp
 
 log = logging.getLogger(__name__)
 
 AHEAD_FRAMES = 25  # synthesize at most 500 ms ahead of playback
+BUSY_PATIENCE_S = 5.0  # a room's piece waits this long for a place in a busy engine before it is given up
+BUSY_RETRY_S = 0.1
 MAX_QUEUED_SPEECHES = 32
 TICK = FRAME_SECONDS
 
@@ -237,32 +239,44 @@ class Playout:
         while (piece := await handle.next_piece()) is not None:
             number += 1
             label = (number, piece.text)
-            stream = self.engine.stream(piece.text, handle.voice, lang=piece.lang, speed=handle.speed,
-                                        queued_s=self.cushion_seconds())
-            try:
-                async for chunk in stream:
-                    if chunk.text and chunk.text != label[1]:  # the engine says which part of the piece it is
-                        number += 1
-                        label = (number, chunk.text)
-                    if maker is not None and maker.input_rate != chunk.sample_rate:
-                        for frame in maker.flush():
+            # A live room waits a little for a busy engine (API callers may fill it; the room comes first)
+            # before it gives the piece up; an unpaced caller hears `busy` at once and may retry itself.
+            patience = self.clock.now() + BUSY_PATIENCE_S if self.paced else -1.0
+            made_before = produced
+            while True:
+                stream = self.engine.stream(piece.text, handle.voice, lang=piece.lang, speed=handle.speed,
+                                            queued_s=self.cushion_seconds())
+                try:
+                    async for chunk in stream:
+                        if chunk.text and chunk.text != label[1]:  # the engine says which part of the piece it is
+                            number += 1
+                            label = (number, chunk.text)
+                        if maker is not None and maker.input_rate != chunk.sample_rate:
+                            for frame in maker.flush():
+                                await self._frames.put((handle, frame, label))
+                            maker = None
+                        if maker is None:
+                            maker = FrameMaker(chunk.sample_rate)
+                        for frame in maker.push(chunk.samples):
+                            produced += 1
                             await self._frames.put((handle, frame, label))
-                        maker = None
-                    if maker is None:
-                        maker = FrameMaker(chunk.sample_rate)
-                    for frame in maker.push(chunk.samples):
-                        produced += 1
-                        await self._frames.put((handle, frame, label))
-            except SynthesisError as exc:  # this piece cannot be said; the others still can
-                log.info("%s: %s could not say %r: %s", self.name, handle.id, piece.text[:60], exc)
-                errors.append(str(exc))
-            except Exception as exc:  # an engine bug must not take the room down
-                log.exception("%s: synthesis of %s failed", self.name, handle.id)
-                errors.append(f"synthesis failed: {exc}")
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                except Busy as exc:  # refused before it began: nothing of the piece was made
+                    if produced == made_before and self.clock.now() < patience and not handle.finished:
+                        await self.clock.sleep(BUSY_RETRY_S)
+                        continue
+                    log.info("%s: %s could not say %r: %s", self.name, handle.id, piece.text[:60], exc)
+                    errors.append(str(exc))
+                except SynthesisError as exc:  # this piece cannot be said; the others still can
+                    log.info("%s: %s could not say %r: %s", self.name, handle.id, piece.text[:60], exc)
+                    errors.append(str(exc))
+                except Exception as exc:  # an engine bug must not take the room down
+                    log.exception("%s: synthesis of %s failed", self.name, handle.id)
+                    errors.append(f"synthesis failed: {exc}")
+                finally:
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                break
             if maker is not None and handle.pending_pieces == 0:
                 # No more text is ready (an LLM still writing): let the tail out now instead of holding
                 # it until the next piece.

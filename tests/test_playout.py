@@ -13,9 +13,16 @@ from voxroom.agent.clock import SystemClock, VirtualClock
 from voxroom.agent.lifecycle import LifecycleEvent, SpeechEnded
 from voxroom.agent.speech import SpeakerBusy, SpeechHandle, SpeechState
 from voxroom.agent.turns import TurnTaking
-from voxroom.models.engine import AudioChunk, SynthesisError, Voice
+from voxroom.models.engine import AudioChunk, Busy, SynthesisError, Voice
 from voxroom.streaming.audio import FRAME_SAMPLES
-from voxroom.streaming.playout import AHEAD_FRAMES, FrameCollector, Playout, render_speech
+from voxroom.streaming.playout import (
+    AHEAD_FRAMES,
+    BUSY_PATIENCE_S,
+    BUSY_RETRY_S,
+    FrameCollector,
+    Playout,
+    render_speech,
+)
 
 
 def Speech(id: str, text: str) -> SpeechHandle:  # noqa: N802 - reads like the old constructor
@@ -249,3 +256,43 @@ async def test_unpaced_playout_delivers_as_fast_as_the_listener_takes() -> None:
     assert handle.state == "done" and len(collector.frames) == 10 and "boom" in (handle.error or "")
     assert [e.state for e in ended] == ["done"]
     await p.close()
+
+
+class BusyEngine(ToneEngine):
+    """A ToneEngine whose first `busy_for` calls are refused as busy (API callers hold every place)."""
+
+    def __init__(self, busy_for: int) -> None:
+        super().__init__()
+        self.busy_for, self.calls = busy_for, 0
+
+    async def stream(self, text: str, voice: Voice | None = None, *, lang: str = "auto",
+                     speed: float = 1.0, queued_s: float = 0.0) -> AsyncIterator[AudioChunk]:
+        self.calls += 1
+        if self.calls <= self.busy_for:
+            raise Busy("every place is taken")
+        async for chunk in super().stream(text, voice, lang=lang, speed=speed, queued_s=queued_s):
+            yield chunk
+
+
+async def test_a_room_waits_a_little_for_a_busy_engine_instead_of_skipping() -> None:
+    clock = VirtualClock()
+    engine = BusyEngine(busy_for=10)  # one second of refusals: within the room's patience
+    p = Playout(engine, clock, name="room")
+    p.start()
+    speech = p.speak(Speech("s", "a b c"))
+    await clock.run_until(speech.wait_played())
+    assert speech.state == "done" and speech.frames_played == 15 and engine.calls == 11
+    # refused for longer than BUSY_PATIENCE_S: the piece is given up, with the reason, and the room goes on
+    engine.busy_for, engine.calls = 10_000, 0
+    given_up = p.speak(Speech("g", "d e"))
+    await clock.run_until(given_up.wait_played())
+    assert given_up.state == "failed" and "every place is taken" in (given_up.error or "")
+    assert BUSY_PATIENCE_S / BUSY_RETRY_S - 2 <= engine.calls <= BUSY_PATIENCE_S / BUSY_RETRY_S + 2
+    await p.close()
+
+
+async def test_an_unpaced_caller_hears_busy_at_once() -> None:
+    engine = BusyEngine(busy_for=1)
+    with pytest.raises(SynthesisError, match="every place is taken"):
+        await render_speech(engine, SystemClock(), "a b", None)
+    assert engine.calls == 1
