@@ -156,6 +156,14 @@ def _paths() -> Json:
             tags=rooms, params=r, body=_obj(role={"enum": ["listener", "host", "bot"]},
                                             ttl={"type": "number", "minimum": 60, "maximum": 604800}),
             op_id="mint_grant")},
+        "/api/rooms/{room}/links": {"get": _op(
+            "The room's listener and OBS overlay links (valid until rotated)", _voxroom("200", _json(_ref("Links")),
+                                                                                         "401", "404"),
+            tags=rooms, params=r, op_id="get_links")},
+        "/api/rooms/{room}/links/rotate": {"post": _op(
+            "Rotate the room's links: the old ones are refused at once (link_revoked)",
+            _voxroom("200", _json(_ref("Links"), "the new links"), "401", "404"), tags=rooms, params=r,
+            op_id="rotate_links")},
         "/rooms/{room}/events": {"get": _op("Caption and queue events (WebSocket)", WS, tags=rooms, params=r,
                                             op_id="room_events")},
         "/api/rooms/{room}/chat": {"post": _op(
@@ -322,6 +330,8 @@ _DOCUMENT: Json = {
                                                       param={"type": ["string", "null"]},
                                                       code={"type": ["string", "null"]})),
             "Room": _obj(["id", "name"], id=STR, name=STR),
+            "Links": _obj(["listen_url", "overlay_url", "listener_grant"], listen_url=STR, overlay_url=STR,
+                          listener_grant=STR),
             "NewRoom": _obj(["id", "listen_url", "overlay_url", "listener_grant"], id=STR, name=STR, listen_url=STR,
                             overlay_url=STR, listener_grant=STR),
         },
