@@ -157,13 +157,8 @@ $("save-cohost").onclick = async () => {
   }
 };
 
-let talking = false;
-$("talking").onclick = async () => {
-  talking = !talking;
-  await api(`/api/rooms/${current.id}/host-speaking`, { method: "POST", body: JSON.stringify({ speaking: talking }) });
-  $("talking").textContent = talking ? t("I'm done talking", "我说完了") : t("I'm talking", "我在说话");
-};
-$("skip-current").onclick = () => api(`/api/rooms/${current.id}/cohost/skip`, { method: "POST" });
+$("talking").onclick = () => setTalking(!talking);  // console-shortcuts.js (also the T key)
+$("skip-current").onclick = skipCurrent;
 $("clear-chat").onclick = () => api(`/api/rooms/${current.id}/queue`, { method: "DELETE" }).then(refreshChatQueue);
 
 let micPc = null;
