@@ -138,8 +138,9 @@ class Rooms:
         self.config = config
         self.clock = clock if clock is not None else SystemClock()
         self.store = store
-        # The LLM endpoint an owner's rooms answer with (the app sets the console's per-account one).
-        self.llm_for: Callable[[str], LLMSettings | None] = lambda owner: config.llm_settings()
+        # The LLM endpoint a room answers with, by (owner, room id): the app sets the console's (the room's
+        # own, else its account's, else the server's).
+        self.llm_for: Callable[[str, str], LLMSettings | None] = lambda owner, room: config.llm_settings()
         self._rooms: dict[str, Room] = {}
 
     def create(self, owner: str, name: str) -> Room:
@@ -193,10 +194,12 @@ class Rooms:
             self.store.save(StoredRoom(room.id, room.owner, room.name, room.created, room.cohost.stored_settings(),
                                        room.link_key))
 
-    def use_llm(self, owner: str, settings: LLMSettings | None) -> None:
-        """An owner's LLM setting changed: every room of theirs answers with it from the next reply."""
+    def use_llm(self, owner: str, room_id: str | None = None) -> None:
+        """An LLM setting changed (an owner's, or with `room_id` one room's): each room concerned answers
+        with what `llm_for` says now from its next reply."""
         for room in self.for_owner(owner):
-            room.cohost.use_llm(settings)
+            if room_id is None or room.id == room_id:
+                room.cohost.use_llm(self.llm_for(owner, room.id))
 
     def _open(self, room_id: str, owner: str, name: str, created: float) -> Room:
         events = EventBus(f"room-{room_id}")
@@ -204,7 +207,7 @@ class Rooms:
         playout = Playout(self.engine, self.clock, name=f"room-{room_id}", events=events, turns=turns)
         fanout = OpusFanout()
         playout.sinks.append(fanout)
-        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config, self.llm_for(owner))
+        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config, self.llm_for(owner, room_id))
         room = Room(id=room_id, name=name, owner=owner, playout=playout, fanout=fanout,
                     cohost=cohost, events=events, created=created)
         events.subscribe(room.caption)

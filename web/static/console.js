@@ -135,6 +135,7 @@ async function select(room) {
   follow(room);
   loadCohost(room).catch((e) => alert(e.message));
   loadConnectors(room).catch((e) => { $("connector-status").textContent = e.message; });
+  loadRoomLlm(room).catch((e) => { $("room-llm-status").textContent = e.message; });  // console-llm.js
   await loadLinks(room).catch((e) => { $("links-status").textContent = e.message; });  // console-links.js
 }
 
@@ -227,7 +228,7 @@ async function deleteRoom(room) {
     stopListening();
     if (events) events.close();
     current = events = null;
-    $("room-panel").hidden = $("cohost-panel").hidden = true;
+    $("room-panel").hidden = $("cohost-panel").hidden = $("room-llm-panel").hidden = true;
   }
   await loadRooms();
 }
@@ -379,7 +380,9 @@ $("llm-test").onclick = async () => {
   try {
     const body = $("llm-url").value.trim() ? llmBody() : {};
     const r = await api("/api/llm/test", { method: "POST", body: JSON.stringify(body) });
-    $("llm-status").textContent = r.ok ? `${t("works", "可用")}${r.error ? ": " + r.error : ""}` : `${t("does not work", "不可用")}: ${r.error}`;
+    $("llm-status").textContent = r.ok
+      ? t(`works: first token in ${r.first_token_ms} ms`, `可用：首字用时 ${r.first_token_ms} 毫秒`) + (r.error ? ` (${r.error})` : "")
+      : `${t("does not work", "不可用")}: ${r.error}`;
   } catch (err) {
     $("llm-status").textContent = err.message;
   }
