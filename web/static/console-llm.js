@@ -41,7 +41,7 @@ function showRoomLlm(view) {
 
 async function loadRoomLlm(room) {
   $("room-llm-url").value = $("room-llm-model").value = $("room-llm-key").value = "";
-  $("room-llm-models").innerHTML = "";
+  $("room-llm-models").innerHTML = $("room-llm-models-note").textContent = "";
   roomLlmStatus("");
   showRoomLlm(await api(`/api/rooms/${encodeURIComponent(room.id)}/llm`));
   clearInterval(roomLlmTimer);
@@ -70,8 +70,9 @@ async function listRoomModels() {
     $("room-llm-models").append(option);
   }
   if (r.models.length && !$("room-llm-model").value) $("room-llm-model").value = r.models[0];
-  roomLlmStatus(r.error ? `${t("no model list", "无法列出模型")}: ${r.error}`
-    : t(`${r.models.length} models listed`, `列出了 ${r.models.length} 个模型`), Boolean(r.error));
+  $("room-llm-models-note").textContent = r.error ? `${t("no model list", "无法列出模型")}: ${r.error}`
+    : t(`${r.models.length} models listed`, `列出了 ${r.models.length} 个模型`);
+  $("room-llm-models-note").className = r.error ? "error" : "muted";
 }
 
 async function saveRoomLlm(body) {
