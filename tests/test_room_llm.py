@@ -77,7 +77,10 @@ def test_a_room_answers_with_its_own_endpoint_model_and_key(tmp_path: Path, stoc
             srv.call(room_llm.close())
             srv.call(account_llm.close())
 
-    with running(tmp_path, stock_engine) as srv:  # kept over a restart
+    with running(tmp_path, stock_engine) as srv:  # kept over a restart, and the start-up banner says so
+        banner = srv.server.replies_banner().splitlines()
+        assert banner == [f"Replies: LLM at {account_llm.base_url}, model fake",
+                          f"  room 'own llm' ({own['id']}): LLM at {room_llm.base_url}, model big"]
         view = call(srv, "GET", f"/api/rooms/{own['id']}/llm")
         assert (view["source"], view["model"], view["base_url"]) == ("room", "big", room_llm.base_url)
         assert srv.server.rooms.get(own["id"]).cohost.llm.model == "big"
