@@ -70,6 +70,11 @@ def test_a_room_answers_with_its_own_endpoint_model_and_key(tmp_path: Path, stoc
             assert account_llm.requests[-1]["model"] == "fake" and "hi!" in str(account_llm.requests[-1]["messages"])
             assert "hello?" not in str(account_llm.requests)
             assert call(srv, "GET", f"/api/rooms/{own['id']}/cohost")["settings"]["mode"] == "llm"
+            # The account's setting changes its other rooms, not one with its own.
+            call(srv, "PUT", "/api/llm", {"base_url": account_llm.base_url, "model": "fake-2"})
+            assert srv.server.rooms.get(own["id"]).cohost.llm.model == "big"
+            assert srv.server.rooms.get(other["id"]).cohost.llm.model == "fake-2"
+            call(srv, "PUT", "/api/llm", {"base_url": account_llm.base_url, "model": "fake"})
             # A different address never gets the stored key unless it is given again.
             moved = call(srv, "POST", path + "/test", {"base_url": account_llm.base_url + "/", "model": "fake"})
             assert moved["ok"] and account_llm.request_headers[-1]["authorization"] != f"Bearer {SECRET}"
