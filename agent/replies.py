@@ -233,7 +233,9 @@ class LLMReplies:
         memory_size: int = 12,
         fallback: ReadAloud | None = None,
         client: Any = None,
+        name: str = "",
     ) -> None:
+        """`name`: whose replies these are (a room), for the log line when the endpoint fails."""
         if client is None:
             from openai import AsyncOpenAI
 
@@ -244,6 +246,7 @@ class LLMReplies:
         self.base_url = base_url
         self.model = model
         self.persona = persona
+        self.name = name
         self._failing = False  # in a run of failures: warned once, quiet until the endpoint answers again
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -331,19 +334,24 @@ class LLMReplies:
             return
         if self._failing:
             self._failing = False
-            log.info("LLM at %s answers again", self.base_url)
+            log.info("LLM at %s answers again%s", self.base_url, f" ({self.name})" if self.name else "")
         if not clean_for_speech(said):
             # Nothing sayable (empty, only emoji or a link): read the event instead of staying silent.
             self.stats.fallbacks += 1
             self.stats.last_error = "reply had nothing to say aloud"
             yield self.fallback_text(event)
 
+    @property
+    def failing(self) -> bool:
+        """The last reply failed (the endpoint is down, refuses the key, hangs…) and none has worked since."""
+        return self._failing
+
     def _warn_failing(self) -> None:
         """One warning line (no traceback) when the endpoint starts failing, not one per chat message."""
         if not self._failing:
             self._failing = True
-            log.warning("LLM at %s failed (%s); replies fall back to read-aloud until it answers again",
-                        self.base_url, self.stats.last_error)
+            log.warning("LLM at %s (model %s%s) failed (%s); replies fall back to read-aloud until it answers again",
+                        self.base_url, self.model, f", {self.name}" if self.name else "", self.stats.last_error)
 
     def fallback_text(self, event: ChatEvent) -> str:
         """What to say when the model fails: the event read aloud (a thank-you for a gift)."""

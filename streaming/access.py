@@ -57,7 +57,15 @@ class Access:
         room = self.rooms.get(room_id)
         if room.owner != caller.grant.account:
             raise RoomError("no such room", 404)
+        if caller.grant.link is not None and caller.grant.link != room.link_key:
+            raise AuthError("this link was revoked: the host rotated the room's links; ask the host for the new one",
+                            403, "link_revoked")
         return room
+
+    def link_of(self, request: HTTPConnection) -> str | None:
+        """The room-link key the caller came in with (None: a token or a short-lived grant)."""
+        token = self.credential(request)
+        return self.accounts.check_grant(token).link if token.startswith("vxg_") else None
 
     def owner_of(self, room: Room) -> Account:
         owner = self.accounts.get(room.owner)

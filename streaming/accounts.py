@@ -2,8 +2,12 @@
 
 API tokens are random secrets shown once; only their SHA-256 is stored (a token has 256 bits of
 entropy, so a slow hash buys nothing). Join grants are short-lived, HMAC-signed statements
-"this bearer may join room R as role X until T", minted by the room's host for listener pages,
-OBS sources and bots; the server checks them without a database round trip.
+"this bearer may join room R as role X until T", minted by the room's host for bots and API use;
+the server checks them without a database round trip.
+
+A room's listener link (its listener page and OBS overlay) is a grant of another kind: "this bearer
+may listen to room R while its link key is K", with no expiry. The key is stored with the room
+(room_store.py); rotating it revokes every link minted with the old one at once (`link_revoked`).
 """
 
 from __future__ import annotations
@@ -41,15 +45,18 @@ class Grant:
     room: str
     role: str
     account: str  # who minted it (the room's owner)
-    expires: float
+    expires: float  # math.inf for a room link: it lasts until the host rotates the room's links
+    link: str | None = None  # a room link's key (checked against the room's current one); None for a grant
 
 
 class AuthError(Exception):
-    """The caller is not who they say or may not do this; `status` is the HTTP status to answer."""
+    """The caller is not who they say or may not do this; `status` is the HTTP status to answer and
+    `code` the stable error code (None: the one for the status)."""
 
-    def __init__(self, message: str, status: int = 401) -> None:
+    def __init__(self, message: str, status: int = 401, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 SCHEMA = """
@@ -167,7 +174,14 @@ class Accounts:
     def mint_grant(self, account: Account, room: str, role: str, ttl: float = 6 * 3600, now: float | None = None) -> str:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
-        claims = {"r": room, "o": role, "a": account.id, "e": round((now or time.time()) + ttl)}
+        return self._sign({"r": room, "o": role, "a": account.id, "e": round((now or time.time()) + ttl)})
+
+    def room_link(self, owner: str, room: str, link_key: str) -> str:
+        """The room's listener link credential for its current `link_key`: the same string every time
+        until the key is rotated, so the host can be shown it again (GET /api/rooms/{room}/links)."""
+        return self._sign({"r": room, "o": "listener", "a": owner, "k": link_key})
+
+    def _sign(self, claims: dict[str, object]) -> str:
         body = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=")
         sig = base64.urlsafe_b64encode(hmac.digest(self._grant_key, body, "sha256")[:24]).rstrip(b"=")
         return GRANT_PREFIX + body.decode() + "." + sig.decode()
@@ -181,11 +195,17 @@ class Accounts:
             raise AuthError("join grant signature does not match")
         try:
             claims = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
-            result = Grant(room=claims["r"], role=claims["o"], account=claims["a"], expires=_expiry(claims["e"]))
-        except (ValueError, KeyError, TypeError, OverflowError):
+            link = claims.get("k")
+            expires = math.inf if link is not None else _expiry(claims["e"])
+            result = Grant(room=claims["r"], role=claims["o"], account=claims["a"], expires=expires, link=link)
+        except (ValueError, KeyError, TypeError, OverflowError, AttributeError):
             raise AuthError("malformed join grant") from None
         if not all(isinstance(v, str) for v in (result.room, result.role, result.account)) or result.role not in ROLES:
             raise AuthError("malformed join grant")
+        if result.link is not None:
+            if not isinstance(result.link, str) or result.role != "listener":
+                raise AuthError("malformed join grant")
+            return result  # a room link: valid while its key is the room's (Access.room_for checks)
         current = now or time.time()
         if result.expires < current:
             raise AuthError("join grant has expired")

@@ -152,9 +152,14 @@ class VoxroomServer:
         self.db.close()
 
     def replies_banner(self) -> str:
-        """The start-up line that says how the owner's rooms answer chat."""
+        """The start-up lines that say how the owner's rooms answer chat: the default, then each room
+        that has its own endpoint."""
         owner = self.accounts.by_token(self.owner_token)
-        return "Replies: " + self.llm.describe(owner.id)
+        lines = ["Replies: " + self.llm.describe(owner.id)]
+        for room in self.rooms.for_owner(owner.id):
+            if self.llm.store.readable(room.id, "room") is not None:
+                lines.append(f"  room {room.name!r} ({room.id}): {self.llm.describe(owner.id, room.id)}")
+        return "\n".join(lines)
 
     def console_url(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host

@@ -156,6 +156,14 @@ def _paths() -> Json:
             tags=rooms, params=r, body=_obj(role={"enum": ["listener", "host", "bot"]},
                                             ttl={"type": "number", "minimum": 60, "maximum": 604800}),
             op_id="mint_grant")},
+        "/api/rooms/{room}/links": {"get": _op(
+            "The room's listener and OBS overlay links (valid until rotated)", _voxroom("200", _json(_ref("Links")),
+                                                                                         "401", "404"),
+            tags=rooms, params=r, op_id="get_links")},
+        "/api/rooms/{room}/links/rotate": {"post": _op(
+            "Rotate the room's links: the old ones are refused at once (link_revoked)",
+            _voxroom("200", _json(_ref("Links"), "the new links"), "401", "404"), tags=rooms, params=r,
+            op_id="rotate_links")},
         "/rooms/{room}/events": {"get": _op("Caption and queue events (WebSocket)", WS, tags=rooms, params=r,
                                             op_id="room_events")},
         "/api/rooms/{room}/chat": {"post": _op(
@@ -232,9 +240,24 @@ def _paths() -> Json:
             "put": _op("Set the account's LLM endpoint", _voxroom("200", _json(ANY_OBJ), "400", "401"), tags=conn,
                        body=_obj(None, base_url=STR, model=STR, api_key=STR), op_id="put_llm"),
         },
-        "/api/llm/test": {"post": _op("Try the LLM endpoint (lists its models) and say what failed",
-                                      _voxroom("200", _json(ANY_OBJ), "400", "401"), tags=conn,
-                                      op_id="test_llm")},
+        "/api/llm/test": {"post": _op("Try the LLM endpoint (its models, time to first token) or say what failed",
+                                      _voxroom("200", _json(_ref("LLMTest")), "400", "401"), tags=conn,
+                                      body=_obj(None, base_url=STR, model=STR, api_key=STR), op_id="test_llm")},
+        "/api/rooms/{room}/llm": {
+            "get": _op("The room's LLM endpoint: its own, else the account's, else the server's; failing or not",
+                       _voxroom("200", _json(ANY_OBJ), "401", "404"), tags=conn, params=r, op_id="get_room_llm"),
+            "put": _op("Set the room's own LLM endpoint (base_url null: use the account's)",
+                       _voxroom("200", _json(ANY_OBJ), "400", "401", "404"), tags=conn, params=r,
+                       body=_obj(None, base_url=STR, model=STR, api_key=STR), op_id="put_room_llm"),
+        },
+        "/api/rooms/{room}/llm/test": {"post": _op(
+            "Try the room's LLM endpoint (or the body's)", _voxroom("200", _json(_ref("LLMTest")), "400", "401", "404"),
+            tags=conn, params=r, body=_obj(None, base_url=STR, model=STR, api_key=STR), op_id="test_room_llm")},
+        "/api/rooms/{room}/llm/models": {"post": _op(
+            "List the models of the room's LLM endpoint (or the body's)",
+            _voxroom("200", _json(_obj(["models", "error"], models={"type": "array", "items": STR}, error=STR)),
+                     "400", "401", "404"),
+            tags=conn, params=r, body=_obj(None, base_url=STR, api_key=STR), op_id="list_room_llm_models")},
         "/api/voices": {
             "get": _op("List voices (the stock voice first)", _voxroom("200", _json(_obj(
                 voices={"type": "array", "items": ANY_OBJ}, can_clone=BOOL, advice={"type": ["string", "null"]})),
@@ -322,6 +345,11 @@ _DOCUMENT: Json = {
                                                       param={"type": ["string", "null"]},
                                                       code={"type": ["string", "null"]})),
             "Room": _obj(["id", "name"], id=STR, name=STR),
+            "LLMTest": _obj(["ok", "error", "models", "model_listed", "first_token_ms"], ok=BOOL, error=STR,
+                            models={"type": "array", "items": STR}, model_listed=BOOL,
+                            first_token_ms={"type": ["integer", "null"]}),
+            "Links": _obj(["listen_url", "overlay_url", "listener_grant"], listen_url=STR, overlay_url=STR,
+                          listener_grant=STR),
             "NewRoom": _obj(["id", "listen_url", "overlay_url", "listener_grant"], id=STR, name=STR, listen_url=STR,
                             overlay_url=STR, listener_grant=STR),
         },

@@ -71,7 +71,8 @@ class RoomCoHost:
             self.llm = None
         else:
             self.llm = LLMReplies(base_url=settings.base_url, api_key=settings.api_key or "none",
-                                  model=settings.model, persona=self.persona, fallback=self.read_aloud)
+                                  model=settings.model, persona=self.persona, fallback=self.read_aloud,
+                                  name=f"room {self.room_id}")
         replies: ReplySource = self.llm if self.llm is not None else self.read_aloud
         self.agent.replies = replies
 

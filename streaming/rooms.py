@@ -26,7 +26,7 @@ from voxroom.streaming.config import LLMSettings, ServerConfig
 from voxroom.streaming.host_input import AudioCallback, HostMicrophone
 from voxroom.streaming.playout import Playout
 from voxroom.streaming.room_cohost import RoomCoHost
-from voxroom.streaming.room_store import RoomStore, StoredRoom
+from voxroom.streaming.room_store import RoomStore, StoredRoom, new_link_key
 from voxroom.streaming.webrtc import ListenerSession, OpusFanout
 
 if TYPE_CHECKING:  # whip_egress imports the HTTP error mapping, which imports this module
@@ -65,6 +65,9 @@ class Room:
     cohost: RoomCoHost
     events: EventBus
     created: float = field(default_factory=time.time)
+    link_key: str = field(default_factory=new_link_key)  # its listener/overlay links carry it (rotate: new one)
+    # Set when the links are rotated: each caption socket opened with the old link waits on one.
+    link_holders: set[asyncio.Event] = field(default_factory=set)
     listeners: dict[str, ListenerSession] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
     history: list[dict[str, Any]] = field(default_factory=list)  # recent caption events
@@ -135,8 +138,9 @@ class Rooms:
         self.config = config
         self.clock = clock if clock is not None else SystemClock()
         self.store = store
-        # The LLM endpoint an owner's rooms answer with (the app sets the console's per-account one).
-        self.llm_for: Callable[[str], LLMSettings | None] = lambda owner: config.llm_settings()
+        # The LLM endpoint a room answers with, by (owner, room id): the app sets the console's (the room's
+        # own, else its account's, else the server's).
+        self.llm_for: Callable[[str, str], LLMSettings | None] = lambda owner, room: config.llm_settings()
         self._rooms: dict[str, Room] = {}
 
     def create(self, owner: str, name: str) -> Room:
@@ -145,6 +149,19 @@ class Rooms:
         room = self._open(secrets.token_urlsafe(8), owner, name[:100] or "room", time.time())
         self.save(room)
         return room
+
+    async def rotate_links(self, room: Room, old_link: str) -> None:
+        """A new link key for the room: its old listener and overlay links stop working now. Caption
+        sockets and WHEP listeners that came in with the old link (`old_link`, the credential) are
+        closed; the key is on disk before this returns."""
+        room.link_key = new_link_key()
+        self.save(room)
+        holders, room.link_holders = room.link_holders, set()
+        for holder in holders:
+            holder.set()
+        revoked = _admission_keys(old_link, None)[0]
+        for session in [s for s in room.listeners.values() if revoked in s.admitted_as]:
+            await session.close()
 
     def restore(self, voice_for: Callable[[str, str], Voice | None]) -> list[Room]:
         """Bring back every stored room (at server start, on the running loop). `voice_for(owner,
@@ -157,6 +174,7 @@ class Rooms:
             if stored.id in self._rooms:
                 continue
             room = self._open(stored.id, stored.owner, stored.name, stored.created)
+            room.link_key = stored.link_key
             settings, voice = stored.settings, None
             ref = settings.get("voice")
             if isinstance(ref, str):
@@ -173,12 +191,15 @@ class Rooms:
     def save(self, room: Room) -> None:
         """Write a room's name and settings through to the store (after every change)."""
         if self.store is not None and room.id in self._rooms:
-            self.store.save(StoredRoom(room.id, room.owner, room.name, room.created, room.cohost.stored_settings()))
+            self.store.save(StoredRoom(room.id, room.owner, room.name, room.created, room.cohost.stored_settings(),
+                                       room.link_key))
 
-    def use_llm(self, owner: str, settings: LLMSettings | None) -> None:
-        """An owner's LLM setting changed: every room of theirs answers with it from the next reply."""
+    def use_llm(self, owner: str, room_id: str | None = None) -> None:
+        """An LLM setting changed (an owner's, or with `room_id` one room's): each room concerned answers
+        with what `llm_for` says now from its next reply."""
         for room in self.for_owner(owner):
-            room.cohost.use_llm(settings)
+            if room_id is None or room.id == room_id:
+                room.cohost.use_llm(self.llm_for(owner, room.id))
 
     def _open(self, room_id: str, owner: str, name: str, created: float) -> Room:
         events = EventBus(f"room-{room_id}")
@@ -186,7 +207,7 @@ class Rooms:
         playout = Playout(self.engine, self.clock, name=f"room-{room_id}", events=events, turns=turns)
         fanout = OpusFanout()
         playout.sinks.append(fanout)
-        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config, self.llm_for(owner))
+        cohost = RoomCoHost(room_id, playout, turns, events, self.clock, self.config, self.llm_for(owner, room_id))
         room = Room(id=room_id, name=name, owner=owner, playout=playout, fanout=fanout,
                     cohost=cohost, events=events, created=created)
         events.subscribe(room.caption)

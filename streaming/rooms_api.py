@@ -18,13 +18,13 @@ from voxroom.streaming import protocol
 from voxroom.streaming.accounts import AuthError
 from voxroom.streaming.bot_session import cancel_in_room
 from voxroom.streaming.http_errors import guard, json_body
-from voxroom.streaming.rooms import RoomError
+from voxroom.streaming.rooms import Room, RoomError
 
 if TYPE_CHECKING:
     from voxroom.streaming.app import VoxroomServer
 
-# A listener or overlay link is pasted into OBS once per stream series, so it may last a month; host and
-# bot grants carry more power and stay within a week.
+# A room's own listener and overlay links last until the host rotates them; a short-lived listener grant
+# may last a month, host and bot grants carry more power and stay within a week.
 MAX_LISTENER_GRANT_TTL_S = 30 * 24 * 3600
 MAX_GRANT_TTL_S = 7 * 24 * 3600
 CAPTION_BACKLOG = 500  # events a caption socket may fall behind before it drops new ones
@@ -44,6 +44,8 @@ class RoomsAPI:
             Route("/api/rooms/{room}/say", self.say, methods=["POST"]),
             Route("/api/rooms/{room}/speeches/{speech}", self.cancel_speech, methods=["DELETE"]),
             Route("/api/rooms/{room}/grants", self.mint_grant, methods=["POST"]),
+            Route("/api/rooms/{room}/links", self.get_links, methods=["GET"]),
+            Route("/api/rooms/{room}/links/rotate", self.rotate_links, methods=["POST"]),
             WebSocketRoute("/rooms/{room}/events", self.room_events),
         ]
 
@@ -59,13 +61,28 @@ class RoomsAPI:
             if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
                 raise ValueError("'name' must be a string of 1-100 characters")
             room = self.server.rooms.create(account.id, name)
-            grant = self.server.accounts.mint_grant(account, room.id, "listener")
-            # The overlay link is pasted into OBS and left there: it lasts the longest a listener link may.
-            overlay = self.server.accounts.mint_grant(account, room.id, "listener", MAX_LISTENER_GRANT_TTL_S)
-            return {**room.summary(), "listen_url": f"/r/{room.id}?grant={grant}",
-                    "overlay_url": f"/obs/{room.id}?grant={overlay}", "listener_grant": grant,
-                    "overlay_expires_in": MAX_LISTENER_GRANT_TTL_S}
+            return {**room.summary(), **self.links(room)}
         return await guard(run, status=201)
+
+    def links(self, room: Room) -> dict[str, str]:
+        """The room's listener page and OBS overlay links: valid until the host rotates them."""
+        link = self.server.accounts.room_link(room.owner, room.id, room.link_key)
+        return {"listen_url": f"/r/{room.id}?grant={link}", "overlay_url": f"/obs/{room.id}?grant={link}",
+                "listener_grant": link}
+
+    async def get_links(self, request: Request) -> Response:
+        return await guard(lambda: self.links(self.server.rooms.owned(request.path_params["room"],
+                                                                      self.access.account(request).id)))
+
+    async def rotate_links(self, request: Request) -> Response:
+        """New listener and overlay links; the old ones are refused from now on (`link_revoked`), and the
+        pages and listeners that came in with them are cut off."""
+        async def run() -> Any:
+            room = self.server.rooms.owned(request.path_params["room"], self.access.account(request).id)
+            old = self.server.accounts.room_link(room.owner, room.id, room.link_key)
+            await self.server.rooms.rotate_links(room, old)
+            return self.links(room)
+        return await guard(run)
 
     async def get_room(self, request: Request) -> Response:
         return await guard(lambda: self.access.room_for(request, request.path_params["room"], ("host",)).summary())
@@ -126,9 +143,12 @@ class RoomsAPI:
             # Accepted first, so the page gets the code and the reason (a refused handshake is only
             # "1006" to a browser) and can say why instead of retrying.
             await ws.accept()
-            await ws.close(code=4403 if isinstance(exc, AuthError) else 4404, reason=str(exc)[:120])
+            await close_refused(ws, exc)
             return
         await ws.accept()
+        revoked = asyncio.Event()  # set when the room's links are rotated, if this socket came in with one
+        if self.access.link_of(ws) is not None:
+            room.link_holders.add(revoked)
         outbox: list[dict[str, Any]] = list(room.history[-10:])
         wake = asyncio.Event()
 
@@ -146,10 +166,24 @@ class RoomsAPI:
                     await ws.send_json(outbox.pop(0))
                 wake.clear()
                 waiter = asyncio.create_task(wake.wait())
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                stop = asyncio.create_task(revoked.wait())
+                await asyncio.wait({waiter, reader, stop}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
+                stop.cancel()
+                if revoked.is_set():
+                    await close_refused(ws, AuthError("this link was revoked: the host rotated the room's links",
+                                                      403, "link_revoked"))
+                    break
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
             room.subscribers.discard(push)
+            room.link_holders.discard(revoked)
             reader.cancel()
+
+
+async def close_refused(ws: WebSocket, exc: AuthError | RoomError) -> None:
+    """Close a caption socket the caller may not (or no longer) hold: 4403 or 4404, and a reason that
+    starts with the stable error code ("link_revoked: …") so the page can say which it is."""
+    code = getattr(exc, "code", None) or {401: "unauthorized", 403: "forbidden"}.get(exc.status, "not_found")
+    await ws.close(code=4403 if isinstance(exc, AuthError) else 4404, reason=f"{code}: {exc}"[:120])

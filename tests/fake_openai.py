@@ -41,9 +41,14 @@ class ScriptedReply:
 
 
 class FakeOpenAIServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, default: ScriptedReply | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, default: ScriptedReply | None = None,
+                 api_key: str | None = None, models: list[str] | None = None) -> None:
+        """`api_key`: when set, a request without `Authorization: Bearer <api_key>` gets 401, as OpenAI
+        answers a wrong key; `models`: what GET /models lists."""
         self.host = host
         self.port = port
+        self.api_key = api_key
+        self.models = models or ["fake"]
         self.default = default or ScriptedReply()
         self.script: deque[ScriptedReply] = deque()
         self.requests: list[dict[str, Any]] = []
@@ -91,8 +96,12 @@ class FakeOpenAIServer:
             method, path, _ = lines[0].split(" ", 2)
             headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
             body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-            if method == "GET" and path.endswith("/models"):
-                await self._json(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+            if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+                await self._json(writer, 401, {"error": {"message": "Incorrect API key provided.",
+                                                         "type": "invalid_request_error", "param": None,
+                                                         "code": "invalid_api_key"}})
+            elif method == "GET" and path.endswith("/models"):
+                await self._json(writer, 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
             elif method == "POST" and path.endswith("/chat/completions"):
                 request = json.loads(body or b"{}")
                 self.requests.append(request)

@@ -23,10 +23,12 @@ SERVE = [sys.executable, "-m", "voxroom.streaming.cli", "serve", "--host", "127.
 
 
 @contextmanager
-def serving(tmp_path: Path, port: int = 0) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+def serving(tmp_path: Path, port: int = 0, umask: int | None = None) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """`voxroom serve` on `tmp_path`; `umask`: the server process's (None: this one's)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*SERVE, "--port", str(port), "--data-dir", str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=None if umask is None else (lambda: os.umask(umask) and None))
     try:
         url = ""
         deadline = time.monotonic() + 60

@@ -122,7 +122,7 @@ def test_llm_card_saves_and_tests_the_endpoint(tmp_path: Path, stock_engine: Any
             assert f"fake at {fake.base_url}" in console.inner_text("#llm-mode")
             assert console.input_value("#llm-key") == ""  # write-only: never shown again
             console.click("#llm-test")
-            console.wait_for_function("document.querySelector('#llm-status').innerText === 'works'", timeout=15000)
+            console.wait_for_function("document.querySelector('#llm-status').innerText.startsWith('works: first token in ')", timeout=15000)
             console.close()
         finally:
             server.call(fake.close())

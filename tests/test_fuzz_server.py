@@ -364,9 +364,12 @@ REST_ROUTES: list[tuple[str, str]] = [
     ("POST", "/api/rooms/{room}/queue/{a}/skip"), ("POST", "/api/rooms/{room}/queue/{a}/pin"),
     ("DELETE", "/api/rooms/{room}/speeches/{a}"), ("POST", "/api/rooms/{room}/cohost/skip"),
     ("PATCH", "/api/voices/{a}"), ("PUT", "/api/voices/{a}/reference"),
+    ("POST", "/api/rooms/{room}/links/rotate"), ("PUT", "/api/rooms/{room}/llm"),
+    ("POST", "/api/rooms/{room}/llm/test"), ("POST", "/api/rooms/{room}/llm/models"),
 ]
 COHOST_FIELDS = ["persona", "policy", "idle_after", "blocked_words", "templates", "voice", "name", "text", "role",
-                 "ttl", "speaking", "id", "lang", "speed", "room", "type", "start", "end", "transcript"]
+                 "ttl", "speaking", "id", "lang", "speed", "room", "type", "start", "end", "transcript",
+                 "base_url", "model", "api_key"]
 
 
 @st.composite

@@ -105,3 +105,14 @@ def test_valid_by_openapi_spec_validator() -> None:
 def test_served_without_a_token(live_server: RunningServer) -> None:
     status, headers, raw = live_server.request("GET", "/openapi.json", token="")
     assert status == 200 and json.loads(raw) == openapi_document()
+
+
+def test_the_stream_deck_page_names_only_documented_routes() -> None:
+    """docs/stream-deck.md lists the console's actions as HTTP calls: each must be a route that exists."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "stream-deck.md").read_text(encoding="utf-8")
+    calls = set(re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/api/[^` ]+)", text))
+    assert len(calls) >= 6, calls
+    paths = documented(openapi_document())
+    for method, path in calls:
+        pattern = re.sub(r"\b(ROOM|ID)\b", "{x}", path)
+        assert any(re.sub(r"\{[^}]+\}", "{x}", p) == pattern and m == method.lower() for p, m in paths), (method, path)

@@ -4,6 +4,7 @@ room back under its id, with its settings, and a listener link minted before the
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sqlite3
 import stat
@@ -98,10 +99,46 @@ def test_listener_links_may_last_30_days_and_host_grants_a_week(live_server: Any
                 {"role": "host", "ttl": 8 * 86400}, {"role": "bot", "ttl": 30 * 86400}):
         status, body = live_server.json("POST", grants, bad)
         assert status == 400 and body["code"] and "ttl" in body["error"], bad
-    # The overlay link handed out at creation is the long-lived one.
+    # The overlay link handed out at creation is the room's link: it has no end, only a rotation.
     overlay_grant = room["overlay_url"].split("grant=", 1)[1]
-    assert live_server.server.accounts.check_grant(overlay_grant).expires > time.time() + 29.9 * 86400
+    assert live_server.server.accounts.check_grant(overlay_grant).expires == math.inf
     assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200  # the shared server caps rooms
+
+
+def test_rotated_links_stay_rotated_across_a_restart(tmp_path: Path, stock_engine: Any) -> None:
+    running = contextlib.contextmanager(start_server)
+    with running(tmp_path, stock_engine) as first:
+        _, kept = first.json("POST", "/api/rooms", {"name": "kept links"})
+        _, rotated = first.json("POST", "/api/rooms", {"name": "rotated links"})
+        _, new = first.json("POST", f"/api/rooms/{rotated['id']}/links/rotate")
+    with running(tmp_path, stock_engine) as second:
+        def chat(room_id: str, credential: str) -> tuple[int, Any]:
+            return second.json("POST", f"/api/rooms/{room_id}/chat", {"type": "message", "user": "a", "text": "hi"},
+                               token=credential)
+        assert chat(kept["id"], kept["listener_grant"])[0] == 202
+        assert second.json("GET", f"/api/rooms/{kept['id']}/links")[1]["overlay_url"] == kept["overlay_url"]
+        status, body = chat(rotated["id"], rotated["listener_grant"])
+        assert (status, body["code"]) == (403, "link_revoked")
+        assert chat(rotated["id"], new["listener_grant"])[0] == 202
+        assert second.json("GET", f"/api/rooms/{rotated['id']}/links")[1] == new
+
+
+def test_a_room_stored_before_room_links_gets_a_link_key(tmp_path: Path, stock_engine: Any) -> None:
+    db = sqlite3.connect(tmp_path / "voxroom.sqlite3")
+    with contextlib.closing(db):
+        from voxroom.streaming.accounts import SCHEMA
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO accounts VALUES ('a1', 'owner', 0)")
+        db.execute("CREATE TABLE rooms (id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES accounts(id) "
+                   "ON DELETE CASCADE, name TEXT NOT NULL, created REAL NOT NULL, settings TEXT NOT NULL DEFAULT '{}')")
+        db.execute("INSERT INTO rooms VALUES ('old-room', 'a1', 'from before', 1, '{}')")
+        db.commit()
+    running = contextlib.contextmanager(start_server)
+    with running(tmp_path, stock_engine) as first:
+        link = first.server.rooms.get("old-room").link_key
+        assert link
+    with running(tmp_path, stock_engine) as second:
+        assert second.server.rooms.get("old-room").link_key == link  # stored at the first start
 
 
 def test_a_room_keeps_its_voice_and_forgets_it_when_deleted(tmp_path: Path, stock_engine: Any) -> None:

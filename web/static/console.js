@@ -126,31 +126,17 @@ function follow(room) {
   };
 }
 
-// The OBS overlay link is pasted into OBS once and left there: it is minted for the longest a
-// listener link may last (30 days) and the console says until when.
-const OVERLAY_TTL_S = 30 * 24 * 3600;
-
 async function select(room) {
   current = room;
   $("room-panel").hidden = false;
   $("room-title").textContent = room.name;
-  const url = new URL(room.listen_url || `/r/${room.id}`, location.href).href;
-  $("listen-link").href = url;
   $("listener-count").textContent = room.listeners || 0;
   stopListening();
   follow(room);
   loadCohost(room).catch((e) => alert(e.message));
   loadConnectors(room).catch((e) => { $("connector-status").textContent = e.message; });
-  let overlay = room.overlay_url;
-  if (!overlay) {
-    const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener", ttl: OVERLAY_TTL_S }) });
-    overlay = `/obs/${room.id}?grant=${grant}`;
-  }
-  overlay = new URL(overlay, location.href).href;
-  $("overlay-link").href = overlay;
-  const until = new Date(Date.now() + OVERLAY_TTL_S * 1000).toLocaleDateString(UI_LANG === "zh" ? "zh-CN" : undefined);
-  $("overlay-note").textContent = t(`This overlay link works until ${until} (30 days), also across server restarts. Open this room again here for a new one.`,
-    `此 OBS 链接有效期至 ${until}（30 天），服务器重启后仍然有效。到期前在这里重新打开直播间即可得到新链接。`);
+  loadRoomLlm(room).catch((e) => { $("room-llm-status").textContent = e.message; });  // console-llm.js
+  await loadLinks(room).catch((e) => { $("links-status").textContent = e.message; });  // console-links.js
 }
 
 $("save-cohost").onclick = async () => {
@@ -172,13 +158,8 @@ $("save-cohost").onclick = async () => {
   }
 };
 
-let talking = false;
-$("talking").onclick = async () => {
-  talking = !talking;
-  await api(`/api/rooms/${current.id}/host-speaking`, { method: "POST", body: JSON.stringify({ speaking: talking }) });
-  $("talking").textContent = talking ? t("I'm done talking", "我说完了") : t("I'm talking", "我在说话");
-};
-$("skip-current").onclick = () => api(`/api/rooms/${current.id}/cohost/skip`, { method: "POST" });
+$("talking").onclick = () => setTalking(!talking);  // console-shortcuts.js (also the T key)
+$("skip-current").onclick = skipCurrent;
 $("clear-chat").onclick = () => api(`/api/rooms/${current.id}/queue`, { method: "DELETE" }).then(refreshChatQueue);
 
 let micPc = null;
@@ -218,10 +199,7 @@ async function loadRooms() {
       li.dataset.room = room.id;
       const open = document.createElement("button");
       open.className = "open-room";
-      open.onclick = async () => {
-        const { grant } = await api(`/api/rooms/${room.id}/grants`, { method: "POST", body: JSON.stringify({ role: "listener" }) });
-        select({ ...room, listen_url: `/r/${room.id}?grant=${grant}` });
-      };
+      open.onclick = () => select(room);
       const del = document.createElement("button");
       del.className = "danger delete-room";
       del.textContent = t("Delete", "删除");
@@ -250,7 +228,7 @@ async function deleteRoom(room) {
     stopListening();
     if (events) events.close();
     current = events = null;
-    $("room-panel").hidden = $("cohost-panel").hidden = true;
+    $("room-panel").hidden = $("cohost-panel").hidden = $("room-llm-panel").hidden = true;
   }
   await loadRooms();
 }
@@ -402,7 +380,9 @@ $("llm-test").onclick = async () => {
   try {
     const body = $("llm-url").value.trim() ? llmBody() : {};
     const r = await api("/api/llm/test", { method: "POST", body: JSON.stringify(body) });
-    $("llm-status").textContent = r.ok ? `${t("works", "可用")}${r.error ? ": " + r.error : ""}` : `${t("does not work", "不可用")}: ${r.error}`;
+    $("llm-status").textContent = r.ok
+      ? t(`works: first token in ${r.first_token_ms} ms`, `可用：首字用时 ${r.first_token_ms} 毫秒`) + (r.error ? ` (${r.error})` : "")
+      : `${t("does not work", "不可用")}: ${r.error}`;
   } catch (err) {
     $("llm-status").textContent = err.message;
   }

@@ -78,16 +78,23 @@ function clearProblem() {
   if (box) box.hidden = true;
 }
 
-function refuse(reason) {
+// `code`: the server's stable error code (link_revoked when the host rotated the room's links).
+function refuse(reason, code) {
   refused = true;
   wanted = false;
   clearTimeout(whepTimer);
+  dropPeer();  // a revoked link stops playing too, whether from voxroom or from an SFU
   const expired = /expired/i.test(reason);
-  showProblem(expired
+  const revoked = code === "link_revoked" || /^link_revoked/.test(reason);
+  showProblem(revoked
+    ? "The host replaced this room's links: this one no longer works. Ask the host for the new link."
+    : expired
     ? `This link has expired (${reason}). Ask the host for a new one.`
     : `This link was refused: ${reason}. Ask the host for a new one.`);
   stats.state = "refused";
+  stats.refusedCode = revoked ? "link_revoked" : (code || null);
   $("join").disabled = true;
+  $("leave").disabled = true;
 }
 
 function rejoinLater() {
@@ -259,7 +266,7 @@ async function connect() {
   if (res.status !== 201) {
     const body = await res.json().catch(() => ({}));
     const reason = body.error || `HTTP ${res.status}`;
-    if ([401, 403, 404].includes(res.status)) refuse(reason);
+    if ([401, 403, 404].includes(res.status)) refuse(reason, body.code);
     else { showProblem(`could not join: ${reason}; trying again`); rejoinLater(); }
     return;
   }
