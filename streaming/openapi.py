@@ -44,14 +44,16 @@ SOVITS_ERR = _json(_obj(["message"], message=STR), "refused, as GPT-SoVITS api_v
 AUDIO = {"description": "audio, streamed (chunked) as it is synthesized",
          "content": {t: {"schema": {"type": "string", "contentMediaType": t}} for t in
                      ("audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm")}}
+SOVITS_OK = _json(_obj(["message"], message={"const": "success"}), "done, for this caller only")
+SOVITS_FAILED = _json(_obj(["message"], message=STR, Exception=STR), "refused, as api_v2 answers (`Exception` says why)")
 SOVITS_AUDIO = {"description": "32 kHz mono audio: one file, or with streaming_mode a chunked stream",
                 "content": {f"audio/{t}": {"schema": {"type": "string"}} for t in ("wav", "raw", "ogg", "aac")}}
 WS = {"101": {"description": "WebSocket upgrade"}, "403": {"description": "refused before the upgrade"}}
 PAGE = {"200": {"description": "an HTML page", "content": {"text/html": {"schema": STR}}}}
 
 
-def _params(*names: str, where: str = "path") -> list[Json]:
-    return [{"name": n, "in": where, "required": where == "path", "schema": STR} for n in names]
+def _params(*names: str, where: str = "path", required: bool = False) -> list[Json]:
+    return [{"name": n, "in": where, "required": required or where == "path", "schema": STR} for n in names]
 
 
 def _op(summary: str, responses: Json, *, tags: list[str], body: Json | None = None,
@@ -86,7 +88,7 @@ SOVITS_FIELDS: dict[str, Json] = {
     "media_type": {"enum": ["wav", "raw", "ogg", "aac"]}, "streaming_mode": {"type": ["boolean", "integer", "string"]},
     "speed_factor": NUM,
 }
-SOVITS_BODY = _obj(["text", "text_lang", "ref_audio_path", "prompt_lang"], **SOVITS_FIELDS)
+SOVITS_BODY = _obj(["text", "text_lang", "prompt_lang"], **SOVITS_FIELDS)  # ref_audio_path: or /set_refer_audio
 SOVITS_QUERY = [{"name": n, "in": "query", "required": n in SOVITS_BODY["required"], "schema": s}
                 for n, s in SOVITS_FIELDS.items()] + [{"name": "token", "in": "query", "required": False,
                                                        "schema": STR}]
@@ -293,6 +295,15 @@ def _paths() -> Json:
                         op_id="sillytavern_tts_path"),
             "options": {**CORS_PREFLIGHT, "operationId": "sillytavern_path_preflight", "parameters": TOKEN_PATH},
         },
+        "/set_refer_audio": {"get": _op("api_v2: this caller's default voice for /tts", {
+            "200": SOVITS_OK, "400": SOVITS_FAILED, "401": SOVITS_ERR, "403": SOVITS_ERR, "429": SOVITS_ERR},
+            tags=compat, params=_params("refer_audio_path", where="query", required=True), op_id="sovits_set_refer_audio")},
+        "/set_gpt_weights": {"get": _op("api_v2: success for the GPT weights this server runs", {
+            "200": SOVITS_OK, "400": SOVITS_FAILED, "401": SOVITS_ERR, "403": SOVITS_ERR, "429": SOVITS_ERR},
+            tags=compat, params=_params("weights_path", where="query", required=True), op_id="sovits_set_gpt_weights")},
+        "/set_sovits_weights": {"get": _op("api_v2: success for the SoVITS weights this server runs", {
+            "200": SOVITS_OK, "400": SOVITS_FAILED, "401": SOVITS_ERR, "403": SOVITS_ERR, "429": SOVITS_ERR},
+            tags=compat, params=_params("weights_path", where="query", required=True), op_id="sovits_set_sovits_weights")},
         "/openapi.json": {"get": _op("This document", {"200": _json(ANY_OBJ)}, tags=["server"], security=PUBLIC,
                                      op_id="openapi")},
     }
@@ -305,8 +316,8 @@ _DOCUMENT: Json = {
         "version": VERSION,
         "description": "An AI voice co-host server: rooms, the co-host, voices, WebRTC, and speech APIs "
                        "compatible with OpenAI, GPT-SoVITS api_v2 and SillyTavern. "
-                       f"At most {MAX_API_SPEECHES} compatibility-API speeches are queued or speaking at once "
-                       "(429 with Retry-After beyond).",
+                       f"At most {MAX_API_SPEECHES} compatibility-API speeches are queued or speaking at once, "
+                       "and per account a request rate and a share of them (429 with Retry-After beyond).",
     },
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}, {"token": []}],
