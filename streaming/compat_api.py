@@ -1,6 +1,7 @@
 """The routes that speak other tools' languages, mounted together: OpenAI's speech API
-(`openai_api.py`), GPT-SoVITS' api_v2 and SillyTavern (`gpt_sovits_api.py`), and the OpenAPI
-document of the whole REST API (`openapi.py`). Their speech goes through one `api_speech.ApiSpeaker`:
+(`openai_api.py`), GPT-SoVITS' api_v2 and SillyTavern (`gpt_sovits_api.py`), and the machine-readable
+contracts: the OpenAPI document of the whole REST API (`openapi.py`) and the bot protocol's JSON
+Schema (`protocol_schema.py`). Their speech goes through one `api_speech.ApiSpeaker`:
 a playout per request, per-account fair use, and a server-wide limit of half the engine's places."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from voxroom.streaming.api_speech import MAX_API_SPEECHES, ApiSpeaker, FairUse
 from voxroom.streaming.gpt_sovits_api import GptSovitsAPI
 from voxroom.streaming.openai_api import OpenAIAPI
 from voxroom.streaming.openapi import openapi_document
+from voxroom.streaming.protocol_schema import protocol_schema
 
 if TYPE_CHECKING:
     from voxroom.streaming.app import VoxroomServer
@@ -34,7 +36,11 @@ class CompatAPI:
             *OpenAIAPI(self.server, self.speaker).routes(),
             *GptSovitsAPI(self.server, self.speaker).routes(),
             Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/protocol.json", self.protocol, methods=["GET"]),
         ]
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
+
+    async def protocol(self, request: Request) -> Response:
+        return JSONResponse(protocol_schema(), media_type="application/schema+json")

@@ -306,6 +306,9 @@ def _paths() -> Json:
             tags=compat, params=_params("weights_path", where="query", required=True), op_id="sovits_set_sovits_weights")},
         "/openapi.json": {"get": _op("This document", {"200": _json(ANY_OBJ)}, tags=["server"], security=PUBLIC,
                                      op_id="openapi")},
+        "/protocol.json": {"get": _op("The bot protocol's JSON Schema (WebSocket /ws)", {"200": {
+            "description": "JSON Schema 2020-12", "content": {"application/schema+json": {"schema": ANY_OBJ}}}},
+            tags=["server"], security=PUBLIC, op_id="protocol_schema")},
     }
 
 
