@@ -222,3 +222,25 @@ async def test_a_reader_that_stalls_then_goes_away_does_not_block_the_playout(
     behind.release()
     assert len(audio) > 25 and behind.handle.state == "done"
     await speaker.close()
+
+
+async def test_rate_buckets_refill_at_the_rate_and_say_when_the_next_place_frees() -> None:
+    from voxroom.agent.clock import VirtualClock
+
+    clock = VirtualClock()
+    buckets = api_speech.RateBuckets(clock, api_speech.FairUse(rate_per_min=60))  # one a second, bursts of 30
+    for _ in range(30):
+        buckets.take("a")
+    with pytest.raises(api_speech.ApiLimited) as refused:
+        buckets.take("a")
+    assert refused.value.retry_after == pytest.approx(1.0)
+    buckets.take("b")  # another account has its own bucket
+    await clock.advance(0.5)
+    with pytest.raises(api_speech.ApiLimited) as refused:
+        buckets.take("a")
+    assert refused.value.retry_after == pytest.approx(0.5)
+    await clock.advance(0.5)
+    buckets.take("a")  # refilled by one
+    await clock.advance(60)
+    buckets.take("c")
+    assert set(buckets._buckets) == {"c"}  # full buckets are forgotten
