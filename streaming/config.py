@@ -54,6 +54,10 @@ class ServerConfig:
     # speech is refused as busy (HTTP 429 / protocol `busy`).
     max_batch: int = 8
     max_queue: int = 8
+    # Fair use of the speech APIs (/v1/audio/speech, /tts, SillyTavern), per account: requests a
+    # minute (bursts of half of it) and speeches queued or speaking at once; beyond them HTTP 429.
+    api_requests_per_min: int = 120
+    api_speeches_per_account: int = 4
     openai_base_url: str | None = None  # an OpenAI-compatible endpoint turns on LLM replies
     openai_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -84,11 +88,17 @@ _ENV = {
     "device": "VOXROOM_DEVICE",
     "max_batch": "VOXROOM_MAX_BATCH",
     "max_queue": "VOXROOM_MAX_QUEUE",
+    "api_requests_per_min": "VOXROOM_API_REQUESTS_PER_MIN",
+    "api_speeches_per_account": "VOXROOM_API_SPEECHES_PER_ACCOUNT",
     "openai_base_url": "OPENAI_BASE_URL",
     "openai_api_key": "OPENAI_API_KEY",
     "llm_model": "VOXROOM_LLM_MODEL",
     "log_level": "VOXROOM_LOG_LEVEL",
 }
+
+
+_COUNTS = {"max_batch": (1, 256), "max_queue": (0, 256), "api_requests_per_min": (1, 100_000),
+           "api_speeches_per_account": (1, 256)}  # whole-number settings: their bounds
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -102,11 +112,12 @@ def _coerce(name: str, value: Any) -> Any:
             if not 0 <= port <= 65535:
                 raise ValueError
             return port
-        if name in ("max_batch", "max_queue"):
+        if name in _COUNTS:
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ValueError
             number = int(value)
-            if not (1 if name == "max_batch" else 0) <= number <= 256:
+            low, high = _COUNTS[name]
+            if not low <= number <= high:
                 raise ValueError
             return number
         if name in ("data_dir", "models_dir", "config_file"):

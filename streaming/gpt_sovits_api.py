@@ -14,6 +14,12 @@ used: a voxroom voice carries its own reference and transcript. These clients ca
 so the API token may come as `?token=`, as `Authorization: Bearer`, or (SillyTavern, which only
 takes a base URL) in the path: `/st/TOKEN/speakers`, `POST /st/TOKEN/`. Refusals are api_v2's:
 a status (400, or 401/403/429) with `{"message": …}`. Audio is 32 kHz mono, GPT-SoVITS' own rate.
+
+api_v2's switches answer per caller (the account whose token came), never for the whole process:
+
+    GET /set_refer_audio?refer_audio_path=…   this caller's default voice for /tts calls without ref_audio_path
+    GET /set_gpt_weights?weights_path=…       200 for the weights this server runs, else 400 saying which
+    GET /set_sovits_weights?weights_path=…    (one model set serves every caller; a voice is its reference)
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from voxroom.models.engine import Busy, SynthesisError
+from voxroom.models.weights import WeightsError, best_installed
 from voxroom.streaming import http_errors, protocol
 from voxroom.streaming.access import Access
 from voxroom.streaming.accounts import Account, AuthError
-from voxroom.streaming.api_speech import RETRY_AFTER_S, ApiSpeaker, SpeechResponse, SpeechStream, find_voice
+from voxroom.streaming.api_speech import ApiSpeaker, SpeechResponse, SpeechStream, find_voice, voice_ref
 from voxroom.streaming.audio_encoding import PcmEncoder, encoder_for, wav_header
 
 if TYPE_CHECKING:
@@ -84,17 +91,24 @@ def _flag(value: Any, name: str) -> bool | int:
     raise SovitsError(f"{name}: must be true/false or an integer")
 
 
-def parse_tts(fields: Mapping[str, Any]) -> TtsRequest:
-    """api_v2's checks, in its order and words; unknown and unused fields are ignored as it does."""
-    def text_field(name: str) -> str:
-        value = fields.get(name)
-        if value is None or value == "":
-            raise SovitsError(f"{name} is required")
-        if not isinstance(value, str):
-            raise SovitsError(f"{name} must be a string")
-        return value
+def _text_field(fields: Mapping[str, Any], name: str, default: str | None = None) -> str:
+    value = fields.get(name)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise SovitsError(f"{name} is required")
+    if not isinstance(value, str):
+        raise SovitsError(f"{name} must be a string")
+    return value
 
-    ref = text_field("ref_audio_path")
+
+def parse_tts(fields: Mapping[str, Any], default_ref: str | None = None) -> TtsRequest:
+    """api_v2's checks, in its order and words; unknown and unused fields are ignored as it does.
+    `default_ref`: the caller's voice from /set_refer_audio, used when ref_audio_path is left out."""
+    def text_field(name: str) -> str:
+        return _text_field(fields, name)
+
+    ref = _text_field(fields, "ref_audio_path", default_ref)
     text = text_field("text")
     if len(text) > MAX_TEXT_CHARS:
         raise SovitsError(f"text is longer than {MAX_TEXT_CHARS} characters")
@@ -145,7 +159,7 @@ def sovits_error(exc: Exception) -> JSONResponse:
     else:
         status, message = http_errors.error_response(exc).status_code, str(exc)
         status = 400 if status == 404 else status  # api_v2 answers 400 for a reference it cannot use
-    headers = {**CORS, "Retry-After": str(RETRY_AFTER_S)} if status == 429 else CORS
+    headers = {**CORS, "Retry-After": http_errors.retry_after(exc)} if status == 429 else CORS
     return JSONResponse({"message": message}, status, headers=headers)
 
 
@@ -162,6 +176,7 @@ class GptSovitsAPI:
     def __init__(self, server: VoxroomServer, speaker: ApiSpeaker) -> None:
         self.server = server
         self.speaker = speaker
+        self.refer: dict[str, str] = {}  # account id -> its default voice (id, or "stock"), from /set_refer_audio
 
     def routes(self) -> list[Route]:
         return [
@@ -174,6 +189,9 @@ class GptSovitsAPI:
             Route("/st/{token}/speakers", self.speakers, methods=["GET"]),
             Route("/st/{token}/", self.tts_post, methods=["POST"]),
             Route("/st/{token}/", self.preflight, methods=["OPTIONS"]),
+            Route("/set_refer_audio", self.set_refer_audio, methods=["GET"]),
+            Route("/set_gpt_weights", self.set_gpt_weights, methods=["GET"]),
+            Route("/set_sovits_weights", self.set_sovits_weights, methods=["GET"]),
         ]
 
     def account(self, request: Request) -> Account:
@@ -206,28 +224,80 @@ class GptSovitsAPI:
             return await self._tts(request, await http_errors.json_body(request))
         return await sovits_guard(run)
 
+    async def set_refer_audio(self, request: Request) -> Response:
+        """This caller's default voice: later /tts calls of the same account without ref_audio_path
+        speak with it. Other callers are not affected."""
+        async def run() -> Response:
+            account = self.account(request)
+            self.speaker.admit(account.id)
+            path = _text_field(request.query_params, "refer_audio_path")
+            try:
+                ref = voice_ref(self.server, account, voice_name_of(path))
+            except LookupError as exc:
+                return JSONResponse({"message": "set refer audio failed", "Exception": str(exc)}, 400)
+            self.refer[account.id] = str(ref)
+            return JSONResponse({"message": "success"})
+        return await sovits_guard(run)
+
+    async def set_gpt_weights(self, request: Request) -> Response:
+        return await sovits_guard(lambda: self._set_weights(request, "gpt"))
+
+    async def set_sovits_weights(self, request: Request) -> Response:
+        return await sovits_guard(lambda: self._set_weights(request, "sovits"))
+
+    async def _set_weights(self, request: Request, kind: str) -> Response:
+        """Nothing to switch: one model set serves every caller at once (a voice is its reference clip).
+        The weights this server runs (by file name) are a success; any other is api_v2's 400, saying
+        which weights there are."""
+        account = self.account(request)
+        self.speaker.admit(account.id)
+        wanted = voice_name_of(_text_field(request.query_params, "weights_path"))
+        running = self.weights_files()
+        have = running.get(kind)
+        if have is not None and wanted.casefold() in (have.casefold(), have.rsplit(".", 1)[0].casefold()):
+            return JSONResponse({"message": "success"})
+        if running:
+            why = (f"this server runs {running['gpt']} and {running['sovits']} for every caller; other weights "
+                   "cannot be loaded per caller (a voice's own reference clip makes it sound like its speaker)")
+        else:
+            why = "this server runs no GPT-SoVITS weights (start it with --models DIR); every voice uses the stock voice"
+        label = "gpt weight" if kind == "gpt" else "sovits weight"
+        return JSONResponse({"message": f"change {label} failed", "Exception": why}, 400)
+
+    def weights_files(self) -> dict[str, str]:
+        """{"gpt": file name, "sovits": file name} of the model set the cloning engine was loaded from."""
+        models_dir = self.server.config.models_dir
+        if models_dir is None or not self.server.engine.can_clone:
+            return {}
+        try:
+            model_set = best_installed(models_dir).model_set
+        except WeightsError:
+            return {}
+        return {"gpt": model_set.gpt.rsplit("/", 1)[-1], "sovits": model_set.sovits.rsplit("/", 1)[-1]}
+
     async def _tts(self, request: Request, fields: Mapping[str, Any]) -> Response:
         account = self.account(request)
-        req = parse_tts(fields)
+        req = parse_tts(fields, self.refer.get(account.id))
         voice = find_voice(self.server, account, req.voice_name)
-        stream = self.speaker.speak(req.text, voice, lang=req.lang, speed=req.speed, source="api")
+        stream = self.speaker.speak(req.text, voice, account_id=account.id, lang=req.lang, speed=req.speed,
+                                    source="api")
+        headers = {"X-Voxroom-Voice": voice.id if voice is not None else "stock"}
         try:
             await stream.first_frame()
             if not req.streaming:
-                return await self._whole(stream, req.media_type)
+                return await self._whole(stream, req.media_type, headers)
         except BaseException:
             stream.release()
             raise
         encoder = encoder_for(req.media_type, SOVITS_RATE)
-        headers = {"X-Voxroom-Voice": voice.id if voice is not None else "stock"}
         return SpeechResponse(stream, encoder, headers=headers, media_type=f"audio/{req.media_type}")
 
-    async def _whole(self, stream: SpeechStream, media_type: str) -> Response:
+    async def _whole(self, stream: SpeechStream, media_type: str, headers: dict[str, str]) -> Response:
         """streaming_mode off: one complete file (a WAV with its real sizes), as api_v2 answers."""
         if media_type == "wav":
             pcm = await stream.collect(PcmEncoder(SOVITS_RATE))
             body = wav_header(SOVITS_RATE, len(pcm)) + pcm
         else:
             body = await stream.collect(encoder_for(media_type, SOVITS_RATE))
-        return Response(body, media_type=f"audio/{media_type}")
+        return Response(body, media_type=f"audio/{media_type}", headers=headers)
 

@@ -8,6 +8,7 @@ and nothing a caller sends prints a traceback.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from voxroom.streaming.accounts import AuthError
 from voxroom.streaming.rooms import RoomError
 
 MAX_BODY_BYTES = 256 * 1024
+RETRY_AFTER_S = 2  # what a 429 says when its cause does not know better (a full queue empties quickly)
 CALLER_ERRORS: tuple[type[Exception], ...] = (AuthError, RoomError, protocol.ProtocolError, LookupError,
                                               SynthesisError, ValueError, VoiceStoreError)
 
@@ -46,11 +48,18 @@ def error_response(exc: Exception) -> JSONResponse:
         status = 500
     else:
         status = getattr(exc, "status", 400) if isinstance(getattr(exc, "status", None), int) else 400
-    return _answer(str(exc), status, getattr(exc, "code", None) or _CODE_BY_STATUS.get(status, "error"))
+    return _answer(str(exc), status, getattr(exc, "code", None) or _CODE_BY_STATUS.get(status, "error"), exc)
 
 
-def _answer(message: str, status: int, code: str) -> JSONResponse:
-    headers = {"Retry-After": "2"} if status == 429 else None
+def retry_after(exc: Exception | None) -> str:
+    """Whole seconds a refused caller should wait: the refusal's own `retry_after` (a rate limit knows
+    when its next place frees), else RETRY_AFTER_S."""
+    seconds = getattr(exc, "retry_after", None)
+    return str(max(1, math.ceil(seconds)) if isinstance(seconds, int | float) else RETRY_AFTER_S)
+
+
+def _answer(message: str, status: int, code: str, exc: Exception | None = None) -> JSONResponse:
+    headers = {"Retry-After": retry_after(exc)} if status == 429 else None
     return JSONResponse({"error": message, "code": code}, status, headers=headers)
 
 

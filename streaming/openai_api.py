@@ -21,13 +21,7 @@ from starlette.routing import Route
 
 from voxroom.models.engine import Busy, SynthesisError
 from voxroom.streaming import http_errors
-from voxroom.streaming.api_speech import (
-    RETRY_AFTER_S,
-    ApiSpeaker,
-    SpeechResponse,
-    clamp_speed,
-    find_voice,
-)
+from voxroom.streaming.api_speech import ApiSpeaker, SpeechResponse, clamp_speed, find_voice
 from voxroom.streaming.audio_encoding import encoder_for
 
 if TYPE_CHECKING:
@@ -64,7 +58,7 @@ def openai_error(exc: Exception) -> JSONResponse:
         body = json.loads(bytes(answer.body))
         status, message, param, code = answer.status_code, body["error"], None, body["code"]
     kind = _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else None
+    headers = {"Retry-After": http_errors.retry_after(exc)} if status == 429 else None
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status,
                         headers=headers)
 
@@ -142,7 +136,7 @@ class OpenAIAPI:
                 voice = find_voice(self.server, account, voice_name, OPENAI_VOICES)
             except LookupError as exc:
                 raise OpenAIError(str(exc), 404, "voice", "voice_not_found") from None
-            stream = self.speaker.speak(text, voice, speed=speed, source="api")
+            stream = self.speaker.speak(text, voice, account_id=account.id, speed=speed, source="api")
             try:
                 await stream.first_frame()
             except BaseException:

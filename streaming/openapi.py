@@ -44,14 +44,16 @@ SOVITS_ERR = _json(_obj(["message"], message=STR), "refused, as GPT-SoVITS api_v
 AUDIO = {"description": "audio, streamed (chunked) as it is synthesized",
          "content": {t: {"schema": {"type": "string", "contentMediaType": t}} for t in
                      ("audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm")}}
+SOVITS_OK = _json(_obj(["message"], message={"const": "success"}), "done, for this caller only")
+SOVITS_FAILED = _json(_obj(["message"], message=STR, Exception=STR), "refused, as api_v2 answers (`Exception` says why)")
 SOVITS_AUDIO = {"description": "32 kHz mono audio: one file, or with streaming_mode a chunked stream",
                 "content": {f"audio/{t}": {"schema": {"type": "string"}} for t in ("wav", "raw", "ogg", "aac")}}
 WS = {"101": {"description": "WebSocket upgrade"}, "403": {"description": "refused before the upgrade"}}
 PAGE = {"200": {"description": "an HTML page", "content": {"text/html": {"schema": STR}}}}
 
 
-def _params(*names: str, where: str = "path") -> list[Json]:
-    return [{"name": n, "in": where, "required": where == "path", "schema": STR} for n in names]
+def _params(*names: str, where: str = "path", required: bool = False) -> list[Json]:
+    return [{"name": n, "in": where, "required": required or where == "path", "schema": STR} for n in names]
 
 
 def _op(summary: str, responses: Json, *, tags: list[str], body: Json | None = None,
@@ -86,7 +88,7 @@ SOVITS_FIELDS: dict[str, Json] = {
     "media_type": {"enum": ["wav", "raw", "ogg", "aac"]}, "streaming_mode": {"type": ["boolean", "integer", "string"]},
     "speed_factor": NUM,
 }
-SOVITS_BODY = _obj(["text", "text_lang", "ref_audio_path", "prompt_lang"], **SOVITS_FIELDS)
+SOVITS_BODY = _obj(["text", "text_lang", "prompt_lang"], **SOVITS_FIELDS)  # ref_audio_path: or /set_refer_audio
 SOVITS_QUERY = [{"name": n, "in": "query", "required": n in SOVITS_BODY["required"], "schema": s}
                 for n, s in SOVITS_FIELDS.items()] + [{"name": "token", "in": "query", "required": False,
                                                        "schema": STR}]
@@ -123,7 +125,8 @@ def _paths() -> Json:
         "/r/{room}": {"get": _op("Listener page", PAGE, tags=pages, params=r, security=PUBLIC, op_id="listener_page")},
         "/obs/{room}": {"get": _op("OBS overlay", PAGE, tags=pages, params=r, security=PUBLIC, op_id="obs_overlay")},
         "/enroll": {"get": _op("Enrollment page", PAGE, tags=pages, security=PUBLIC, op_id="enroll_page")},
-        "/static/{path}": {"get": _op("Static files of the pages", {"200": {"description": "a file"}}, tags=pages,
+        "/static/{path}": {"get": _op("Static files of the pages", {"200": {"description": "a file"},
+                                                                    "404": {"description": "no such file"}}, tags=pages,
                                       params=_params("path"), security=PUBLIC, op_id="static")},
         "/api/health": {"get": _op("Health", {"200": _json(_obj(ok=BOOL, engine=STR, can_clone=BOOL))},
                                    tags=["server"], security=PUBLIC, op_id="health")},
@@ -173,9 +176,11 @@ def _paths() -> Json:
                                                                          "follow", "join"]},
                                              user=STR, text=STR, platform=STR, id=STR, amount=NUM), op_id="chat")},
         "/api/rooms/{room}/cohost": {
-            "get": _op("Co-host state, settings and metrics", _voxroom("200", _json(ANY_OBJ), "401", "404"),
+            "get": _op("Co-host state, settings and metrics", _voxroom("200", _json(_obj(
+                ["settings"], settings=_ref("CohostSettings"), metrics=STR)), "401", "404"),
                        tags=cohost, params=r, op_id="cohost_state"),
-            "patch": _op("Change co-host settings", _voxroom("200", _json(ANY_OBJ), "400", "401", "404"), tags=cohost,
+            "patch": _op("Change co-host settings", _voxroom("200", _json(_ref("CohostSettings")), "400", "401", "404"),
+                         tags=cohost,
                          params=r, body=_obj(persona=STR, policy={"enum": ["resume", "drop", "duck"]},
                                              idle_after={"type": ["number", "null"]},
                                              blocked_words={"type": "array", "items": STR}, templates=ANY_OBJ,
@@ -187,7 +192,8 @@ def _paths() -> Json:
         "/api/rooms/{room}/queue": {"delete": _op("Clear the co-host's queue", _voxroom(
             "200", _json(_obj(cleared={"type": "integer"})), "401", "404"), tags=cohost, params=r, op_id="queue_clear")},
         "/api/rooms/{room}/queue/{event}/{action}": {"post": _op(
-            "Skip or pin a queued event", _voxroom("200", _json(ANY_OBJ), "400", "401", "404"), tags=cohost,
+            "Skip or pin a queued event", _voxroom("200", _json(_obj(skip=STR, pin=STR)), "400", "401", "404"),
+            tags=cohost,
             params=[*_params("room", "event"), {"name": "action", "in": "path", "required": True,
                                                 "schema": {"enum": ["skip", "pin"]}}], op_id="queue_action")},
         "/api/rooms/{room}/host-speaking": {"post": _op(
@@ -198,7 +204,8 @@ def _paths() -> Json:
             **_op("Listen to a room (WHEP: an SDP offer in, the answer out)", {
                 "201": {"description": "the SDP answer; `Location` is the session to DELETE",
                         "content": {"application/sdp": {"schema": STR}}},
-                "401": ERR, "404": ERR, "415": ERR, "429": ERR, "503": ERR}, tags=webrtc, params=r, op_id="whep"),
+                "400": ERR, "401": ERR, "404": ERR, "415": ERR, "429": ERR, "503": ERR}, tags=webrtc, params=r,
+                op_id="whep"),
             "requestBody": {"required": True, "content": {"application/sdp": {"schema": STR}}}}},
         "/rooms/{room}/whep/{session}": {"delete": _op("Leave (WHEP)", _voxroom("200", {"description": "left"}, "404"),
                                                        tags=webrtc, params=_params("room", "session"),
@@ -206,13 +213,14 @@ def _paths() -> Json:
         "/rooms/{room}/whip": {"post": {
             **_op("Send the host's microphone (WHIP)", {
                 "201": {"description": "the SDP answer", "content": {"application/sdp": {"schema": STR}}},
-                "401": ERR, "404": ERR, "415": ERR}, tags=webrtc, params=r, op_id="whip"),
+                "400": ERR, "401": ERR, "404": ERR, "415": ERR}, tags=webrtc, params=r, op_id="whip"),
             "requestBody": {"required": True, "content": {"application/sdp": {"schema": STR}}}}},
         "/rooms/{room}/whip/{session}": {"delete": _op("Stop the microphone (WHIP)", _voxroom(
             "200", {"description": "stopped"}, "404"), tags=webrtc, params=_params("room", "session"),
             op_id="whip_stop")},
         "/api/rooms/{room}/connectors": {
-            "get": _op("List chat connectors", _voxroom("200", _json(ANY_OBJ), "401", "404"), tags=conn, params=r,
+            "get": _op("List chat connectors", _voxroom("200", _json(_obj(
+                ["connectors"], connectors={"type": "array", "items": ANY_OBJ})), "401", "404"), tags=conn, params=r,
                        op_id="list_connectors"),
             "post": _op("Add a chat connector (Twitch, YouTube, Bilibili, TikTok)", _voxroom(
                 "201", _json(ANY_OBJ, "created"), "400", "401", "404"), tags=conn, params=r,
@@ -224,20 +232,23 @@ def _paths() -> Json:
             params=_params("room", "connector"), op_id="delete_connector")},
         "/api/rooms/{room}/sfu": {
             "get": _op("The room's SFU endpoints and their publishing state (tokens never shown)", _voxroom(
-                "200", _json(ANY_OBJ), "401", "404"), tags=conn, params=r, op_id="get_sfu"),
-            "put": _op("Publish the room into SFUs over WHIP", _voxroom("200", _json(ANY_OBJ), "400", "401", "404"),
+                "200", _json(_ref("SfuState")), "401", "404"), tags=conn, params=r, op_id="get_sfu"),
+            "put": _op("Publish the room into SFUs over WHIP", _voxroom("200", _json(_ref("SfuState")), "400", "401",
+                                                                        "404"),
                        tags=conn, params=r, body=_obj(["endpoints"], endpoints={"type": "array", "items": _obj(
                            ["url"], url=STR, token=STR, playback=ANY_OBJ)}), op_id="put_sfu"),
-            "delete": _op("Stop publishing into SFUs", _voxroom("200", _json(ANY_OBJ), "401", "404"), tags=conn,
+            "delete": _op("Stop publishing into SFUs", _voxroom("200", _json(_ref("SfuState")), "401", "404"), tags=conn,
                           params=r, op_id="delete_sfu"),
         },
         "/rooms/{room}/playback": {"get": _op(
             "Where a listener plays from: a Janus VideoRoom or voxroom's WHEP", _voxroom(
-                "200", _json(ANY_OBJ), "401", "404"), tags=webrtc, params=r, op_id="playback")},
+                "200", _json(_obj(["kind", "url"], kind=STR, url=STR)), "401", "404"), tags=webrtc, params=r,
+            op_id="playback")},
         "/api/llm": {
             "get": _op("The account's LLM endpoint for replies (the key never shown)", _voxroom(
-                "200", _json(ANY_OBJ), "401"), tags=conn, op_id="get_llm"),
-            "put": _op("Set the account's LLM endpoint", _voxroom("200", _json(ANY_OBJ), "400", "401"), tags=conn,
+                "200", _json(_ref("LLMSettings")), "401"), tags=conn, op_id="get_llm"),
+            "put": _op("Set the account's LLM endpoint", _voxroom("200", _json(_ref("LLMSettings")), "400", "401"),
+                       tags=conn,
                        body=_obj(None, base_url=STR, model=STR, api_key=STR), op_id="put_llm"),
         },
         "/api/llm/test": {"post": _op("Try the LLM endpoint (its models, time to first token) or say what failed",
@@ -260,7 +271,9 @@ def _paths() -> Json:
             tags=conn, params=r, body=_obj(None, base_url=STR, api_key=STR), op_id="list_room_llm_models")},
         "/api/voices": {
             "get": _op("List voices (the stock voice first)", _voxroom("200", _json(_obj(
-                voices={"type": "array", "items": ANY_OBJ}, can_clone=BOOL, advice={"type": ["string", "null"]})),
+                ["voices"], voices={"type": "array", "items": _obj(["id", "name", "engine"], id=STR, name=STR,
+                                                                   engine=STR)},
+                can_clone=BOOL, advice={"type": ["string", "null"]})),
                 "401"), tags=voices, op_id="list_voices"),
             "post": {**_op("Enroll a voice from a recording", _voxroom(
                 "201", _json(_obj(voice=ANY_OBJ, report=ANY_OBJ), "created"), "400", "401", "413", "422", "429"),
@@ -274,19 +287,19 @@ def _paths() -> Json:
         "/api/enroll/live": {"get": _op("Live recording with coaching (WebSocket)", WS, tags=voices,
                                         op_id="enroll_live")},
         "/api/voices/{voice}": {
-            "patch": _op("Rename a voice", _voxroom("200", _json(ANY_OBJ), "400", "401", "404"), tags=voices,
+            "patch": _op("Rename a voice", _voxroom("200", _json(_ref("Voice")), "400", "401", "404"), tags=voices,
                          params=_params("voice"), body=_obj(["name"], name=STR), op_id="rename_voice"),
-            "delete": _op("Delete a voice", _voxroom("200", _json(_obj(deleted=STR)), "401", "404"), tags=voices,
+            "delete": _op("Delete a voice", _voxroom("200", _json(_obj(deleted=STR)), "400", "401", "404"), tags=voices,
                           params=_params("voice"), op_id="delete_voice"),
         },
         "/api/voices/{voice}/reference.wav": {"get": _op("The reference clip", _voxroom(
-            "200", {"description": "WAV", "content": {"audio/wav": {"schema": STR}}}, "401", "404"), tags=voices,
-            params=_params("voice"), op_id="reference_wav")},
+            "200", {"description": "WAV", "content": {"audio/wav": {"schema": STR}}}, "400", "401", "404"),
+            tags=voices, params=_params("voice"), op_id="reference_wav")},
         "/api/voices/{voice}/reference": {"put": _op("Choose another reference clip", _voxroom(
-            "200", _json(ANY_OBJ), "400", "401", "404"), tags=voices, params=_params("voice"),
+            "200", _json(_ref("Voice")), "400", "401", "404"), tags=voices, params=_params("voice"),
             body=_obj(["start", "end"], start=NUM, end=NUM, transcript=STR), op_id="replace_reference")},
         "/api/voices/{voice}/sample.wav": {"get": _op("A sample sentence in the voice", _voxroom(
-            "200", {"description": "WAV", "content": {"audio/wav": {"schema": STR}}}, "401", "404", "429"),
+            "200", {"description": "WAV", "content": {"audio/wav": {"schema": STR}}}, "400", "401", "404", "429"),
             tags=voices, params=_params("voice"), op_id="sample_wav")},
         "/ws": {"get": _op("Bot protocol v1 (WebSocket; docs/protocol.md)", WS, tags=["bots"], security=PUBLIC,
                            op_id="bot_socket")},
@@ -316,8 +329,20 @@ def _paths() -> Json:
                         op_id="sillytavern_tts_path"),
             "options": {**CORS_PREFLIGHT, "operationId": "sillytavern_path_preflight", "parameters": TOKEN_PATH},
         },
+        "/set_refer_audio": {"get": _op("api_v2: this caller's default voice for /tts", {
+            "200": SOVITS_OK, "400": SOVITS_FAILED, "401": SOVITS_ERR, "403": SOVITS_ERR, "429": SOVITS_ERR},
+            tags=compat, params=_params("refer_audio_path", where="query", required=True), op_id="sovits_set_refer_audio")},
+        "/set_gpt_weights": {"get": _op("api_v2: success for the GPT weights this server runs", {
+            "200": SOVITS_OK, "400": SOVITS_FAILED, "401": SOVITS_ERR, "403": SOVITS_ERR, "429": SOVITS_ERR},
+            tags=compat, params=_params("weights_path", where="query", required=True), op_id="sovits_set_gpt_weights")},
+        "/set_sovits_weights": {"get": _op("api_v2: success for the SoVITS weights this server runs", {
+            "200": SOVITS_OK, "400": SOVITS_FAILED, "401": SOVITS_ERR, "403": SOVITS_ERR, "429": SOVITS_ERR},
+            tags=compat, params=_params("weights_path", where="query", required=True), op_id="sovits_set_sovits_weights")},
         "/openapi.json": {"get": _op("This document", {"200": _json(ANY_OBJ)}, tags=["server"], security=PUBLIC,
                                      op_id="openapi")},
+        "/protocol.json": {"get": _op("The bot protocol's JSON Schema (WebSocket /ws)", {"200": {
+            "description": "JSON Schema 2020-12", "content": {"application/schema+json": {"schema": ANY_OBJ}}}},
+            tags=["server"], security=PUBLIC, op_id="protocol_schema")},
     }
 
 
@@ -328,8 +353,8 @@ _DOCUMENT: Json = {
         "version": VERSION,
         "description": "An AI voice co-host server: rooms, the co-host, voices, WebRTC, and speech APIs "
                        "compatible with OpenAI, GPT-SoVITS api_v2 and SillyTavern. "
-                       f"At most {MAX_API_SPEECHES} compatibility-API speeches are queued or speaking at once "
-                       "(429 with Retry-After beyond).",
+                       f"At most {MAX_API_SPEECHES} compatibility-API speeches are queued or speaking at once, "
+                       "and per account a request rate and a share of them (429 with Retry-After beyond).",
     },
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}, {"token": []}],
@@ -350,6 +375,18 @@ _DOCUMENT: Json = {
                             first_token_ms={"type": ["integer", "null"]}),
             "Links": _obj(["listen_url", "overlay_url", "listener_grant"], listen_url=STR, overlay_url=STR,
                           listener_grant=STR),
+            "CohostSettings": _obj(["mode", "policy", "templates"], mode=STR, persona={"type": ["string", "null"]},
+                                   policy={"enum": ["resume", "drop", "duck"]},
+                                   idle_after={"type": ["number", "null"]},
+                                   blocked_words={"type": "array", "items": STR}, templates=ANY_OBJ),
+            "SfuState": _obj(["room", "endpoints"], room=STR, endpoints={"type": "array", "items": ANY_OBJ}),
+            "LLMSettings": _obj(["source", "mode", "base_url", "model", "has_api_key"], source=STR, mode=STR,
+                                base_url={"type": ["string", "null"]}, model={"type": ["string", "null"]},
+                                has_api_key=BOOL),
+            "Voice": _obj(["id", "name", "engine", "duration", "reference", "transcript", "consent"], id=STR, name=STR,
+                          engine=STR, can_clone=BOOL, duration=NUM, created_at=NUM, reference=ANY_OBJ,
+                          transcript={"type": ["string", "null"]}, consent=_obj(["who"], who=STR, at=NUM,
+                                                                                 statement=STR)),
             "NewRoom": _obj(["id", "listen_url", "overlay_url", "listener_grant"], id=STR, name=STR, listen_url=STR,
                             overlay_url=STR, listener_grant=STR),
         },

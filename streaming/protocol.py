@@ -5,7 +5,8 @@ connection's whole protocol state in both directions — authentication, the spe
 and their sequence numbers — like the `websockets` library's own `protocol.py`: the server's
 `bot_session.py` only moves messages between the socket and this object and acts on the events.
 Every client message is validated: a bad one becomes an `error` message and the connection, its
-speeches and every room keep working. The schema is documented in docs/protocol.md;
+speeches and every room keep working. The schema is documented in docs/protocol.md and served as JSON Schema
+at /protocol.json (protocol_schema.py, built from CLIENT_FIELDS and the bounds here);
 tests/test_protocol.py checks each rule without a network.
 
 Binary audio frame (server -> client), little-endian:
@@ -27,6 +28,7 @@ MAX_MESSAGE_BYTES = 64 * 1024  # a control message; 10 MB of text gets `message_
 MAX_TEXT_CHARS = 2000  # one `say`: about two minutes of speech
 MAX_ID_CHARS = 64
 MAX_ACTIVE_SPEECHES = 8  # queued or speaking, per connection
+MIN_SPEED, MAX_SPEED = 0.5, 2.0
 
 AUDIO_FORMAT = {"sample_rate": 48000, "channels": 1, "frame_ms": 20, "encoding": "pcm16le"}
 
@@ -88,7 +90,7 @@ class Chat:
 
 ClientMessage = Hello | Say | Cancel | Ping | Chat
 
-_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+CLIENT_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     # type -> field -> (accepted python types, required)
     "hello": {"version": (int, True), "token": (str, True)},
     "say": {
@@ -103,7 +105,7 @@ _FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "ping": {"id": (str, False)},
     "chat": {"room": (str, True), "event": (dict, True)},
 }
-_LANGS = {"auto", "en", "zh", "ja", "ko", "yue"}
+LANGS = frozenset({"auto", "en", "zh", "ja", "ko", "yue"})
 
 
 def parse_client_message(data: str | bytes) -> ClientMessage:
@@ -128,9 +130,9 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
     ref = obj.get("id") if isinstance(obj.get("id"), str) else None
     if not isinstance(kind, str):
         raise ProtocolError("bad_message", "a message must have a string 'type' field", ref)
-    spec = _FIELDS.get(kind)
+    spec = CLIENT_FIELDS.get(kind)
     if spec is None:
-        raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}; expected one of {sorted(_FIELDS)}", ref)
+        raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}; expected one of {sorted(CLIENT_FIELDS)}", ref)
     for name, (types, required) in spec.items():
         if name not in obj or obj[name] is None:
             if required:
@@ -159,10 +161,10 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
     if len(text) > MAX_TEXT_CHARS:
         raise ProtocolError("text_too_long", f"'say.text' may be at most {MAX_TEXT_CHARS} characters (got {len(text)})", ref)
     lang = obj.get("lang") or "auto"
-    if lang not in _LANGS:
-        raise ProtocolError("invalid_field", f"'say.lang' must be one of {sorted(_LANGS)}", ref)
+    if lang not in LANGS:
+        raise ProtocolError("invalid_field", f"'say.lang' must be one of {sorted(LANGS)}", ref)
     speed = float(obj.get("speed", 1.0))
-    if not math.isfinite(speed) or not 0.5 <= speed <= 2.0:
+    if not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
         raise ProtocolError("invalid_field", "'say.speed' must be between 0.5 and 2.0", ref)
     voice = obj.get("voice")
     room = obj.get("room")

@@ -7,6 +7,7 @@ import io
 import json
 import urllib.parse
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import av
@@ -51,7 +52,12 @@ def test_get_wav_is_a_complete_32k_file_that_says_the_words(live_server: Running
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (32000, 1, 2)
         samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").astype(np.float32) / 32768
     assert abs(len(samples) / 32000 - made_seconds(live_server, TEXT)) < 0.05
-    assert word_error_rate(TEXT, transcribe(samples, 32000)) <= 0.5
+    # The stock voice draws fresh noise on every call, so pocketsphinx hears this sentence with a WER
+    # between about 0.3 and 0.55 from the engine itself; what the API must not do is lose words on the
+    # way: the caller hears what the engine made about as well as the engine's own output.
+    heard = word_error_rate(TEXT, transcribe(samples, 32000))
+    reference = word_error_rate(TEXT, transcribe(live_server.engine.audio(TEXT), live_server.engine.sample_rate))
+    assert heard <= reference + 0.12 and heard <= 0.6, (heard, reference)
 
 
 @pytest.mark.parametrize("mode", ["true", "1", "2", "3"])
@@ -164,3 +170,51 @@ def test_a_token_in_the_path_is_kept_out_of_the_logs() -> None:
     clean = RedactCredentials()._clean
     assert clean("POST /st/vxr_abc-DEF_123/ HTTP/1.1") == "POST /st/[redacted] HTTP/1.1"
     assert "vxr_" not in clean("GET /st/vxr_abc/speakers") and "/speakers" not in clean("GET /st/vxr_abc/speakers")
+
+
+def new_caller(server: RunningServer, name: str) -> tuple[str, str]:
+    """A second account: its API token and the id of a voice of its own."""
+    async def create() -> str:
+        return server.server.accounts.create(name)[1]
+    token = str(server.call(create()))
+    return token, add_voice(server, f"{name} voice", token)
+
+
+def set_call(server: RunningServer, path: str, token: str, **query: str) -> tuple[int, dict[str, Any]]:
+    status, _, raw = server.request("GET", f"{path}?{urllib.parse.urlencode({**query, 'token': token})}", token="")
+    return status, json.loads(raw)
+
+
+def test_set_refer_audio_is_remembered_per_caller(live_server: RunningServer) -> None:
+    (alice, alice_voice), (bob, _) = new_caller(live_server, "alice"), new_caller(live_server, "bob")
+    without_ref = {k: v for k, v in BASE.items() if k != "ref_audio_path"}
+
+    def tts_of(token: str) -> tuple[int, dict[str, str], bytes]:
+        return post(live_server, f"/tts?token={token}", {**without_ref, "text": "Whose voice is this?"})
+
+    status, _, raw = tts_of(alice)  # nothing set yet: api_v2's refusal
+    assert status == 400 and json.loads(raw)["message"] == "ref_audio_path is required"
+    assert set_call(live_server, "/set_refer_audio", alice, refer_audio_path=f"refs/{alice_voice}.wav") == (
+        200, {"message": "success"})
+    assert set_call(live_server, "/set_refer_audio", bob, refer_audio_path="stock.wav")[0] == 200
+    status, answer = set_call(live_server, "/set_refer_audio", bob, refer_audio_path=f"{alice_voice}.wav")
+    assert status == 400 and answer["message"] == "set refer audio failed" and "no such voice" in answer["Exception"]
+    status, answer = set_call(live_server, "/set_refer_audio", bob)
+    assert status == 400 and answer["message"] == "refer_audio_path is required"
+    with ThreadPoolExecutor(2) as pool:  # at once: each hears its own
+        a, b = pool.map(tts_of, (alice, bob))
+    # both answered from their own choice (which voice each hears: tests/test_compat_cloned_voices.py)
+    assert a[0] == b[0] == 200 and a[2][:4] == b[2][:4] == b"RIFF"
+    status, _, raw = post(live_server, f"/tts?token={live_server.token}", {**without_ref, "text": "Owner."})
+    assert status == 400  # the owner set nothing: other callers' choices are not theirs
+
+
+def test_set_weights_without_models_says_what_is_possible(live_server: RunningServer) -> None:
+    for path, label in (("/set_gpt_weights", "gpt"), ("/set_sovits_weights", "sovits")):
+        status, answer = set_call(live_server, path, live_server.token, weights_path="GPT_weights_v2/mine-e15.ckpt")
+        assert status == 400 and answer["message"] == f"change {label} weight failed"
+        assert "--models" in answer["Exception"]
+        status, answer = set_call(live_server, path, live_server.token)
+        assert status == 400 and answer["message"] == "weights_path is required"
+    status, _, _ = live_server.request("GET", "/set_gpt_weights?weights_path=x.ckpt", token="")
+    assert status == 401

@@ -1,19 +1,24 @@
-"""API speech shares one server-wide limit: 8 queued or speaking, 429 with Retry-After beyond; a caller
-that goes away frees its place. The engine is held at a gate, so the test decides when speech comes."""
+"""API speech fair use: per account 4 speeches at once and a request rate, server-wide 8 (half the engine's
+places), 429 with Retry-After beyond, in each API's error shape; one account saturating blocks neither
+another account nor a live room; a caller that goes away frees its place. The engine holds texts that
+start with "Hold" at a gate, so the test decides when their speech comes."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
 from conftest import RunningServer, start_server
 from voxroom.streaming import api_speech
@@ -21,7 +26,7 @@ from voxroom.streaming.api_speech import MAX_API_SPEECHES, ApiSpeaker
 
 
 class GatedEngine:
-    """The stock voice, but no audio leaves until `gate` is set."""
+    """The stock voice, but no audio of a text starting with "Hold" leaves until `gate` is set."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
@@ -30,9 +35,8 @@ class GatedEngine:
         self.gate = threading.Event()
 
     async def stream(self, text: str, voice: Any = None, **options: Any) -> Any:
-        import asyncio
 
-        while not self.gate.is_set():
+        while text.startswith("Hold") and not self.gate.is_set():
             await asyncio.sleep(0.01)
         async for chunk in self.engine.stream(text, voice, **options):
             yield chunk
@@ -60,26 +64,43 @@ def wait_until(check: Any) -> None:
         time.sleep(0.02)
 
 
-def speak(server: RunningServer, text: str) -> tuple[int, dict[str, str], bytes]:
+def speak(server: RunningServer, text: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
     return server.request("POST", "/v1/audio/speech", {"model": "tts-1", "voice": "alloy", "input": text,
-                                                       "response_format": "pcm"})
+                                                       "response_format": "pcm"}, token=token)
+
+
+def tts(server: RunningServer, text: str, token: str) -> tuple[int, dict[str, str], bytes]:
+    query = urllib.parse.urlencode({"text": text, "text_lang": "en", "ref_audio_path": "stock", "prompt_lang": "en",
+                                    "token": token})
+    return server.request("GET", f"/tts?{query}", token="")
+
+
+def new_account(server: RunningServer, name: str) -> str:
+    async def create() -> str:
+        return server.server.accounts.create(name)[1]
+    return str(server.call(create()))
+
+
+def retry_after(headers: dict[str, str]) -> int:
+    return int({k.lower(): v for k, v in headers.items()}["retry-after"])
 
 
 def test_ninth_speech_is_refused_with_retry_after_then_all_eight_are_said(
         gated: tuple[RunningServer, GatedEngine]) -> None:
     server, engine = gated
     speaker = speaker_of(server)
-    assert speaker.max_speeches == MAX_API_SPEECHES == 8
+    assert speaker.max_speeches == MAX_API_SPEECHES == 8 and speaker.fair.max_per_account == 4
+    tokens = [server.token, new_account(server, "second"), new_account(server, "third")]
     pool = ThreadPoolExecutor(MAX_API_SPEECHES)
-    try:
-        waiting = [pool.submit(speak, server, f"Speech number {i}.") for i in range(MAX_API_SPEECHES)]
+    try:  # four each from two accounts fill the server
+        waiting = [pool.submit(speak, server, f"Hold speech number {i}.", tokens[i % 2])
+                   for i in range(MAX_API_SPEECHES)]
         wait_until(lambda: speaker.active == MAX_API_SPEECHES)
-        status, headers, raw = speak(server, "One too many.")
-        assert status == 429 and {k.lower(): v for k, v in headers.items()}["retry-after"] == "2"
+        status, headers, raw = speak(server, "Hold one too many.", tokens[2])  # a third account, within its share
+        assert status == 429 and retry_after(headers) == 2
         assert json.loads(raw)["error"]["type"] == "rate_limit_error"
-        query = "text=One+too+many.&text_lang=en&ref_audio_path=stock&prompt_lang=en&token=" + server.token
-        status, headers, raw = server.request("GET", f"/tts?{query}", token="")
-        assert status == 429 and {k.lower(): v for k, v in headers.items()}["retry-after"] == "2" and json.loads(raw)["message"]
+        status, headers, raw = tts(server, "Hold one too many.", tokens[2])
+        assert status == 429 and retry_after(headers) == 2 and json.loads(raw)["message"]
     finally:
         engine.gate.set()  # whatever happened above, let the waiting callers finish
         pool.shutdown()
@@ -88,6 +109,63 @@ def test_ninth_speech_is_refused_with_retry_after_then_all_eight_are_said(
     assert all(len(r[2]) > 24000 for r in results)
     wait_until(lambda: speaker.active == 0)
     assert speak(server, "Room again.")[0] == 200
+
+
+def test_one_account_saturating_blocks_neither_another_account_nor_a_room(
+        gated: tuple[RunningServer, GatedEngine]) -> None:
+    from speech_check import collect_frames
+
+    server, engine = gated
+    speaker = speaker_of(server)
+    other = new_account(server, "other")
+    share = speaker.fair.max_per_account
+    pool = ThreadPoolExecutor(share)
+    try:
+        held = [pool.submit(speak, server, f"Hold number {i} of the greedy caller.") for i in range(share)]
+        wait_until(lambda: speaker.active == share)
+        status, headers, raw = speak(server, "Hold one more from the greedy caller.")
+        error = json.loads(raw)["error"]
+        assert status == 429 and retry_after(headers) >= 1
+        assert error["type"] == "rate_limit_error" and "this account" in error["message"]
+        status, headers, raw = tts(server, "Hold one more from the greedy caller.", server.token)
+        assert status == 429 and retry_after(headers) >= 1 and "this account" in json.loads(raw)["message"]
+        status, _, audio = speak(server, "The other account is heard.", other)  # not held: said at once
+        assert status == 200 and len(audio) > 24000
+        status, _, audio = tts(server, "The other account on api v2.", other)
+        assert status == 200 and len(audio) > 32000
+
+        async def room_line() -> tuple[list[dict[str, Any]], Any]:
+            async with connect(server.ws_url, max_size=2**24) as ws:
+                await ws.send(json.dumps({"type": "hello", "version": 1, "token": server.token}))
+                await ws.recv()
+                await ws.send(json.dumps({"type": "say", "id": "r1", "text": "The room still speaks.",
+                                          "room": room["id"]}))
+                return await collect_frames(ws, "r1")  # type: ignore[no-any-return]
+
+        _, room = server.json("POST", "/api/rooms", {"name": "during the flood"})
+        messages, frames = asyncio.run(room_line())
+        assert messages[-1]["reason"] == "done" and frames.size > 48000 * 0.5
+        server.json("DELETE", f"/api/rooms/{room['id']}")
+    finally:
+        engine.gate.set()
+        pool.shutdown()
+    assert [h.result(60)[0] for h in held] == [200] * share
+
+
+def test_request_rate_per_account_answers_retry_after_and_spares_the_others(
+        gated: tuple[RunningServer, GatedEngine]) -> None:
+    server, engine = gated
+    engine.gate.set()
+    speaker = speaker_of(server)
+    speaker.rates.fair = speaker.fair = api_speech.FairUse(max_per_account=4, rate_per_min=6)  # bursts of 3
+    other = new_account(server, "calm")
+    assert [speak(server, f"Quick line {i}.")[0] for i in range(3)] == [200, 200, 200]
+    status, headers, raw = speak(server, "Over the rate.")
+    assert status == 429 and 1 <= retry_after(headers) <= 10
+    assert json.loads(raw)["error"]["code"] == "busy"
+    status, headers, raw = tts(server, "Over the rate.", server.token)
+    assert status == 429 and 1 <= retry_after(headers) <= 10 and json.loads(raw)["message"]
+    assert speak(server, "The calm account is fine.", other)[0] == 200
 
 
 class SlowReader(http.client.HTTPConnection):
@@ -128,21 +206,41 @@ async def test_a_reader_that_stalls_then_goes_away_does_not_block_the_playout(
         stock_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The playout waits in `writable` for a reader whose buffer is full; releasing that reader must
     wake it, or every speech queued behind would wait forever."""
-    import asyncio
-
     from voxroom.agent.clock import SystemClock
 
     monkeypatch.setattr(api_speech, "BUFFER_FRAMES", 50)
     speaker = ApiSpeaker(stock_engine, SystemClock())
-    stalled = speaker.speak(" ".join(["Nobody reads this long line of speech."] * 10), None)
+    stalled = speaker.speak(" ".join(["Nobody reads this long line of speech."] * 10), None, account_id="a")
     await stalled.first_frame()
     async with asyncio.timeout(30):  # a guard against hanging, not a timing assertion
         while stalled.buffered < 50 or stalled.handle.finished:
             await asyncio.sleep(0.01)
-    behind = speaker.speak("The next caller.", None)
+    behind = speaker.speak("The next caller.", None, account_id="b")
     stalled.release()
     async with asyncio.timeout(30):
         audio = [frame async for frame in behind.frames()]
     behind.release()
     assert len(audio) > 25 and behind.handle.state == "done"
     await speaker.close()
+
+
+async def test_rate_buckets_refill_at_the_rate_and_say_when_the_next_place_frees() -> None:
+    from voxroom.agent.clock import VirtualClock
+
+    clock = VirtualClock()
+    buckets = api_speech.RateBuckets(clock, api_speech.FairUse(rate_per_min=60))  # one a second, bursts of 30
+    for _ in range(30):
+        buckets.take("a")
+    with pytest.raises(api_speech.ApiLimited) as refused:
+        buckets.take("a")
+    assert refused.value.retry_after == pytest.approx(1.0)
+    buckets.take("b")  # another account has its own bucket
+    await clock.advance(0.5)
+    with pytest.raises(api_speech.ApiLimited) as refused:
+        buckets.take("a")
+    assert refused.value.retry_after == pytest.approx(0.5)
+    await clock.advance(0.5)
+    buckets.take("a")  # refilled by one
+    await clock.advance(60)
+    buckets.take("c")
+    assert set(buckets._buckets) == {"c"}  # full buckets are forgotten

@@ -73,6 +73,18 @@ def test_batch_limits_come_from_every_layer(tmp_path: Path) -> None:
     assert load_config({"max_queue": 3}, environ=env).max_queue == 3  # flag beats file
 
 
+def test_api_fair_use_limits_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    file = tmp_path / "voxroom.toml"
+    file.write_text("api_requests_per_min = 30\napi_speeches_per_account = 2\n")
+    config = load_config({"config_file": str(file)}, environ={})
+    assert (config.api_requests_per_min, config.api_speeches_per_account) == (30, 2)
+    env = {"VOXROOM_CONFIG": str(file), "VOXROOM_API_SPEECHES_PER_ACCOUNT": "6"}
+    assert load_config({}, environ=env).api_speeches_per_account == 6
+    for bad in ({"VOXROOM_API_REQUESTS_PER_MIN": "0"}, {"VOXROOM_API_SPEECHES_PER_ACCOUNT": "many"}):
+        with pytest.raises(ConfigError):
+            load_config({}, environ=bad)
+
+
 def test_device_comes_from_every_layer(tmp_path: Path) -> None:
     file = tmp_path / "voxroom.toml"
     file.write_text('device = "cpu"\n')

@@ -210,7 +210,7 @@ json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(10**30), max
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40))
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=16)
-FIELD_NAMES = sorted({name for spec in protocol._FIELDS.values() for name in spec} | {"type"})
+FIELD_NAMES = sorted({name for spec in protocol.CLIENT_FIELDS.values() for name in spec} | {"type"})
 
 
 def _wrong_for(types: type | tuple[type, ...]) -> st.SearchStrategy[Any]:
@@ -220,8 +220,8 @@ def _wrong_for(types: type | tuple[type, ...]) -> st.SearchStrategy[Any]:
 @st.composite
 def wrong_typed_messages(draw: st.DrawFn) -> str:
     """A message of a real type whose fields come from the protocol, one of them of the wrong type."""
-    kind = draw(st.sampled_from(sorted(protocol._FIELDS)))
-    spec = protocol._FIELDS[kind]
+    kind = draw(st.sampled_from(sorted(protocol.CLIENT_FIELDS)))
+    spec = protocol.CLIENT_FIELDS[kind]
     msg: dict[str, Any] = {"type": kind}
     for name in draw(st.lists(st.sampled_from(FIELD_NAMES), max_size=5, unique=True)):
         if name != "type":

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"agent": "voxroom.agent", "streaming": "voxroom.streaming", "models": "voxroom.models", "web": "voxroom.web"}
+FOLDERS = {"agent": "voxroom.agent", "streaming": "voxroom.streaming", "models": "voxroom.models", "web": "voxroom.web",
+           "client": "voxroom.client"}
 FORBIDDEN = {
     "models": ("voxroom.agent", "voxroom.streaming", "voxroom.web"),  # speech knows no server
     "agent": ("voxroom.streaming", "voxroom.web"),  # the brain speaks into a sink it is handed
     "web": ("voxroom.agent", "voxroom.streaming", "voxroom.models"),
+    "client": ("voxroom.agent", "voxroom.models", "voxroom.web"),  # and of the server only the protocol codec
 }
 
 
@@ -47,3 +49,38 @@ def test_every_package_folder_is_installed() -> None:
             rel = init.parent.relative_to(ROOT / folder)
             found.add(".".join([package, *rel.parts]))
     assert found == listed, f"missing from pyproject: {sorted(found - listed)}; stale: {sorted(listed - found)}"
+
+
+def test_the_client_shares_only_the_protocol_codec_with_the_server() -> None:
+    shared = set()
+    for path in (ROOT / "client").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("voxroom.streaming"):
+                shared.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                shared.update(a.name for a in node.names if a.name.startswith("voxroom.streaming"))
+    assert shared == {"voxroom.streaming.protocol"}
+
+
+def test_the_client_imports_without_torch_or_aiortc() -> None:
+    """In a fresh interpreter where importing torch, aiortc (or anything under them) fails, as in an
+    environment that never installed them: `voxroom.client` still imports, and pulled in neither."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "aiortc", "torchaudio", "av", "onnxruntime", "starlette"):
+            raise ImportError(f"{name} is not installed here")
+        return None
+sys.meta_path.insert(0, Refuse())
+import voxroom.client
+from voxroom.client import BotClient, RoomBot, Voxroom, VoxroomError
+assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "aiortc")]
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT.parent)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

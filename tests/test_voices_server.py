@@ -23,11 +23,15 @@ SPEECH = SHARED / "speech"
 pytestmark = pytest.mark.skipif(not (SPEECH / "README.md").is_file(), reason="../shared/speech is not here")
 
 
-def recording(seconds: float = 30.0) -> tuple[bytes, np.ndarray]:
-    """One speaker (CMU arctic 'awb', 4 s) read again and again with pauses: a clean enrollment upload."""
+AWB = "pysptk__cmu_arctic_awb_a0007.wav"  # "And you always want to see it in the superlative degree."
+
+
+def recording(seconds: float = 30.0, clip_name: str = AWB) -> tuple[bytes, np.ndarray]:
+    """One speaker (CMU arctic 'awb', 4 s, unless `clip_name` names another clip in ../shared/speech)
+    read again and again with pauses: a clean enrollment upload."""
     from voxroom.models.audio_decode import decode_audio
 
-    clip = decode_audio(SPEECH / "pysptk__cmu_arctic_awb_a0007.wav", sample_rate=16000).samples
+    clip = decode_audio(SPEECH / clip_name, sample_rate=16000).samples
     gap = np.zeros(8000, np.float32)
     parts: list[np.ndarray] = []
     while sum(len(p) for p in parts) < seconds * 16000:
