@@ -45,7 +45,7 @@ from voxroom.streaming.rooms_api import RoomsAPI
 from voxroom.streaming.voices_api import Voices, VoicesAPI
 from voxroom.streaming.webrtc import configure_ice_addresses
 from voxroom.streaming.webrtc_api import WebRTCAPI
-from voxroom.streaming.whip_egress import SfuApi, SfuStore
+from voxroom.streaming.whip_egress import SfuApi, SfuStore, parse_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class VoxroomServer:
         self.sfu = SfuApi(SfuStore(self.db, config.data_dir / "connectors.key"),
                           room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
                           listener_room_for=lambda request, room_id: self.access.room_for(
-                              request, room_id, ("listener", "host", "bot")))
+                              request, room_id, ("listener", "host", "bot")),
+                          defaults=parse_endpoints({"endpoints": config.sfu_endpoints}) if config.sfu_endpoints else [])
         configure_ice_addresses(config.ice_addresses)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
                              exception_handlers={404: http_errors.not_routed, 405: http_errors.not_routed})

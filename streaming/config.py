@@ -58,6 +58,9 @@ class ServerConfig:
     openai_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
     log_level: str = "info"
+    # WHIP endpoints every new room publishes to (TOML `[[sfu_endpoints]]` tables, each as the body of
+    # PUT /api/rooms/ROOM/sfu takes it: url, token, playback); `{room}` in a url becomes the room's id.
+    sfu_endpoints: list[dict[str, Any]] = field(default_factory=list)
     config_file: Path | None = None
 
     def llm_settings(self) -> LLMSettings | None:
@@ -96,6 +99,8 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"'precision' must be one of {', '.join(PRECISIONS)}, not {value!r}")
     if name == "device":
         return _checked_device(value)
+    if name == "sfu_endpoints":
+        return _checked_sfu_endpoints(value)
     try:
         if name == "port":
             port = int(value)
@@ -122,6 +127,20 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         raise ConfigError(f"bad value for {name!r}: {value!r}") from None
+
+
+def _checked_sfu_endpoints(value: Any) -> list[dict[str, Any]]:
+    """Checked as PUT /api/rooms/ROOM/sfu checks its body (aiortc is imported only when it is set)."""
+    if value == []:
+        return []
+    from voxroom.streaming.whip_egress import parse_endpoints
+
+    try:
+        parse_endpoints({"endpoints": value})
+    except ValueError as exc:
+        raise ConfigError(f"'sfu_endpoints': {exc}") from None
+    checked: list[dict[str, Any]] = value
+    return checked
 
 
 def _checked_device(value: Any) -> str:

@@ -59,6 +59,7 @@ class RoomsAPI:
             if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
                 raise ValueError("'name' must be a string of 1-100 characters")
             room = self.server.rooms.create(account.id, name)
+            self.server.sfu.room_created(room)
             grant = self.server.accounts.mint_grant(account, room.id, "listener")
             # The overlay link is pasted into OBS and left there: it lasts the longest a listener link may.
             overlay = self.server.accounts.mint_grant(account, room.id, "listener", MAX_LISTENER_GRANT_TTL_S)

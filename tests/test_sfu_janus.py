@@ -187,3 +187,53 @@ async def test_a_room_publishes_to_two_endpoints_and_listeners_are_handed_each_i
         finally:
             await pc.close()
     await asyncio.to_thread(live_server.json, "DELETE", f"/api/rooms/{room['id']}")
+
+
+@needs_private_network
+def test_the_console_publishes_a_room_to_janus_and_shows_each_endpoints_state(sfu_server: RunningServer,
+                                                                               janus: JanusSfu) -> None:
+    """The console's SFU card: an endpoint added there publishes (its token never comes back, and stays
+    stored when the list is saved again); one with a wrong token shows the SFU's refusal; removing and
+    stopping work."""
+    from conftest import chromium
+
+    good = janus.create_endpoint("from-console")
+    wrong = janus.create_endpoint("wrong-token", "another-token", SECOND_JANUS_ROOM)
+    _, room = sfu_server.json("POST", "/api/rooms", {"name": "console-sfu"})
+    endpoint_li = "#sfu-endpoints li.sfu-endpoint"
+    with chromium() as browser:
+        console = browser.new_page()
+        errors: list[str] = []
+        console.on("pageerror", lambda e: errors.append(str(e)))
+        console.goto(f"{sfu_server.base}/console#token={sfu_server.token}")
+        console.click(f"#rooms li[data-room='{room['id']}'] button.open-room")
+        console.wait_for_selector("#sfu-panel:not([hidden])")
+        assert "none" in console.inner_text("#sfu-endpoints")
+        console.fill("#sfu-url", good)
+        console.fill("#sfu-token", WHIP_TOKEN)
+        console.fill("#sfu-janus", janus.janus_url)
+        console.fill("#sfu-janus-room", str(JANUS_ROOM))
+        console.click("#sfu-form button[type=submit]")
+        console.wait_for_selector(f"{endpoint_li}[data-state='publishing']", timeout=30000)
+        assert console.input_value("#sfu-token") == ""  # write-only: gone from the page once saved
+        text = console.inner_text(endpoint_li)
+        assert good in text and "🔒" in text and f"#{JANUS_ROOM}" in text and WHIP_TOKEN not in console.content()
+
+        console.fill("#sfu-url", wrong)
+        console.fill("#sfu-token", "not-the-token")
+        console.click("#sfu-form button[type=submit]")
+        console.wait_for_selector(f"{endpoint_li}:nth-child(2)[data-state='error']", timeout=30000)
+        assert "403" in console.inner_text(f"{endpoint_li}:nth-child(2)")
+        # the first endpoint was sent back with "token": null and publishes again with its stored token
+        console.wait_for_selector(f"{endpoint_li}:nth-child(1)[data-state='publishing']", timeout=30000)
+        server_room = sfu_server.server.rooms.get(room["id"])
+        assert [p.endpoint.token for p in server_room.sfu] == [WHIP_TOKEN, "not-the-token"]
+        _, plan = sfu_server.json("GET", f"/rooms/{room['id']}/playback", None, room["listener_grant"])
+        assert plan["kind"] == "janus" and plan["room"] == JANUS_ROOM
+
+        console.click(f"{endpoint_li}:nth-child(2) button")
+        console.wait_for_function(f"document.querySelectorAll('{endpoint_li}').length === 1")
+        console.click("#sfu-stop")
+        console.wait_for_function(f"document.querySelectorAll('{endpoint_li}').length === 0")
+        assert server_room.sfu == [] and not errors, errors
+    sfu_server.json("DELETE", f"/api/rooms/{room['id']}")
