@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
@@ -52,7 +52,7 @@ from starlette.responses import Response
 
 from voxroom.streaming.connectors_api import load_key
 from voxroom.streaming.http_errors import guard, json_body
-from voxroom.streaming.webrtc import ListenerTrack, OpusFanout, filter_remote_candidates
+from voxroom.streaming.webrtc import ListenerTrack, OpusFanout, filter_remote_candidates, new_peer_connection
 
 log = logging.getLogger("voxroom.sfu")
 
@@ -193,8 +193,7 @@ class WhipPublisher:
             await asyncio.sleep(delay)
 
     async def _publish(self) -> None:
-        config = RTCConfiguration(iceServers=self.ice_servers) if self.ice_servers else None
-        pc = self._pc = RTCPeerConnection(config)
+        pc = self._pc = new_peer_connection(self.ice_servers)  # the endpoint's Link servers, else the configured
         track = self._track = ListenerTrack()
         pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
@@ -400,6 +399,7 @@ class SfuApi:
     _turn: dict[str, int] = field(default_factory=dict)  # room id -> listeners handed a Janus so far
     # The server's default endpoints for new rooms (config `sfu_endpoints`; `{room}` in a url: the room id)
     defaults: list[SfuEndpoint] = field(default_factory=list)
+    page_ice: Callable[[], dict[str, Any]] = dict  # ICE servers and policy for the pages' peers
 
     async def put(self, request: Request) -> Response:
         async def run() -> Any:
@@ -450,11 +450,11 @@ class SfuApi:
         whep = {"kind": "whep", "url": f"/rooms/{room.id}/whep"}
         live = [p.endpoint.playback for p in room.sfu if p.state == "publishing" and p.endpoint.playback]
         if not live:
-            return whep
+            return {**whep, **self.page_ice()}
         turn = self._turn.get(room.id, 0)
         self._turn[room.id] = turn + 1
         chosen = live[turn % len(live)]
-        return {"kind": "janus", **chosen.as_dict(), "fallback": whep}
+        return {"kind": "janus", **chosen.as_dict(), "fallback": whep, **self.page_ice()}
 
     def resume(self, rooms: list[Any]) -> int:
         """At start: publish again every restored room that has endpoints stored; how many publishers."""

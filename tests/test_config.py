@@ -250,3 +250,20 @@ def test_new_rooms_publish_to_the_config_files_sfu_endpoints(tmp_path: Path) -> 
         proc.terminate()
         proc.wait(10)
         whip.shutdown()
+
+
+def test_ice_servers_come_from_toml_or_the_environment_and_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "voxroom.toml"
+    path.write_text('ice_transport_policy = "relay"\n[[ice_servers]]\nurls = "turn:turn.example.net:3478"\n'
+                    'secret = "s"\n[[ice_servers]]\nurls = ["stun:stun.example.net:3478"]\n')
+    config = load_config({"config_file": str(path)}, environ={})
+    assert config.ice_transport_policy == "relay" and len(config.ice_servers) == 2
+    env = {"VOXROOM_ICE_SERVERS": '[{"urls": "turn:t.example.net", "username": "u", "credential": "c"}]'}
+    assert load_config({}, environ=env).ice_servers == [{"urls": "turn:t.example.net", "username": "u", "credential": "c"}]
+    for bad, message in [('[{"urls": "turn:t.example.net"}]', "needs 'username' and 'credential', or 'secret'"),
+                         ('[{"urls": "http://t.example.net"}]', "stun:, stuns:, turn: or turns:"),
+                         ("[{", "'ice_servers': Expecting")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config({}, environ={"VOXROOM_ICE_SERVERS": bad})
+    with pytest.raises(ConfigError, match="must be one of all, relay"):
+        load_config({}, environ={"VOXROOM_ICE_TRANSPORT_POLICY": "turn"})

@@ -5,7 +5,8 @@ restarted mid-stream: voxroom publishes again by itself and a new subscriber hea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,45 +116,103 @@ async def test_cohost_reaches_janus_subscribers_and_comes_back_after_janus_resta
     assert server_room.sfu == []
 
 
+PAGES = 3
+
+
 @needs_private_network
-def test_listener_page_plays_from_janus_and_falls_back_to_whep_when_janus_dies(sfu_server: RunningServer, janus: JanusSfu) -> None:
+def test_three_listener_pages_play_from_janus_fall_back_and_return_without_a_reload(
+        sfu_server: RunningServer, janus: JanusSfu) -> None:
+    """Three Chromium listener pages play the co-host from Janus and measure it (samples, no concealment,
+    level while it speaks, the caption offset: from `speech.started` to its first loud audio on the
+    page). Janus is killed: the pages play from voxroom's WHEP; Janus comes back and voxroom publishes
+    again: the pages return to Janus by themselves, no reload."""
     from conftest import chromium
 
     endpoint = janus.create_endpoint("voxroom-page")
-    _, room = sfu_server.json("POST", "/api/rooms", {"name": "page-through-janus"})
+    _, room = sfu_server.json("POST", "/api/rooms", {"name": "pages-through-janus"})
     server_room = sfu_server.server.rooms.get(room["id"])
     status, view = sfu_server.json("PUT", f"/api/rooms/{room['id']}/sfu", {"endpoints": [{
         "url": endpoint, "token": WHIP_TOKEN, "playback": {"janus": janus.janus_url, "room": JANUS_ROOM}}]})
     assert status == 200, view
 
-    async def publishing() -> None:
-        async with asyncio.timeout(30):
-            while server_room.sfu[0].state != "publishing":
-                await asyncio.sleep(0.1)
-    sfu_server.call(publishing())
-    with chromium() as browser:
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(sfu_server.base + room["listen_url"] + "&autojoin=1")
-        page.wait_for_function("window.voxroomStats.state === 'connected'", timeout=30000)
-        stats = page.evaluate("window.voxroomStats")
-        assert stats["source"] == "janus", stats
-        assert not server_room.listeners  # nobody listens to voxroom directly: Janus serves this page
-        sfu_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "Hello through Janus, browser."})
-        page.wait_for_function("window.voxroomStats.loudFrames > 10 && window.voxroomStats.samplesReceived > 0",
-                               timeout=20000)
-        page.wait_for_function("window.voxroomStats.captions.some(c => c.type === 'speech.ended')", timeout=20000)
-        stats = page.evaluate("window.voxroomStats")
-        assert stats["peakRms"] > 0.01 and not errors, (stats, errors)
+    def until(condition: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, server_room.sfu[0].status()
+            time.sleep(0.1)
 
-        janus.stop_janus()  # the page notices, asks where to play from again, and lands on voxroom's WHEP
-        page.wait_for_function("window.voxroomStats.rejoins >= 1 && window.voxroomStats.source === 'whep' && "
-                               "window.voxroomStats.state === 'connected'", timeout=30000)
-        loud_before = page.evaluate("window.voxroomStats.loudFrames")
-        sfu_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "Still here while Janus is down."})
-        page.wait_for_function(f"window.voxroomStats.loudFrames > {loud_before + 10}", timeout=20000)
-        assert len(server_room.listeners) == 1 and not errors
+    def publishing(times: int) -> None:
+        until(lambda: server_room.sfu[0].state == "publishing" and server_room.sfu[0].publishes >= times, 90)
+
+    def on_all(pages: list[Any], condition: str, timeout: float = 30000) -> None:
+        for page in pages:
+            page.wait_for_function(condition, timeout=timeout)
+
+    def say_and_hear(pages: list[Any], text: str) -> list[dict[str, Any]]:
+        """Each page hears the line (over half a second of loud meter windows) and its caption."""
+        counts = "(s => [s.loudFrames, s.captionOffsets.length, s.samplesReceived, s.concealedSamples])(window.voxroomStats)"
+        before = [page.evaluate(counts) for page in pages]
+        assert sfu_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": text})[0] == 202
+        for page, (loud, offsets, _, _) in zip(pages, before, strict=True):
+            page.wait_for_function(f"window.voxroomStats.loudFrames > {loud + 10} && "
+                                   f"window.voxroomStats.captionOffsets.length > {offsets}", timeout=30000)
+            page.wait_for_function(f"window.voxroomStats.captions.some(c => c.type === 'speech.ended' && "
+                                   f"c.text === {text!r})", timeout=30000)
+        heard = []
+        for page, (_, _, samples, concealed) in zip(pages, before, strict=True):
+            stats = page.evaluate("window.voxroomStats")
+            stats["speechSamples"] = stats["samplesReceived"] - samples
+            stats["speechConcealed"] = stats["concealedSamples"] - concealed
+            print({k: stats[k] for k in ("source", "samplesReceived", "concealedSamples", "packetsLost",
+                                         "speechSamples", "speechConcealed", "captionOffsetMs")})
+            heard.append(stats)
+        return heard
+
+    publishing(1)
+    with chromium() as browser:
+        pages = [browser.new_page() for _ in range(PAGES)]
+        errors: list[str] = []
+        for page in pages:
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(sfu_server.base + room["listen_url"] + "&autojoin=1")
+        on_all(pages, "window.voxroomStats.state === 'connected' && window.voxroomStats.source === 'janus'")
+        assert not server_room.listeners  # nobody listens to voxroom directly: Janus serves the pages
+        # Settled: each page has played two seconds (of the room's silence) before the co-host speaks.
+        on_all(pages, "window.voxroomStats.samplesReceived > 48000 * 2")
+
+        heard = say_and_hear(pages, "Hello through Janus, three browsers are listening now.")
+        offsets = {"janus": [s["captionOffsetMs"] for s in heard]}
+        for stats in heard:
+            assert stats["source"] == "janus" and stats["captionOffsets"][-1]["source"] == "janus", stats
+            assert stats["speechSamples"] > 48000 * 2  # over two seconds of audio reached each page
+            assert stats["speechConcealed"] <= stats["speechSamples"] * 0.01  # while the co-host spoke
+            assert stats["peakRms"] > 0.05 and stats["error"] is None
+
+        janus.stop_janus()  # the pages notice, ask where to play from again, and land on voxroom's WHEP
+        on_all(pages, "window.voxroomStats.rejoins >= 1 && window.voxroomStats.source === 'whep' && "
+                      "window.voxroomStats.state === 'connected'")
+        assert len(server_room.listeners) == PAGES
+        on_all(pages, "window.voxroomStats.samplesReceived > 48000 * 2")
+        heard = say_and_hear(pages, "Still here while Janus is down, three browsers on the fallback.")
+        offsets["whep"] = [s["captionOffsetMs"] for s in heard]
+        for stats in heard:
+            assert stats["source"] == "whep" and stats["speechSamples"] > 48000 * 2
+            assert stats["speechConcealed"] <= stats["speechSamples"] * 0.01
+
+        until(lambda: server_room.sfu[0].state != "publishing", 60)  # ICE consent expires (30 s)
+        janus.start_janus()
+        publishing(2)
+        on_all(pages, "window.voxroomStats.janusReturns >= 1 && window.voxroomStats.source === 'janus' && "
+                      "window.voxroomStats.state === 'connected'", timeout=60000)
+        on_all(pages, "window.voxroomStats.samplesReceived > 48000 * 2")
+        heard = say_and_hear(pages, "Back through Janus after it restarted, three browsers again.")
+        offsets["janus again"] = [s["captionOffsetMs"] for s in heard]
+        for stats in heard:
+            assert stats["captionOffsets"][-1]["source"] == "janus" and stats["speechSamples"] > 48000 * 2
+            assert stats["speechConcealed"] <= stats["speechSamples"] * 0.01
+        assert not server_room.listeners  # each page left voxroom's WHEP once Janus played
+        assert not errors, errors
+        print(f"caption offset per page (ms, speech.started to its first loud audio): {offsets}")
     sfu_server.json("DELETE", f"/api/rooms/{room['id']}")
 
 

@@ -79,6 +79,7 @@ const VoxroomClient = (() => {
       this.audioCtx = null;
       this.pendingCaption = null;
       this.wasLoud = false;
+      this.peerConfig = {};
     }
 
     status(text, isError) { if (this.on.status) this.on.status(text, isError); }
@@ -135,26 +136,22 @@ const VoxroomClient = (() => {
       this.timer = setTimeout(() => this.connect(), wait);
     }
 
+    // Where to play from, and the STUN/TURN servers (and policy) the server gives pages for their peers.
     async playbackPlan() {
-      const whep = { kind: "whep", url: `/rooms/${roomPath(this.room)}/whep` };
+      let plan = { kind: "whep", url: `/rooms/${roomPath(this.room)}/whep` };
       try {
         const res = await fetch(`/rooms/${roomPath(this.room)}/playback`, { headers: { Authorization: `Bearer ${this.token}` } });
-        return res.ok ? await res.json() : whep;
-      } catch (e) {
-        return whep;
-      }
-    }
-
-    peerConfig(plan) {
-      const config = { iceServers: plan.ice_servers || [] };
-      if (plan.ice_transport_policy) config.iceTransportPolicy = plan.ice_transport_policy;
-      return config;
+        if (res.ok) plan = await res.json();
+      } catch (e) { /* the server is unreachable: WHEP says so */ }
+      this.peerConfig = { iceServers: plan.ice_servers || [] };
+      if (plan.ice_transport_policy) this.peerConfig.iceTransportPolicy = plan.ice_transport_policy;
+      return plan;
     }
 
     // A receiving peer: what arrives plays (once it is the current one); a dropped connection of the
     // current one reconnects, asking again where to play from.
-    newSession(kind, plan) {
-      const session = { kind, pc: new RTCPeerConnection(this.peerConfig(plan)), stream: null };
+    newSession(kind) {
+      const session = { kind, pc: new RTCPeerConnection(this.peerConfig), stream: null };
       session.pc.ontrack = (event) => {
         session.stream = event.streams[0] || new MediaStream([event.track]);
         if (session === this.current) this.attach(session);
@@ -233,7 +230,7 @@ const VoxroomClient = (() => {
     }
 
     async joinWhep(plan) {
-      const session = this.newSession("whep", plan);
+      const session = this.newSession("whep");
       const pc = session.pc;
       pc.addTransceiver("audio", { direction: "recvonly" });
       await pc.setLocalDescription(await pc.createOffer());
@@ -263,7 +260,7 @@ const VoxroomClient = (() => {
     async joinJanus(plan) {
       const base = plan.janus.replace(/\/$/, "");
       const created = await janusCall(base, { janus: "create" });
-      const session = this.newSession("janus", plan);
+      const session = this.newSession("janus");
       session.janus = `${base}/${created.data.id}`;
       try {
         const attached = await janusCall(session.janus, { janus: "attach", plugin: "janus.plugin.videoroom" });
@@ -332,6 +329,7 @@ const VoxroomClient = (() => {
       this.audio.srcObject = session.stream;
       this.audio.play().catch(() => this.status("click anywhere to allow sound"));
       this.stopMeter();
+      Object.assign(this.stats, { samplesReceived: 0, concealedSamples: 0, packetsLost: 0 }); // this peer's from now on
       const ctx = (this.audioCtx = new AudioContext());
       const analyser = ctx.createAnalyser();
       analyser.fftSize = 2048;
@@ -343,11 +341,17 @@ const VoxroomClient = (() => {
         for (const v of buf) sum += v * v;
         this.measured(Math.sqrt(sum / buf.length));
         const report = await session.pc.getStats();
+        if (session !== this.current) return; // replaced while its stats were read
         report.forEach((s) => {
           if (s.type === "inbound-rtp" && s.kind === "audio") {
             this.stats.samplesReceived = s.totalSamplesReceived || 0;
             this.stats.concealedSamples = s.concealedSamples || 0;
             this.stats.packetsLost = s.packetsLost || 0;
+          }
+          if (s.type === "transport" && s.selectedCandidatePairId) { // host, srflx or relay (TURN)
+            const pair = report.get(s.selectedCandidatePairId);
+            const local = pair && report.get(pair.localCandidateId);
+            this.stats.candidateType = local ? local.candidateType : null;
           }
         });
       }, METER_MS);
