@@ -267,3 +267,11 @@ def test_ice_servers_come_from_toml_or_the_environment_and_are_checked(tmp_path:
             load_config({}, environ={"VOXROOM_ICE_SERVERS": bad})
     with pytest.raises(ConfigError, match="must be one of all, relay"):
         load_config({}, environ={"VOXROOM_ICE_TRANSPORT_POLICY": "turn"})
+
+
+def test_serve_refuses_a_turn_server_without_credentials_in_one_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--ice-servers",
+                             '[{"urls": "turn:turn.example.net:3478"}]'], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("voxroom: 'ice_servers': TURN server turn:turn.example.net:3478 needs "
+                                     "'username' and 'credential', or 'secret'")
