@@ -297,3 +297,40 @@ def test_the_console_publishes_a_room_to_janus_and_shows_each_endpoints_state(sf
         console.wait_for_function(f"document.querySelectorAll('{endpoint_li}').length === 0")
         assert server_room.sfu == [] and not errors, errors
     sfu_server.json("DELETE", f"/api/rooms/{room['id']}")
+
+
+@needs_private_network
+def test_a_listener_page_follows_the_room_when_it_publishes_anew(sfu_server: RunningServer, janus: JanusSfu) -> None:
+    """The room's SFU settings are saved again (a new publish, a new feed in the VideoRoom): a page that
+    played from Janus notices its feed end, and plays the new one without a reload."""
+    from conftest import chromium
+
+    endpoint = janus.create_endpoint("republish")
+    _, room = sfu_server.json("POST", "/api/rooms", {"name": "republished"})
+    server_room = sfu_server.server.rooms.get(room["id"])
+    body = {"endpoints": [{"url": endpoint, "token": WHIP_TOKEN, "playback": {"janus": janus.janus_url, "room": JANUS_ROOM}}]}
+
+    def publishing() -> None:
+        deadline = time.monotonic() + 30
+        while not (server_room.sfu and server_room.sfu[0].state == "publishing"):
+            assert time.monotonic() < deadline, [p.status() for p in server_room.sfu]
+            time.sleep(0.1)
+
+    assert sfu_server.json("PUT", f"/api/rooms/{room['id']}/sfu", body)[0] == 200
+    publishing()
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(sfu_server.base + room["listen_url"] + "&autojoin=1")
+        page.wait_for_function("window.voxroomStats.state === 'connected' && window.voxroomStats.source === 'janus'",
+                               timeout=30000)
+        assert sfu_server.json("PUT", f"/api/rooms/{room['id']}/sfu", body)[0] == 200  # publishes anew
+        publishing()
+        page.wait_for_function("window.voxroomStats.rejoins >= 1 && window.voxroomStats.source === 'janus' && "
+                               "window.voxroomStats.state === 'connected'", timeout=30000)
+        loud = page.evaluate("window.voxroomStats.loudFrames")
+        assert sfu_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "The new feed is heard."})[0] == 202
+        page.wait_for_function(f"window.voxroomStats.loudFrames > {loud + 10}", timeout=20000)
+        assert not errors, errors
+    sfu_server.json("DELETE", f"/api/rooms/{room['id']}")

@@ -58,6 +58,14 @@ const VoxroomClient = (() => {
     });
   }
 
+  // Janus says the subscribed feed is gone: its publisher left (an "updated" subscription whose stream
+  // is no longer active: the room published anew or stopped), or our PeerConnection was hung up.
+  function feedEnded(event) {
+    const data = (event && event.plugindata && event.plugindata.data) || {};
+    return Boolean(event) && (event.janus === "hangup" || event.janus === "detached"
+      || (data.videoroom === "updated" && (data.streams || []).some((s) => s.active === false)));
+  }
+
   // A link the server refuses (expired, revoked, wrong room): not worth retrying.
   class Refused extends Error {}
 
@@ -101,9 +109,11 @@ const VoxroomClient = (() => {
       this.stats.state = "left";
     }
 
-    // The server came back (its event socket reconnected): so must the audio, at once.
+    // The server came back (its event socket reconnected): so must the audio from its WHEP, at once
+    // (playing from Janus goes on; a new feed there is noticed by itself).
     reconnectNow() {
       if (!this.wanted) return;
+      if (this.current && this.current.kind === "janus" && this.current.pc.connectionState === "connected") return;
       this.tries = 0;
       this.connect();
     }
@@ -282,9 +292,14 @@ const VoxroomClient = (() => {
         await waitForIce(pc);
         await janusCall(handleUrl, { janus: "message", body: { request: "start" },
                                      jsep: { type: "answer", sdp: pc.localDescription.sdp } });
-        (async () => { // long polls keep the Janus session alive while it is in use
+        (async () => { // long polls keep the Janus session alive while it is in use, and say when the feed ends
           while (session.janus) {
-            try { await janusEvent(session.janus); } catch (e) { await new Promise((r) => setTimeout(r, 1000)); }
+            let event;
+            try { event = await janusEvent(session.janus); } catch (e) { await new Promise((r) => setTimeout(r, 1000)); continue; }
+            if (session.janus && session === this.current && feedEnded(event)) {
+              this.stats.rejoins += 1;
+              this.connect(); // the room re-published (a new feed) or stopped publishing: ask where to play from
+            }
           }
         })();
         await connectedWithin(pc, 10000);
