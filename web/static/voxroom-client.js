@@ -104,9 +104,10 @@ const VoxroomClient = (() => {
       clearTimeout(this.janusTimer);
       const old = this.current;
       this.current = null;
-      await this.close(old);
       this.stopMeter();
+      this.audio.srcObject = null;
       this.stats.state = "left";
+      await this.close(old);
     }
 
     // The server came back (its event socket reconnected): so must the audio from its WHEP, at once
