@@ -213,4 +213,8 @@ def load_config(flags: dict[str, Any] | None = None, environ: dict[str, str] | N
         if name not in names:
             raise ConfigError(f"unknown setting {name!r}")
         setattr(config, name, _coerce(name, value) if name != "config_file" else Path(value))
+    if config.ice_transport_policy == "relay" and not any(
+            str(u).startswith(("turn:", "turns:")) for s in config.ice_servers
+            for u in ([s["urls"]] if isinstance(s["urls"], str) else s["urls"])):
+        raise ConfigError("'ice_transport_policy' relay needs a TURN server in 'ice_servers' (else no listener connects)")
     return config

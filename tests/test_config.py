@@ -267,6 +267,9 @@ def test_ice_servers_come_from_toml_or_the_environment_and_are_checked(tmp_path:
             load_config({}, environ={"VOXROOM_ICE_SERVERS": bad})
     with pytest.raises(ConfigError, match="must be one of all, relay"):
         load_config({}, environ={"VOXROOM_ICE_TRANSPORT_POLICY": "turn"})
+    with pytest.raises(ConfigError, match="relay needs a TURN server"):
+        load_config({}, environ={"VOXROOM_ICE_TRANSPORT_POLICY": "relay",
+                                 "VOXROOM_ICE_SERVERS": '[{"urls": "stun:s.example.net"}]'})
 
 
 def test_serve_refuses_a_turn_server_without_credentials_in_one_line() -> None:
