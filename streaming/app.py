@@ -30,7 +30,7 @@ from starlette.websockets import WebSocket
 from voxroom.agent.clock import Clock, SystemClock
 from voxroom.models.engine import Engine, Voice, VoiceRef
 from voxroom.models.voice_store import VoiceNotFound, VoiceStoreError
-from voxroom.streaming import http_errors
+from voxroom.streaming import http_errors, ice_servers
 from voxroom.streaming.access import Access
 from voxroom.streaming.accounts import Account, Accounts, open_database
 from voxroom.streaming.bot_session import BotSession
@@ -43,9 +43,9 @@ from voxroom.streaming.room_store import RoomStore
 from voxroom.streaming.rooms import Rooms
 from voxroom.streaming.rooms_api import RoomsAPI
 from voxroom.streaming.voices_api import Voices, VoicesAPI
-from voxroom.streaming.webrtc import configure_ice_addresses
+from voxroom.streaming.webrtc import configure_ice_addresses, configure_ice_servers
 from voxroom.streaming.webrtc_api import WebRTCAPI
-from voxroom.streaming.whip_egress import SfuApi, SfuStore
+from voxroom.streaming.whip_egress import SfuApi, SfuStore, parse_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,15 @@ class VoxroomServer:
         self.llm = LLMApi(self, LLMStore(self.db, config.data_dir / "llm.key"), config.llm_settings(),
                           apply=self.rooms.use_llm)
         self.rooms.llm_for = self.llm.effective
+        ice = ice_servers.parse_ice_servers(config.ice_servers)
         self.sfu = SfuApi(SfuStore(self.db, config.data_dir / "connectors.key"),
                           room_for=lambda request, room_id: self.access.room_for(request, room_id, ("host",)),
                           listener_room_for=lambda request, room_id: self.access.room_for(
-                              request, room_id, ("listener", "host", "bot")))
+                              request, room_id, ("listener", "host", "bot")),
+                          defaults=parse_endpoints({"endpoints": config.sfu_endpoints}) if config.sfu_endpoints else [],
+                          page_ice=lambda: ice_servers.for_pages(ice, config.ice_transport_policy))
         configure_ice_addresses(config.ice_addresses)
+        configure_ice_servers(ice)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
                              exception_handlers={404: http_errors.not_routed, 405: http_errors.not_routed})
         self.app.state.server = self

@@ -29,6 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "data_dir": args.data_dir,
         "ice_addresses": args.ice_address,
+        "ice_servers": args.ice_servers,
+        "ice_transport_policy": args.ice_transport_policy,
         "models_dir": args.models,
         "precision": args.precision,
         "device": args.device,
@@ -222,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", help="where the database and voices live (VOXROOM_DATA_DIR)")
     serve.add_argument("--ice-address", action="append", help="offer this address in WebRTC ICE; repeat for "
                        "several (VOXROOM_ICE_ADDRESSES, comma-separated). 127.0.0.1 for same-machine use")
+    serve.add_argument("--ice-servers", help="STUN/TURN servers for voxroom's peers and the listener pages, as JSON: "
+                       "[{\"urls\": \"turn:HOST:3478\", \"secret\": \"coturn static-auth-secret\"}] or with "
+                       "username and credential (VOXROOM_ICE_SERVERS; docs/scaling.md)")
+    serve.add_argument("--ice-transport-policy", choices=["all", "relay"],
+                       help="relay: listener pages use TURN relays only (VOXROOM_ICE_TRANSPORT_POLICY; default all)")
     serve.add_argument("--models", help="GPT-SoVITS models directory (VOXROOM_MODELS)")
     serve.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "auto"],
                        help="GPT-SoVITS numerics (VOXROOM_PRECISION; default fp32; bf16 only on CPUs with AVX512-BF16/AMX; "

@@ -9,6 +9,7 @@ are honoured for the LLM endpoint).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ class ServerConfig:
     # Addresses offered as ICE host candidates. Empty: every non-loopback interface (aioice's
     # default). aioice never offers loopback by itself, so a same-machine setup lists 127.0.0.1.
     ice_addresses: list[str] = field(default_factory=list)
+    # STUN/TURN servers for voxroom's peers and the pages' (streaming/ice_servers.py): TOML
+    # `[[ice_servers]]` tables, VOXROOM_ICE_SERVERS as JSON. `ice_transport_policy = "relay"`: pages
+    # use TURN relays only.
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    ice_transport_policy: str = "all"
     models_dir: Path | None = None  # GPT-SoVITS weights (`voxroom models pull`); None: stock voice only
     # GPT-SoVITS numerics: fp32 | fp16 | bf16 | int8 (bench/gpt_sovits.py measures each) | auto (each
     # network's fastest, timed at start-up); None: fp16 on CUDA, fp32 on the CPU.
@@ -62,6 +68,9 @@ class ServerConfig:
     openai_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
     log_level: str = "info"
+    # WHIP endpoints every new room publishes to (TOML `[[sfu_endpoints]]` tables, each as the body of
+    # PUT /api/rooms/ROOM/sfu takes it: url, token, playback); `{room}` in a url becomes the room's id.
+    sfu_endpoints: list[dict[str, Any]] = field(default_factory=list)
     config_file: Path | None = None
 
     def llm_settings(self) -> LLMSettings | None:
@@ -83,6 +92,8 @@ _ENV = {
     "port": "VOXROOM_PORT",
     "data_dir": "VOXROOM_DATA_DIR",
     "ice_addresses": "VOXROOM_ICE_ADDRESSES",
+    "ice_servers": "VOXROOM_ICE_SERVERS",
+    "ice_transport_policy": "VOXROOM_ICE_TRANSPORT_POLICY",
     "models_dir": "VOXROOM_MODELS",
     "precision": "VOXROOM_PRECISION",
     "device": "VOXROOM_DEVICE",
@@ -106,6 +117,10 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"'precision' must be one of {', '.join(PRECISIONS)}, not {value!r}")
     if name == "device":
         return _checked_device(value)
+    if name == "sfu_endpoints":
+        return _checked_sfu_endpoints(value)
+    if name in ("ice_servers", "ice_transport_policy"):
+        return _checked_ice(name, value)
     try:
         if name == "port":
             port = int(value)
@@ -133,6 +148,34 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         raise ConfigError(f"bad value for {name!r}: {value!r}") from None
+
+
+def _checked_sfu_endpoints(value: Any) -> list[dict[str, Any]]:
+    """Checked as PUT /api/rooms/ROOM/sfu checks its body (aiortc is imported only when it is set)."""
+    if value == []:
+        return []
+    from voxroom.streaming.whip_egress import parse_endpoints
+
+    try:
+        parse_endpoints({"endpoints": value})
+    except ValueError as exc:
+        raise ConfigError(f"'sfu_endpoints': {exc}") from None
+    checked: list[dict[str, Any]] = value
+    return checked
+
+
+def _checked_ice(name: str, value: Any) -> Any:
+    from voxroom.streaming.ice_servers import check_policy, parse_ice_servers
+
+    try:
+        if name == "ice_transport_policy":
+            return check_policy(value)
+        if isinstance(value, str):  # the environment's JSON
+            value = json.loads(value)
+        parse_ice_servers(value)
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise ConfigError(f"{name!r}: {exc}") from None
+    return value
 
 
 def _checked_device(value: Any) -> str:
@@ -181,4 +224,8 @@ def load_config(flags: dict[str, Any] | None = None, environ: dict[str, str] | N
         if name not in names:
             raise ConfigError(f"unknown setting {name!r}")
         setattr(config, name, _coerce(name, value) if name != "config_file" else Path(value))
+    if config.ice_transport_policy == "relay" and not any(
+            str(u).startswith(("turn:", "turns:")) for s in config.ice_servers
+            for u in ([s["urls"]] if isinstance(s["urls"], str) else s["urls"])):
+        raise ConfigError("'ice_transport_policy' relay needs a TURN server in 'ice_servers' (else no listener connects)")
     return config

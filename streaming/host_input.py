@@ -14,11 +14,11 @@ import secrets
 from collections.abc import Callable
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from voxroom.models.pcm import Resampler
-from voxroom.streaming.webrtc import filter_remote_candidates
+from voxroom.streaming.webrtc import filter_remote_candidates, new_peer_connection
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class HostMicrophone:
 
     def __init__(self, on_audio: list[AudioCallback], on_closed: Callable[[HostMicrophone], None]) -> None:
         self.id = secrets.token_urlsafe(12)
-        self.pc = RTCPeerConnection()
+        self.pc = new_peer_connection()
         self.on_audio = on_audio
         self.samples_in = 0  # 16 kHz samples delivered
         self._on_closed = on_closed

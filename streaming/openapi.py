@@ -236,7 +236,7 @@ def _paths() -> Json:
             "put": _op("Publish the room into SFUs over WHIP", _voxroom("200", _json(_ref("SfuState")), "400", "401",
                                                                         "404"),
                        tags=conn, params=r, body=_obj(["endpoints"], endpoints={"type": "array", "items": _obj(
-                           ["url"], url=STR, token=STR, playback=ANY_OBJ)}), op_id="put_sfu"),
+                           ["url"], url=STR, token={"type": ["string", "null"]}, playback=ANY_OBJ)}), op_id="put_sfu"),
             "delete": _op("Stop publishing into SFUs", _voxroom("200", _json(_ref("SfuState")), "401", "404"), tags=conn,
                           params=r, op_id="delete_sfu"),
         },

@@ -61,6 +61,7 @@ class RoomsAPI:
             if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
                 raise ValueError("'name' must be a string of 1-100 characters")
             room = self.server.rooms.create(account.id, name)
+            self.server.sfu.room_created(room)
             return {**room.summary(), **self.links(room)}
         return await guard(run, status=201)
 

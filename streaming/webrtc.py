@@ -7,7 +7,8 @@ listener's queue drops its oldest packets instead of holding up the room.
 ICE: aioice offers every non-loopback interface and never 127.0.0.1; `configure_ice_addresses`
 replaces that choice with the configured list (a same-machine setup, a public IP behind NAT), and
 remote candidates outside that list are dropped before aiortc sees them, so connectivity checks
-never go to an address the operator did not choose.
+never go to an address the operator did not choose, except relay candidates: those are on the TURN
+servers the operator configured (`configure_ice_servers`), which every peer of voxroom's uses too.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from collections.abc import Callable
 import aioice.ice
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from voxroom.models.pcm import to_pcm16
 from voxroom.streaming.audio import FRAME_SAMPLES, SAMPLE_RATE
+from voxroom.streaming.ice_servers import IceServer, for_aiortc
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ LISTENER_QUEUE = 50  # 1 s of packets; past that a listener is too slow and lose
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 _original_host_addresses = aioice.ice.get_host_addresses
 _ice_addresses: list[str] = []
+_ice_servers: list[IceServer] = []
 
 
 def configure_ice_addresses(addresses: list[str]) -> None:
@@ -51,7 +54,19 @@ def configure_ice_addresses(addresses: list[str]) -> None:
     aioice.ice.get_host_addresses = host_addresses
 
 
-_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ .*$")
+def configure_ice_servers(servers: list[IceServer]) -> None:
+    """The STUN/TURN servers every peer connection of voxroom's uses (WHEP, WHIP, the host's microphone)."""
+    global _ice_servers
+    _ice_servers = list(servers)
+
+
+def new_peer_connection(ice_servers: list[RTCIceServer] | None = None) -> RTCPeerConnection:
+    """A peer connection with `ice_servers`, else the configured ones (TURN credentials minted fresh)."""
+    servers = ice_servers or for_aiortc(_ice_servers)
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers)) if servers else RTCPeerConnection()
+
+
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ (\S+).*$")
 
 
 def filter_remote_candidates(sdp: str) -> str:
@@ -61,7 +76,7 @@ def filter_remote_candidates(sdp: str) -> str:
     kept = []
     for line in sdp.splitlines():
         match = _CANDIDATE.match(line)
-        if match and match.group(1) not in _ice_addresses:
+        if match and match.group(1) not in _ice_addresses and match.group(2) != "relay":
             continue
         kept.append(line)
     return "\r\n".join(kept) + "\r\n"
@@ -129,7 +144,7 @@ class ListenerSession:
     def __init__(self, fanout: OpusFanout, on_closed: Callable[[ListenerSession], None],
                  admitted_as: tuple[str, ...] = ()) -> None:
         self.id = secrets.token_urlsafe(12)
-        self.pc = RTCPeerConnection()
+        self.pc = new_peer_connection()
         self.track = ListenerTrack()
         self.admitted_as = admitted_as  # who asked to join (opaque keys the admission policy counts by)
         self.connected = asyncio.Event()  # set once; a listener that connected is no longer pending

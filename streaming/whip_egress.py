@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
@@ -52,7 +52,7 @@ from starlette.responses import Response
 
 from voxroom.streaming.connectors_api import load_key
 from voxroom.streaming.http_errors import guard, json_body
-from voxroom.streaming.webrtc import ListenerTrack, OpusFanout, filter_remote_candidates
+from voxroom.streaming.webrtc import ListenerTrack, OpusFanout, filter_remote_candidates, new_peer_connection
 
 log = logging.getLogger("voxroom.sfu")
 
@@ -154,7 +154,8 @@ class WhipPublisher:
     def status(self) -> dict[str, Any]:
         """What the room summary and GET /api/rooms/{room}/sfu show (never the token)."""
         playback = self.endpoint.playback.as_dict() if self.endpoint.playback else None
-        return {"url": self.endpoint.url, "state": self.state, "error": self.error or None,
+        return {"url": self.endpoint.url, "has_token": bool(self.endpoint.token), "state": self.state,
+                "error": self.error or None,
                 "next_retry_at": self.next_retry_at, "since": self.since, "publishes": self.publishes,
                 "playback": playback}
 
@@ -192,8 +193,7 @@ class WhipPublisher:
             await asyncio.sleep(delay)
 
     async def _publish(self) -> None:
-        config = RTCConfiguration(iceServers=self.ice_servers) if self.ice_servers else None
-        pc = self._pc = RTCPeerConnection(config)
+        pc = self._pc = new_peer_connection(self.ice_servers)  # the endpoint's Link servers, else the configured
         track = self._track = ListenerTrack()
         pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
@@ -349,7 +349,9 @@ class SfuStore:
                     self.db.execute("DELETE FROM sfu_endpoints WHERE room_id = ?", (room_id,))
 
 
-def parse_endpoints(body: dict[str, Any]) -> list[SfuEndpoint]:
+def parse_endpoints(body: dict[str, Any], stored_tokens: dict[str, str] | None = None) -> list[SfuEndpoint]:
+    """The endpoints of a PUT body; `"token": null` keeps the token `stored_tokens` holds for that url
+    (the console sends it for an endpoint whose token it never saw)."""
     endpoints = body.get("endpoints")
     if not isinstance(endpoints, list) or not 1 <= len(endpoints) <= MAX_ENDPOINTS_PER_ROOM:
         raise ValueError(f"'endpoints' must be a list of 1 to {MAX_ENDPOINTS_PER_ROOM} {{\"url\", \"token\"}} objects")
@@ -358,10 +360,13 @@ def parse_endpoints(body: dict[str, Any]) -> list[SfuEndpoint]:
         if not isinstance(entry, dict) or set(entry) - {"url", "token", "playback"}:
             raise ValueError("each endpoint is an object with 'url', an optional 'token' and an optional "
                              "'playback' {\"janus\", \"room\"}")
+        url = check_endpoint_url(entry.get("url"))
         token = entry.get("token", "")
+        if token is None:
+            token = (stored_tokens or {}).get(url, "")
         if not isinstance(token, str) or len(token) > 4096:
             raise ValueError("'token' must be text of at most 4096 characters")
-        parsed.append(SfuEndpoint(check_endpoint_url(entry.get("url")), token, _parse_playback(entry.get("playback"))))
+        parsed.append(SfuEndpoint(url, token, _parse_playback(entry.get("playback"))))
     if len({e.url for e in parsed}) != len(parsed):
         raise ValueError("each endpoint URL may appear once")
     return parsed
@@ -392,19 +397,35 @@ class SfuApi:
     room_for: Callable[[Request, str], Any]  # the room's host only
     listener_room_for: Callable[[Request, str], Any]  # anyone who may listen
     _turn: dict[str, int] = field(default_factory=dict)  # room id -> listeners handed a Janus so far
+    # The server's default endpoints for new rooms (config `sfu_endpoints`; `{room}` in a url: the room id)
+    defaults: list[SfuEndpoint] = field(default_factory=list)
+    page_ice: Callable[[], dict[str, Any]] = dict  # ICE servers and policy for the pages' peers
 
     async def put(self, request: Request) -> Response:
         async def run() -> Any:
             room = self.room_for(request, request.path_params["room"])
-            endpoints = parse_endpoints(await json_body(request))
+            stored = {e.url: e.token for e in self.store.for_room(room.id)}
+            endpoints = parse_endpoints(await json_body(request), stored)
             await self.stop(room)
             self.store.replace(room.id, endpoints)
-            for endpoint in endpoints:
-                publisher = WhipPublisher(room.fanout, endpoint, name=f"room-{room.id}")
-                room.sfu.append(publisher)
-                publisher.start()
+            self.publish(room, endpoints)
             return self.view(room)
         return await guard(run)
+
+    def room_created(self, room: Any) -> None:
+        """A new room publishes to the server's default endpoints, stored as if PUT for it."""
+        if not self.defaults:
+            return
+        endpoints = [SfuEndpoint(e.url.replace("{room}", room.id), e.token, e.playback) for e in self.defaults]
+        self.store.replace(room.id, endpoints)
+        self.publish(room, endpoints)
+
+    @staticmethod
+    def publish(room: Any, endpoints: list[SfuEndpoint]) -> None:
+        for endpoint in endpoints:
+            publisher = WhipPublisher(room.fanout, endpoint, name=f"room-{room.id}")
+            room.sfu.append(publisher)
+            publisher.start()
 
     async def get(self, request: Request) -> Response:
         return await guard(lambda: self.view(self.room_for(request, request.path_params["room"])))
@@ -429,11 +450,11 @@ class SfuApi:
         whep = {"kind": "whep", "url": f"/rooms/{room.id}/whep"}
         live = [p.endpoint.playback for p in room.sfu if p.state == "publishing" and p.endpoint.playback]
         if not live:
-            return whep
+            return {**whep, **self.page_ice()}
         turn = self._turn.get(room.id, 0)
         self._turn[room.id] = turn + 1
         chosen = live[turn % len(live)]
-        return {"kind": "janus", **chosen.as_dict(), "fallback": whep}
+        return {"kind": "janus", **chosen.as_dict(), "fallback": whep, **self.page_ice()}
 
     def resume(self, rooms: list[Any]) -> int:
         """At start: publish again every restored room that has endpoints stored; how many publishers."""
@@ -444,11 +465,8 @@ class SfuApi:
             except ValueError as exc:  # a token sealed under another key: that room stays unpublished
                 log.warning("%s", exc)
                 continue
-            for endpoint in endpoints:
-                publisher = WhipPublisher(room.fanout, endpoint, name=f"room-{room.id}")
-                room.sfu.append(publisher)
-                publisher.start()
-                started += 1
+            self.publish(room, endpoints)
+            started += len(endpoints)
         return started
 
     def room_deleted(self, room_id: str) -> None:

@@ -186,3 +186,107 @@ def test_server_config_dataclass_defaults_are_independent() -> None:
     a, b = ServerConfig(), ServerConfig()
     a.ice_addresses.append("1.2.3.4")
     assert b.ice_addresses == []
+
+
+def test_bad_sfu_endpoints_in_a_config_file_say_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "voxroom.toml"
+    path.write_text('[[sfu_endpoints]]\nurl = "ftp://sfu.example.net/whip"\n')
+    with pytest.raises(ConfigError, match="'sfu_endpoints': 'url' must be an http:// or https:// address"):
+        load_config({"config_file": str(path)}, environ={})
+    path.write_text('[[sfu_endpoints]]\nurl = "https://sfu.example.net/whip/{room}"\nsecret = "x"\n')
+    with pytest.raises(ConfigError, match="'sfu_endpoints': each endpoint is an object with 'url'"):
+        load_config({"config_file": str(path)}, environ={})
+    path.write_text('[[sfu_endpoints]]\nurl = "https://sfu.example.net/whip/{room}"\ntoken = "t"\n'
+                    'playback = { janus = "https://sfu.example.net/janus", room = 4242 }\n')
+    assert load_config({"config_file": str(path)}, environ={}).sfu_endpoints == [{
+        "url": "https://sfu.example.net/whip/{room}", "token": "t",
+        "playback": {"janus": "https://sfu.example.net/janus", "room": 4242}}]
+
+
+def test_new_rooms_publish_to_the_config_files_sfu_endpoints(tmp_path: Path) -> None:
+    """`voxroom serve --config` with a default WHIP endpoint: a new room publishes to it at once, its id
+    in the URL and the token as bearer; the endpoint refuses, and the room says so in its SFU state."""
+    import http.server
+    import json
+    import threading
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(401)
+            self.send_header("Content-Length", "9")
+            self.end_headers()
+            self.wfile.write(b"bad token")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    whip = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=whip.serve_forever, daemon=True).start()
+    config = tmp_path / "voxroom.toml"
+    config.write_text(f'[[sfu_endpoints]]\nurl = "http://127.0.0.1:{whip.server_port}/whip/endpoint/{{room}}"\n'
+                      'token = "from-the-config"\n')
+    env = {**os.environ, "VOXROOM_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--port", "0",
+                             "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        match = None
+        deadline = time.monotonic() + 60
+        while match is None and time.monotonic() < deadline:
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/console#token=(vxr_\S+)", proc.stdout.readline())
+        assert match, "no console URL printed"
+        base, token = match.group(1), match.group(2)
+
+        def call(method: str, path: str, body: object = None) -> dict[str, object]:
+            req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body else None,
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as res:
+                answer: dict[str, object] = json.loads(res.read())
+            return answer
+
+        room = call("POST", "/api/rooms", {"name": "published by default"})
+        deadline = time.monotonic() + 30
+        while (view := call("GET", f"/api/rooms/{room['id']}/sfu"))["endpoints"][0]["state"] != "error":  # type: ignore[index]
+            assert time.monotonic() < deadline, view
+            time.sleep(0.2)
+        endpoint = view["endpoints"][0]  # type: ignore[index]
+        assert endpoint["url"] == f"http://127.0.0.1:{whip.server_port}/whip/endpoint/{room['id']}"
+        assert "401" in endpoint["error"] and "token" not in endpoint
+        assert seen[0] == (f"/whip/endpoint/{room['id']}", "Bearer from-the-config")
+        call("DELETE", f"/api/rooms/{room['id']}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        whip.shutdown()
+
+
+def test_ice_servers_come_from_toml_or_the_environment_and_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "voxroom.toml"
+    path.write_text('ice_transport_policy = "relay"\n[[ice_servers]]\nurls = "turn:turn.example.net:3478"\n'
+                    'secret = "s"\n[[ice_servers]]\nurls = ["stun:stun.example.net:3478"]\n')
+    config = load_config({"config_file": str(path)}, environ={})
+    assert config.ice_transport_policy == "relay" and len(config.ice_servers) == 2
+    env = {"VOXROOM_ICE_SERVERS": '[{"urls": "turn:t.example.net", "username": "u", "credential": "c"}]'}
+    assert load_config({}, environ=env).ice_servers == [{"urls": "turn:t.example.net", "username": "u", "credential": "c"}]
+    for bad, message in [('[{"urls": "turn:t.example.net"}]', "needs 'username' and 'credential', or 'secret'"),
+                         ('[{"urls": "http://t.example.net"}]', "stun:, stuns:, turn: or turns:"),
+                         ("[{", "'ice_servers': Expecting")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config({}, environ={"VOXROOM_ICE_SERVERS": bad})
+    with pytest.raises(ConfigError, match="must be one of all, relay"):
+        load_config({}, environ={"VOXROOM_ICE_TRANSPORT_POLICY": "turn"})
+    with pytest.raises(ConfigError, match="relay needs a TURN server"):
+        load_config({}, environ={"VOXROOM_ICE_TRANSPORT_POLICY": "relay",
+                                 "VOXROOM_ICE_SERVERS": '[{"urls": "stun:s.example.net"}]'})
+
+
+def test_serve_refuses_a_turn_server_without_credentials_in_one_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "voxroom.streaming.cli", "serve", "--ice-servers",
+                             '[{"urls": "turn:turn.example.net:3478"}]'], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("voxroom: 'ice_servers': TURN server turn:turn.example.net:3478 needs "
+                                     "'username' and 'credential', or 'secret'")

@@ -85,6 +85,19 @@ def test_listen_here_plays_the_cohost_in_the_console(live_server: Any, browser: 
     console.wait_for_function("window.voxroomStats.state === 'connected'", timeout=15000)
     live_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "You can hear me in the console now."})
     console.wait_for_function("window.voxroomStats.loudFrames > 10", timeout=15000)
+    assert console.evaluate("window.voxroomStats.source") == "whep"  # the room publishes to no SFU
+    # The monitor's volume: the player follows the slider (and the slider is kept for the next visit).
+    assert console.evaluate("document.querySelector('#listen-player').volume") == 0.8
+    console.evaluate("(() => { const s = document.querySelector('#monitor-volume'); s.value = '25'; "
+                     "s.dispatchEvent(new Event('input')); })()")
+    assert console.evaluate("[document.querySelector('#listen-player').volume, window.voxroomStats.volume, "
+                            "localStorage.getItem('voxroom-monitor-volume')]") == [0.25, 0.25, "25"]
+    console.evaluate("(() => { const s = document.querySelector('#monitor-volume'); s.value = '0'; "
+                     "s.dispatchEvent(new Event('input')); })()")
+    assert console.evaluate("document.querySelector('#listen-player').muted") is True
+    loud = console.evaluate("window.voxroomStats.loudFrames")  # muted for the host, still measured
+    live_server.json("POST", f"/api/rooms/{room['id']}/say", {"text": "Quiet for the host, still on air."})
+    console.wait_for_function(f"window.voxroomStats.loudFrames > {loud + 10}", timeout=15000)
     console.click("#listen-here")
     console.wait_for_function("!window.voxroomStats.listening")
     assert console.inner_text("#listen-here") == "Listen here"

@@ -12,7 +12,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from conftest import needs_shared
 from speech_check import transcribe, word_error_rate
 from voxroom.agent.lifecycle import HostSpeaking
-from voxroom.streaming.webrtc import filter_remote_candidates
+from voxroom.streaming.webrtc import configure_ice_addresses, filter_remote_candidates
 
 SENTENCE = "Welcome to the stream, everyone."
 
@@ -111,15 +111,18 @@ def test_whep_refuses_bad_offers_and_wrong_grants(live_server: Any) -> None:
 
 
 def test_remote_candidates_outside_the_allowed_addresses_are_dropped() -> None:
+    configure_ice_addresses(["127.0.0.1"])  # as every test server does (alone, this test ran with none set)
     sdp = "\r\n".join([
         "v=0",
         "a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
         "a=candidate:2 1 udp 2130706431 10.1.2.3 50001 typ host",
         "a=candidate:3 1 udp 2130706431 abcd.local 50002 typ host",
+        "a=candidate:4 1 udp 33562623 198.51.100.7 50003 typ relay raddr 0.0.0.0 rport 0",
         "a=end-of-candidates",
     ]) + "\r\n"
     kept = filter_remote_candidates(sdp)
     assert "127.0.0.1" in kept and "10.1.2.3" not in kept and ".local" not in kept and "end-of-candidates" in kept
+    assert "198.51.100.7 50003 typ relay" in kept  # on a TURN server: reachable through it whatever the list says
 
 
 async def test_host_microphone_reaches_the_server_as_16k_audio(live_server: Any) -> None:

@@ -100,10 +100,7 @@ function follow(room) {
   queue.clear();
   for (const s of room.queue || []) queue.set(s.id, s);
   renderQueue();
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  events = new WebSocket(`${proto}://${location.host}/rooms/${room.id}/events?token=${encodeURIComponent(token)}`);
-  events.onmessage = (msg) => {
-    const e = JSON.parse(msg.data);
+  events = VoxroomClient.followEvents({ room: room.id, token, on: { event: (e) => {
     if (e.type === "speech.queued") queue.set(e.id, { text: e.text, state: "queued" });
     if (e.type === "speech.started") queue.set(e.id, { text: e.text, state: "speaking" });
     if (e.type === "cohost.state") $("cohost-state").textContent = `(${e.state})`;
@@ -123,7 +120,7 @@ function follow(room) {
       $("captions").prepend(p);
     }
     renderQueue();
-  };
+  } } });
 }
 
 async function select(room) {
@@ -137,6 +134,7 @@ async function select(room) {
   loadConnectors(room).catch((e) => { $("connector-status").textContent = e.message; });
   loadRoomLlm(room).catch((e) => { $("room-llm-status").textContent = e.message; });  // console-llm.js
   await loadLinks(room).catch((e) => { $("links-status").textContent = e.message; });  // console-links.js
+  loadSfu(room).catch((e) => { $("sfu-status").textContent = e.message; });  // console-sfu.js
 }
 
 $("save-cohost").onclick = async () => {
@@ -170,7 +168,7 @@ $("mic").onclick = async () => {
   micPc = new RTCPeerConnection();
   for (const track of stream.getAudioTracks()) micPc.addTrack(track, stream);
   await micPc.setLocalDescription(await micPc.createOffer());
-  await new Promise((r) => { if (micPc.iceGatheringState === "complete") r(); micPc.onicegatheringstatechange = () => micPc.iceGatheringState === "complete" && r(); setTimeout(r, 2000); });
+  await VoxroomClient.waitForIce(micPc);
   const res = await fetch(`/rooms/${current.id}/whip`, { method: "POST", body: micPc.localDescription.sdp,
     headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${grant}` } });
   if (res.status !== 201) { alert(`${t("microphone refused", "麦克风被拒绝")}: ${res.status}`); micPc.close(); micPc = null; return; }
@@ -228,7 +226,7 @@ async function deleteRoom(room) {
     stopListening();
     if (events) events.close();
     current = events = null;
-    $("room-panel").hidden = $("cohost-panel").hidden = $("room-llm-panel").hidden = true;
+    $("room-panel").hidden = $("cohost-panel").hidden = $("room-llm-panel").hidden = $("sfu-panel").hidden = true;
   }
   await loadRooms();
 }
@@ -250,70 +248,39 @@ $("create-room").onsubmit = async (e) => {
   select(room);
 };
 
-// "Listen here": the console joins the room over WHEP like a listener page and measures what arrives
-// (window.voxroomStats), so the host hears the co-host without opening another tab.
-const stats = (window.voxroomStats = { listening: false, state: "idle", meterFrames: 0, loudFrames: 0, peakRms: 0 });
-let listenPc = null, listenSession = null, listenCtx = null, listenTimer = null;
+// "Listen here": the console's monitor, off until asked for, plays the room like a listener page
+// (voxroom-client.js: Janus or WHEP, reconnecting) at the volume the host sets, and measures what
+// arrives (window.voxroomStats), so the host hears the co-host without opening another tab.
+const stats = (window.voxroomStats = { listening: false, state: "idle" });
+let monitor = null;
+const monitorVolume = () => Number($("monitor-volume").value) / 100;
 
 function stopListening() {
-  if (listenSession) fetch(listenSession, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
-  if (listenPc) listenPc.close();
-  clearInterval(listenTimer);
-  if (listenCtx) listenCtx.close();
-  listenPc = listenSession = listenCtx = null;
+  if (monitor) monitor.stop();
+  monitor = null;
   stats.listening = false;
   stats.state = "idle";
   $("listen-here").textContent = t("Listen here", "在这里收听");
   $("listen-status").textContent = "";
 }
 
-function meter(stream) {
-  listenCtx = new AudioContext();
-  const analyser = listenCtx.createAnalyser();
-  analyser.fftSize = 2048;
-  listenCtx.createMediaStreamSource(stream).connect(analyser);
-  const buf = new Float32Array(analyser.fftSize);
-  listenTimer = setInterval(() => {
-    analyser.getFloatTimeDomainData(buf);
-    let sum = 0;
-    for (const v of buf) sum += v * v;
-    const rms = Math.sqrt(sum / buf.length);
-    stats.meterFrames += 1;
-    stats.peakRms = Math.max(stats.peakRms, rms);
-    if (rms > 0.01) stats.loudFrames += 1;
-  }, 50);
-}
-
-$("listen-here").onclick = async () => {
-  if (listenPc) { stopListening(); return; }
-  const room = current;
-  const pc = (listenPc = new RTCPeerConnection());
+$("listen-here").onclick = () => {
+  if (monitor) { stopListening(); return; }
+  monitor = new VoxroomClient.Player({ room: current.id, token, audio: $("listen-player"), stats, on: {
+    status: (text, isError) => { $("listen-status").textContent = isError ? `${t("cannot listen", "无法收听")}: ${text}` : text; },
+    connected: () => { $("listen-status").textContent = t("listening", "收听中"); },
+    refused: (reason) => { stopListening(); $("listen-status").textContent = `${t("cannot listen", "无法收听")}: ${reason}`; },
+  } });
+  monitor.setVolume(monitorVolume());
   stats.listening = true;
-  stats.state = "connecting";
   $("listen-here").textContent = t("Stop listening", "停止收听");
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  pc.ontrack = (event) => {
-    const stream = event.streams[0] || new MediaStream([event.track]);
-    $("listen-player").srcObject = stream;
-    $("listen-player").play().catch(() => {});
-    meter(stream);
-  };
-  pc.onconnectionstatechange = () => {
-    stats.state = pc.connectionState;
-    $("listen-status").textContent = pc.connectionState === "connected" ? t("listening", "收听中") : pc.connectionState;
-  };
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); setTimeout(r, 2000); });
-  const res = await fetch(`/rooms/${room.id}/whep`, { method: "POST", body: pc.localDescription.sdp,
-    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` } });
-  if (res.status !== 201) {
-    const body = await res.json().catch(() => ({}));
-    stopListening();
-    $("listen-status").textContent = `${t("cannot listen", "无法收听")}: ${body.error || res.status}`;
-    return;
-  }
-  listenSession = res.headers.get("Location");
-  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  monitor.start();
+};
+
+$("monitor-volume").value = localStorage.getItem("voxroom-monitor-volume") || "80";
+$("monitor-volume").oninput = () => {
+  localStorage.setItem("voxroom-monitor-volume", $("monitor-volume").value);
+  if (monitor) monitor.setVolume(monitorVolume());
 };
 
 for (const button of document.querySelectorAll("button.copy")) {
