@@ -102,6 +102,13 @@ const VoxroomClient = (() => {
     }
 
     async stop() {
+      const closing = this.halt();
+      this.stats.state = "left";
+      await closing;
+    }
+
+    // Stop wanting to play: no retry, silence at once, then end the session (stop and refuse).
+    halt() {
       this.wanted = false;
       clearTimeout(this.timer);
       clearTimeout(this.janusTimer);
@@ -109,8 +116,7 @@ const VoxroomClient = (() => {
       this.current = null;
       this.stopMeter();
       this.audio.srcObject = null;
-      this.stats.state = "left";
-      await this.close(old);
+      return this.close(old);
     }
 
     // The server came back (its event socket reconnected): so must the audio from its WHEP, at once
@@ -136,14 +142,7 @@ const VoxroomClient = (() => {
     // A refused link stops playing too, whether from voxroom or from an SFU.
     refuse(reason, code) {
       this.refused = true;
-      this.wanted = false;
-      clearTimeout(this.timer);
-      clearTimeout(this.janusTimer);
-      const old = this.current;
-      this.current = null;
-      this.stopMeter();
-      this.audio.srcObject = null;
-      this.close(old);
+      this.halt();
       const revoked = code === "link_revoked" || /^link_revoked/.test(reason);
       this.stats.state = "refused";
       this.stats.refusedCode = revoked ? "link_revoked" : (code || null);
