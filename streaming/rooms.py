@@ -66,8 +66,8 @@ class Room:
     events: EventBus
     created: float = field(default_factory=time.time)
     link_key: str = field(default_factory=new_link_key)  # its listener/overlay links carry it (rotate: new one)
-    # Set when the links are rotated: each caption socket opened with the old link waits on one.
-    link_holders: set[asyncio.Event] = field(default_factory=set)
+    # Called when the links are rotated: one per caption socket opened with the old link.
+    link_holders: set[Callable[[], None]] = field(default_factory=set)
     listeners: dict[str, ListenerSession] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
     history: list[dict[str, Any]] = field(default_factory=list)  # recent caption events
@@ -157,8 +157,8 @@ class Rooms:
         room.link_key = new_link_key()
         self.save(room)
         holders, room.link_holders = room.link_holders, set()
-        for holder in holders:
-            holder.set()
+        for revoke in holders:
+            revoke()
         revoked = _admission_keys(old_link, None)[0]
         for session in [s for s in room.listeners.values() if revoked in s.admitted_as]:
             await session.close()

@@ -147,11 +147,17 @@ class RoomsAPI:
             await close_refused(ws, exc)
             return
         await ws.accept()
-        revoked = asyncio.Event()  # set when the room's links are rotated, if this socket came in with one
-        if self.access.link_of(ws) is not None:
-            room.link_holders.add(revoked)
         outbox: list[dict[str, Any]] = list(room.history[-10:])
         wake = asyncio.Event()
+        revoked = False  # the room's links were rotated and this socket came in with one
+
+        def revoke() -> None:
+            nonlocal revoked
+            revoked = True
+            wake.set()
+
+        if self.access.link_of(ws) is not None:
+            room.link_holders.add(revoke)
 
         def push(event: dict[str, Any]) -> None:
             if len(outbox) < CAPTION_BACKLOG:
@@ -167,11 +173,9 @@ class RoomsAPI:
                     await ws.send_json(outbox.pop(0))
                 wake.clear()
                 waiter = asyncio.create_task(wake.wait())
-                stop = asyncio.create_task(revoked.wait())
-                await asyncio.wait({waiter, reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
-                stop.cancel()
-                if revoked.is_set():
+                if revoked:
                     await close_refused(ws, AuthError("this link was revoked: the host rotated the room's links",
                                                       403, "link_revoked"))
                     break
@@ -179,7 +183,7 @@ class RoomsAPI:
             pass
         finally:
             room.subscribers.discard(push)
-            room.link_holders.discard(revoked)
+            room.link_holders.discard(revoke)
             reader.cancel()
 
 
