@@ -90,6 +90,10 @@ class RecordingEngine:
             self._chunks[text].append(np.asarray(chunk.samples, np.float32).reshape(-1))
             yield chunk
 
+    def chunks(self, text: str) -> list[np.ndarray]:
+        """The chunks the engine yielded for `text` the last time it spoke it, as it yielded them."""
+        return list(self._chunks.get(text, []))
+
     def audio(self, text: str) -> np.ndarray:
         """The audio the engine made for `text` the last time it spoke it, at its own sample rate."""
         return np.concatenate(self._chunks[text]) if self._chunks.get(text) else np.zeros(0, np.float32)

@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection
 
 from voxroom.models.pcm import from_pcm16
 from voxroom.streaming import protocol
+from voxroom.streaming.audio import FrameMaker
 
 
 def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -22,6 +23,20 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
     out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.concatenate(out).astype(np.int16)
+
+
+def as_sent(chunks: list[np.ndarray], rate: int) -> np.ndarray:
+    """What the server sends for these engine chunks: its one way to 48 kHz 20 ms frames, joined."""
+    maker = FrameMaker(rate)
+    frames = [frame for chunk in chunks for frame in maker.push(chunk)] + maker.flush()
+    return np.concatenate(frames) if frames else np.zeros(0, np.float32)
+
+
+def noise_ratio(got: np.ndarray, want: np.ndarray) -> float:
+    """Energy of the difference over the energy of `want` (1e-4 is 40 dB SNR), on their common length."""
+    n = min(got.size, want.size)
+    diff = got[:n].astype(np.float64) - want[:n]
+    return float(np.sum(diff**2) / max(float(np.sum(want[:n].astype(np.float64) ** 2)), 1e-12))
 
 
 def transcribe(samples: np.ndarray, rate: int) -> str:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from speech_check import as_sent, noise_ratio, transcribe, word_error_rate
 from speech_check import collect_frames as collect_speech
-from speech_check import transcribe, word_error_rate
 from voxroom.streaming.audio import FRAME_SAMPLES, output_length
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
@@ -37,13 +37,17 @@ async def test_say_streams_speech_that_matches_the_engine_and_is_intelligible(li
     expected = output_length(live_server.engine.produced[SENTENCE], stock_engine.sample_rate)
     assert expected <= audio.size < expected + FRAME_SAMPLES + 64  # whole frames, plus resampler tail
     assert np.sqrt(np.mean(audio**2)) > 0.02
-    # The voice itself sounds a little different on every CPU (its float kernels differ), and
-    # pocketsphinx then misses a word or two more or less. What the server must not do is lose
-    # words on the way: the listener hears what the engine made, as well as the engine's own output.
+    # What the server can be blamed for is the way from the engine to the listener: the listener gets
+    # exactly the engine's audio through the one resampler (`FrameMaker`), sample for sample.
+    sent = as_sent(live_server.engine.chunks(SENTENCE), stock_engine.sample_rate)
+    assert sent.size == audio.size
+    assert noise_ratio(audio, sent) < 1e-4, noise_ratio(audio, sent)  # better than 40 dB SNR: nothing lost, clipped, doubled or shifted
+    # ... and it still says the words. pocketsphinx hears the voice a little differently on every CPU
+    # (the voice's float kernels differ), so the words are judged on the engine's own output.
     made = live_server.engine.audio(SENTENCE)
-    heard, reference = await asyncio.gather(asyncio.to_thread(transcribe, audio, 48000),
-                                            asyncio.to_thread(transcribe, made, stock_engine.sample_rate))
-    assert word_error_rate(SENTENCE, heard) <= word_error_rate(SENTENCE, reference) + 0.12, (heard, reference)
+    heard, own = await asyncio.gather(asyncio.to_thread(transcribe, audio, 48000),
+                                      asyncio.to_thread(transcribe, made, stock_engine.sample_rate))
+    assert word_error_rate(SENTENCE, own) <= 0.5, own
     assert word_error_rate(SENTENCE, heard) <= 0.5, heard
     await ws.close()
 
