@@ -1,7 +1,7 @@
 """The one synthesis driver: speech handles in, 48 kHz 20 ms frames out, paced on the room's clock.
 
     speak(handle) ──► waiting handles ──► synthesis task ──► bounded frame queue ──► pacer (every 20 ms) ──► sinks
-                      (in order)          Engine.stream per   (AHEAD_FRAMES:           turn-taking acts here:   (Opus fan-out)
+                      (in order)          Engine.stream per   (2 s ahead, paced:      turn-taking acts here:   (Opus fan-out)
                                           piece ─► FrameMaker  back-pressure)          hold, duck, drop         + the handle's listener
 
 Every word voxroom says passes through a `Playout`: a room has one (paced: real time, silence when
@@ -40,7 +40,11 @@ from voxroom.streaming.audio import FRAME_SECONDS, SILENCE, FrameMaker, ramp
 
 log = logging.getLogger(__name__)
 
-AHEAD_FRAMES = 25  # synthesize at most 500 ms ahead of playback
+AHEAD_FRAMES = 25  # unpaced: at most 500 ms made ahead of what the consumer took
+# Paced (a room): at most 2 s made ahead of playback. The next piece's synthesis starts when the one
+# before is all queued, so this is the time it has to be ready: several rooms taking turns at a busy
+# CPU need more than half a second, and 2 s of frames cost 375 KB.
+PACED_AHEAD_FRAMES = 100
 BUSY_PATIENCE_S = 5.0  # a room's piece waits this long for a place in a busy engine before it is given up
 BUSY_RETRY_S = 0.1
 MAX_QUEUED_SPEECHES = 32
@@ -115,7 +119,7 @@ class Playout:
         self.stats = PacerStats()
         self._waiting: deque[SpeechHandle] = deque()
         self._wake = asyncio.Event()
-        self._frames = FrameQueue(AHEAD_FRAMES)
+        self._frames = FrameQueue(PACED_AHEAD_FRAMES if paced else AHEAD_FRAMES)
         self._failed: set[SpeechHandle] = set()  # nothing of it could be said (read at its end marker)
         self._current: SpeechHandle | None = None  # being synthesized
         self._synth_task: asyncio.Task[None] | None = None

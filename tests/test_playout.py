@@ -16,9 +16,9 @@ from voxroom.agent.turns import TurnTaking
 from voxroom.models.engine import AudioChunk, Busy, SynthesisError, Voice
 from voxroom.streaming.audio import FRAME_SAMPLES
 from voxroom.streaming.playout import (
-    AHEAD_FRAMES,
     BUSY_PATIENCE_S,
     BUSY_RETRY_S,
+    PACED_AHEAD_FRAMES,
     FrameCollector,
     Playout,
     render_speech,
@@ -129,11 +129,42 @@ async def test_synthesis_runs_only_a_little_ahead_of_playback(playout: tuple[Pla
     p, _, engine = playout
     speech = p.speak(Speech(id="long", text=" ".join(["w"] * 100)))  # 10 s of audio
     await asyncio.sleep(0.3)
-    # 100 ms per chunk = 5 frames; at most AHEAD_FRAMES queued plus what was played plus one chunk in hand
+    # 100 ms per chunk = 5 frames; at most PACED_AHEAD_FRAMES queued plus what was played plus one chunk in hand
     played_chunks = speech.frames_played / 5
-    assert engine.chunks_made <= played_chunks + AHEAD_FRAMES / 5 + 2
-    assert 0.3 <= p.cushion_seconds() <= AHEAD_FRAMES * 0.02  # what it tells the engine is queued
+    assert engine.chunks_made <= played_chunks + PACED_AHEAD_FRAMES / 5 + 2
+    assert 0.3 <= p.cushion_seconds() <= PACED_AHEAD_FRAMES * 0.02  # what it tells the engine is queued
     speech.cancel()
+
+
+class SlowPieceEngine(ToneEngine):
+    """Each sentence ("a b c." = 0.3 s a word) takes `think` seconds of the clock before its audio
+    comes, as a busy CPU shared by several rooms makes it."""
+
+    def __init__(self, clock: VirtualClock, think: float) -> None:
+        super().__init__()
+        self.clock, self.think = clock, think
+
+    async def stream(self, text: str, voice: Voice | None = None, *, lang: str = "auto",
+                     speed: float = 1.0, queued_s: float = 0.0) -> AsyncIterator[AudioChunk]:
+        for sentence in text.split("."):
+            if sentence.strip():
+                await self.clock.sleep(self.think)
+                for word in sentence.split():
+                    async for chunk in super().stream(f"{word} {word} {word}"):
+                        yield chunk
+
+
+async def test_a_room_has_two_seconds_for_its_next_sentence() -> None:
+    """A room's next sentence is made while the one before plays, with up to 2 s to be ready: 1.5 s of
+    synthesis per sentence (four other rooms ahead of it at a busy CPU) leaves no hole."""
+    clock = VirtualClock()
+    p = Playout(SlowPieceEngine(clock, think=1.5), clock, name="t")
+    p.start()
+    speech = p.speak(Speech("s", "one two three four five six seven. " * 4))  # 4 sentences of 6.3 s
+    await clock.run_until(speech.wait_played(), limit=60)
+    assert speech.state == "done" and speech.frames_played == 4 * 7 * 15
+    assert p.stats.underruns == 0
+    await p.close()
 
 
 async def test_engine_error_fails_one_speech_and_the_room_goes_on(playout: tuple[Playout, Recorder, ToneEngine]) -> None:
