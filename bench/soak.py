@@ -1,17 +1,23 @@
 """Soak test on demand (not a test): a real server under steady load with one room attacked.
 
-For `--minutes` (default 10): `--rooms` rooms (default 5), each with `--listeners` aiortc WHEP
-listeners (default 10, in a child process so that their decoding does not share the server's
-interpreter) and the co-host reading a steady chat. The first room is attacked: a bot sends random
-bad protocol messages, an upload storm POSTs random and corrupt files to /api/voices (with
-`consent=true`), and a chat flood hits its chat. Prints per-room pacer figures (GET /api/rooms/ID),
-the process's RSS at start, after warm-up, in the middle and at the end, errors by code, and the
-tracebacks found in the captured log; the last line is
+For `--minutes` (default 10) after a warm-up (a tenth of that, at most 60 s) under the same load:
+`--rooms` rooms (default 5), each with `--listeners` aiortc WHEP listeners (default 10) and the
+co-host reading a steady chat. The first room is attacked from the start: a bot sends random bad
+protocol messages, an upload storm POSTs random and corrupt files to /api/voices (with
+`consent=true`), and a chat flood hits its chat. The server runs in this process; the listeners and
+the attackers run in child processes (one per room's listeners, one for the attackers: their own
+interpreters, as clients on other machines would), so that making bad input or decoding Opus does
+not take the server's GIL.
+
+Prints per-room pacer figures after the warm-up (GET /api/rooms/ID: late ticks, underruns, max lag)
+and in it, the listeners' frames and lost connections, the server process's RSS at start, after
+warm-up, in the middle, at the end and every 30 s, errors by code, and the tracebacks found in the
+captured log; the last line is
 
     soak: underruns N, tracebacks N, rss growth N MB
 
-(underruns summed over the rooms that are not attacked; tracebacks in the log; RSS at the end
-minus RSS after warm-up). Everything runs on 127.0.0.1.
+(underruns after the warm-up summed over the rooms that are not attacked; tracebacks in the log;
+RSS at the end minus RSS after warm-up). Everything runs on 127.0.0.1.
 
 Run: python bench/soak.py [--minutes 1]
 """
@@ -124,7 +130,7 @@ class Tally:
             self.problems.append(text[:300])
 
 
-# -- listeners (child process) ------------------------------------------------------------------------
+# -- listeners (child processes) ----------------------------------------------------------------------
 def listeners_main(base: str, joins: list[tuple[str, str]], seconds: float, results: Any, stop: Any) -> None:
     """Runs in a child process: WHEP listeners that read every frame until `stop` (at most `seconds`),
     then leave cleanly."""
@@ -143,6 +149,7 @@ async def _listen_all(base: str, joins: list[tuple[str, str]], seconds: float, r
     failures: Counter[str] = Counter()
     connecting = asyncio.Semaphore(3)  # the server allows 4 listeners still connecting per address
     peers: list[tuple[Any, str, str]] = []
+    lost: list[int] = []  # seconds into the run at which a listener's connection failed or was closed
     pumps: list[asyncio.Task[None]] = []
 
     async def join(room: str, grant: str) -> None:
@@ -151,6 +158,11 @@ async def _listen_all(base: str, joins: list[tuple[str, str]], seconds: float, r
                 pc = RTCPeerConnection()
                 pc.addTransceiver("audio", direction="recvonly")
                 connected = asyncio.Event()
+
+                @pc.on("connectionstatechange")
+                def on_state(pc: Any = pc) -> None:
+                    if pc.connectionState in ("failed", "closed") and not stop.is_set():
+                        lost.append(round(time.monotonic() - started))
 
                 @pc.on("track")
                 def on_track(track: Any, room: str = room, connected: asyncio.Event = connected) -> None:
@@ -202,7 +214,8 @@ async def _listen_all(base: str, joins: list[tuple[str, str]], seconds: float, r
         await pc.close()
     for task in pumps:
         task.cancel()
-    results.put({"frames": dict(frames), "failures": dict(failures)})
+    results.put({"frames": dict(frames), "failures": dict(failures), "connections failed or closed": len(lost),
+                 "failed at s": lost[:20]})
 
 
 # -- attackers ------------------------------------------------------------------------------------------
@@ -380,10 +393,32 @@ async def steady_chat(base: str, token: str, room: str, deadline: float, tally: 
         await asyncio.sleep(4.0)
 
 
+def attackers_main(base: str, ws_url: str, token: str, room: str, seconds: float, seed: int, results: Any) -> None:
+    """Runs in a child process, as an attacker on another machine would: its own interpreter, so that
+    making bad input does not take the server's GIL. Puts its `Tally` on `results` when done."""
+    async def attack() -> Tally:
+        tally = Tally()
+        deadline = time.monotonic() + seconds
+        tasks = [fuzzing_bot(ws_url, token, room, deadline, tally, seed),
+                 upload_storm(base, token, deadline, tally, seed + 1),
+                 chat_flood(base, token, room, deadline, tally, seed + 2)]
+        for name, outcome in zip(("fuzzing bot", "upload storm", "chat flood"),
+                                 await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+            if isinstance(outcome, BaseException):  # an attacker that broke is a finding, not the end
+                tally.problem(f"{name}: {type(outcome).__name__}: {outcome}")
+        return tally
+
+    results.put(asyncio.run(attack()))
+
+
 # -- the run --------------------------------------------------------------------------------------------
 def pacer(base: str, token: str, room: str) -> dict[str, Any]:
+    """The room's pacer figures, and its listener count as `listeners`."""
     status, _, raw = http(base, "GET", f"/api/rooms/{room}", token)
-    return dict(json.loads(raw)["pacer"]) if status == 200 else {"error": status}
+    if status != 200:
+        return {"error": status}
+    answer = json.loads(raw)
+    return {**answer["pacer"], "listeners": answer.get("listeners")}
 
 
 async def soak(args: argparse.Namespace, base: str, ws_url: str, token: str, capture: LogCapture) -> tuple[int, int, float]:
@@ -396,72 +431,101 @@ async def soak(args: argparse.Namespace, base: str, ws_url: str, token: str, cap
         rooms.append(json.loads(raw))
     attacked = rooms[0]["id"]
     total_s = args.minutes * 60
-    warmup_s = min(30.0, max(10.0, total_s * 0.1))
+    warmup_s = min(60.0, max(10.0, total_s * 0.1))
 
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     stop = ctx.Event()
-    joins = [(room["id"], room["listener_grant"]) for room in rooms for _ in range(args.listeners)]
-    child = ctx.Process(target=listeners_main, args=(base, joins, total_s + warmup_s + 600, results, stop),
-                        daemon=True)
-    child.start()
-    joined = await asyncio.to_thread(results.get, True, 180)
-    print(f"listeners: {joined['joined']} of {len(joins)} joined in {joined['joined_s']} s", flush=True)
+    # One process per room's listeners: a browser answers ICE consent checks within milliseconds, and
+    # one interpreter decoding every listener's Opus falls seconds behind on 2 cores (the server then
+    # rightly drops listeners that stopped answering).
+    children = [ctx.Process(target=listeners_main, daemon=True,
+                            args=(base, [(room["id"], room["listener_grant"])] * args.listeners,
+                                  total_s + warmup_s + 600, results, stop)) for room in rooms]
+    for child in children:
+        child.start()
+    joined = [await asyncio.to_thread(results.get, True, 180) for _ in children]
+    print(f"listeners: {sum(j['joined'] for j in joined)} of {args.rooms * args.listeners} joined in "
+          f"{max(j['joined_s'] for j in joined)} s, {len(children)} processes", flush=True)
 
+    # The whole load, attack included, runs from the start; the warm-up is its first part, so that what
+    # loads once (the enrollment models, the attack's code paths, the allocator's arenas) is in the
+    # baseline, and what is counted afterwards is what the load keeps or loses.
     start = time.monotonic()
     warm_end = start + warmup_s
     deadline = warm_end + total_s
     chats = [asyncio.create_task(steady_chat(base, token, room["id"], deadline, tally, i))
              for i, room in enumerate(rooms)]
-    # one analysed upload during warm-up, so the enrollment models (VAD, speaker encoder) are loaded
-    # before the baseline: the growth then measures what the soak keeps, not what loads once
-    noise = np.random.default_rng(args.seed).normal(0, 0.1, 32000).astype(np.float32)
-    status, _, raw = await asyncio.to_thread(http, base, "POST", "/api/voices?name=warm&lang=en&consent=true", token,
-                                             wav_bytes(noise, 16000), "application/octet-stream")
-    tally.errors[f"warm-up upload:{error_code(status, raw)}" if status >= 400 else f"warm-up upload:{status}"] += 1
+    attack_results = ctx.Queue()
+    attackers = None if args.no_attack else ctx.Process(
+        target=attackers_main, args=(base, ws_url, token, attacked, warmup_s + total_s, args.seed, attack_results),
+        daemon=True)
+    if attackers is not None:
+        attackers.start()
     await asyncio.sleep(max(0.0, warm_end - time.monotonic()))
     rss["after warm-up"] = rss_mb()
     warm = {room["id"]: await asyncio.to_thread(pacer, base, token, room["id"]) for room in rooms}
-    attacks = [] if args.no_attack else [
-        asyncio.create_task(fuzzing_bot(ws_url, token, attacked, deadline, tally, args.seed)),
-        asyncio.create_task(upload_storm(base, token, deadline, tally, args.seed + 1)),
-        asyncio.create_task(chat_flood(base, token, attacked, deadline, tally, args.seed + 2)),
-    ]
+    series: list[float] = []  # RSS every 30 s after the warm-up
     middle = warm_end + total_s / 2
+    next_sample = warm_end + 30
     for _ in range(int(total_s / 5) + 10):
         now = time.monotonic()
         if now >= deadline:
             break
         if "middle" not in rss and now >= middle:
             rss["middle"] = rss_mb()
+        if now >= next_sample:
+            series.append(rss_mb())
+            next_sample += 30
         await asyncio.sleep(min(5.0, deadline - now))
-    for task in [*attacks, *chats]:
+    for task in chats:
         try:
             await asyncio.wait_for(task, MAX_REPLY_S * 3)
-        except Exception as exc:  # an attacker that broke is a finding, not the end of the report
-            tally.problem(f"{task.get_coro().__qualname__}: {type(exc).__name__}: {exc}")  # type: ignore[union-attr]
+        except Exception as exc:  # a client that broke is a finding, not the end of the report
+            tally.problem(f"steady chat: {type(exc).__name__}: {exc}")
+    if attackers is not None:
+        try:
+            attack: Tally = await asyncio.to_thread(attack_results.get, True, MAX_REPLY_S * 6)
+        except Exception as exc:
+            tally.problem(f"the attackers did not report: {type(exc).__name__}")
+        else:
+            tally.errors.update(attack.errors)
+            tally.counts.update(attack.counts)
+            for text in attack.problems:
+                tally.problem(text)
+        attackers.join(10)
     stats = {room["id"]: await asyncio.to_thread(pacer, base, token, room["id"]) for room in rooms}
     rss.setdefault("middle", rss_mb())
     rss["end"] = rss_mb()
     stop.set()
-    heard = await asyncio.to_thread(results.get, True, 120)
-    child.join(30)
+    heard: dict[str, Any] = {"frames": Counter(), "failures": Counter(), "connections failed or closed": 0,
+                             "failed at s": []}
+    for _ in children:
+        part = await asyncio.to_thread(results.get, True, 120)
+        heard["frames"].update(part["frames"])
+        heard["failures"].update(part["failures"])
+        heard["connections failed or closed"] += part["connections failed or closed"]
+        heard["failed at s"] = sorted(heard["failed at s"] + part["failed at s"])[:20]
+    for child in children:
+        child.join(30)
 
-    print(f"soak: {args.minutes:g} min, {args.rooms} rooms x {args.listeners} listeners, warm-up {warmup_s:.0f} s"
-          + (", no attack" if args.no_attack else ""))
+    print(f"soak: {args.minutes:g} min after a {warmup_s:.0f} s warm-up under the same load, {args.rooms} rooms x "
+          f"{args.listeners} listeners" + (", no attack" if args.no_attack else ", room 0 attacked from the start"))
     underruns = 0
     for room in rooms:
         s, w = stats[room["id"]], warm[room["id"]]
         role = "attacked" if room["id"] == attacked and not args.no_attack else "steady"
         frames = heard["frames"].get(room["id"], 0)
-        print(f"room {room['name']} ({role}): ticks {s.get('ticks')}, late ticks {s.get('late_ticks')}, "
-              f"underruns {s.get('underruns')} (of which in warm-up: late {w.get('late_ticks')}, "
-              f"underruns {w.get('underruns')}), max lag {float(s.get('max_lag_ms') or 0):.0f} ms, "
-              f"listener frames {frames} ({frames / max(1, args.listeners):.0f} each)")
+        after = {key: int(s.get(key) or 0) - int(w.get(key) or 0) for key in ("ticks", "late_ticks", "underruns")}
+        print(f"room {room['name']} ({role}), after warm-up: ticks {after['ticks']}, late ticks {after['late_ticks']}, "
+              f"underruns {after['underruns']}; in warm-up: late ticks {w.get('late_ticks')}, underruns "
+              f"{w.get('underruns')}; max lag {float(s.get('max_lag_ms') or 0):.0f} ms; listener frames {frames} "
+              f"({frames / max(1, args.listeners):.0f} each); listeners at the end {s.get('listeners')}")
         if role == "steady":
-            underruns += int(s.get("underruns") or 0)
-    print("listener failures:", dict(heard["failures"]) or "none")
+            underruns += after["underruns"]
+    print("listeners:", {k: dict(v) if isinstance(v, Counter) else v for k, v in heard.items() if k != "frames"})
     print("rss MB:", ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+    print("rss MB every 30 s after warm-up:", " ".join(f"{v:.0f}" for v in series))
     print("counts:", dict(tally.counts))
     print("errors by code:", dict(sorted(tally.errors.items())))
     for text in tally.problems:
