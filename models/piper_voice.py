@@ -58,12 +58,17 @@ def stock_voice_sessions() -> int:
 
 
 def single_thread_session(model_path: Path) -> Any:
-    """An ONNX Runtime CPU session of the voice that runs on the calling thread alone."""
+    """An ONNX Runtime CPU session of the voice that runs on the calling thread alone, and keeps no
+    memory between runs."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    # Without its memory arena: the arena grows to the longest piece ever said and keeps it (one
+    # 800-character piece: +1.2 GB for good); plain malloc hands it back, at the same speed (RTF
+    # 0.089 against 0.087 on 2 cores).
+    options.enable_cpu_mem_arena = False
     return onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 

@@ -61,3 +61,26 @@ def test_a_chinese_line_for_a_stock_voice_room_is_refused_with_the_note_and_no_a
     assert status == 422 and body == {"error": ENGLISH_ONLY, "code": "language_not_supported"}
     assert not any(live_server.engine.produced.get(t) for t in (text, text + "。"))
     assert live_server.json("DELETE", f"/api/rooms/{room['id']}")[0] == 200  # the shared server caps rooms
+
+
+def test_a_long_piece_leaves_no_memory_behind(stock_engine: Any) -> None:
+    """ONNX Runtime's memory arena would keep what the longest piece ever needed (+550 MB for this
+    one); the stock voice's sessions run without it, so the memory goes back once it is said."""
+    import os
+    from pathlib import Path
+
+    from voxroom.streaming.native_memory import release_free_memory
+
+    statm = Path("/proc/self/statm")
+    if not statm.exists():
+        pytest.skip("reads the resident size from /proc (Linux)")
+
+    def rss_mb() -> float:
+        release_free_memory()
+        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    stock_engine.synthesize("A short line first.")
+    before = rss_mb()
+    audio = stock_engine.synthesize_phonemes(stock_engine.phonemes("spam " * 80))
+    assert audio.size > 10 * stock_engine.sample_rate  # it was said: 80 words
+    assert rss_mb() - before < 200
