@@ -39,6 +39,7 @@ from voxroom.streaming.compat_api import CompatAPI
 from voxroom.streaming.config import ServerConfig
 from voxroom.streaming.connectors_api import ConnectorRuntime, ConnectorsApi, ConnectorStore
 from voxroom.streaming.llm_api import LLMApi, LLMStore
+from voxroom.streaming.native_memory import MemoryTrimmer
 from voxroom.streaming.room_store import RoomStore
 from voxroom.streaming.rooms import Rooms
 from voxroom.streaming.rooms_api import RoomsAPI
@@ -87,6 +88,7 @@ class VoxroomServer:
                           page_ice=lambda: ice_servers.for_pages(ice, config.ice_transport_policy))
         configure_ice_addresses(config.ice_addresses)
         configure_ice_servers(ice)
+        self.memory = MemoryTrimmer()  # hands the allocator's free pages back every half minute
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
                              exception_handlers={404: http_errors.not_routed, 405: http_errors.not_routed})
         self.app.state.server = self
@@ -126,6 +128,7 @@ class VoxroomServer:
         await self.connectors.runtime.resume(self.connectors.store, submit_for_room)
         self.sfu.store.prune({room.id for room in self.rooms.all()})
         self.sfu.resume(self.rooms.all())
+        self.memory.start()
 
     def _stored_voice(self, owner_id: str, ref: str) -> Voice | None:
         """A restored room's voice (VoiceNotFound, a LookupError, when it was deleted). One still being
@@ -148,6 +151,7 @@ class VoxroomServer:
     async def close(self) -> None:
         """Stop the chat connectors, fade out and close every room (peers, tasks), then flush and close
         the database."""
+        await self.memory.close()
         await self.connectors.runtime.close()
         await self.compat.speaker.close()
         await self.rooms.close()

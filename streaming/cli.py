@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -19,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from voxroom.streaming.config import ConfigError, load_config
+from voxroom.streaming.native_memory import limit_malloc_arenas
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -102,18 +102,6 @@ def _serve(args: argparse.Namespace) -> int:
     uvloop.run(run())
     print("voxroom stopped.", flush=True)
     return 0
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Synthesis, decoding and VAD run in worker threads; glibc gives threads their own malloc arenas
-    and keeps what they freed, so RSS climbs with every new thread that did big allocations (measured
-    by bench/soak.py: +272 MB in one minute with glibc's default, +73 MB with 2 arenas). Two arenas
-    cap that. No-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
