@@ -11,13 +11,15 @@ not take the server's GIL.
 
 Prints per-room pacer figures after the warm-up (GET /api/rooms/ID: late ticks, underruns, max lag)
 and in it, the listeners' frames and lost connections, the server process's RSS at start, after
-warm-up, in the middle, at the end and every 30 s, errors by code, and the tracebacks found in the
+warm-up, in the middle, at the end and per minute, errors by code, and the tracebacks found in the
 captured log; the last line is
 
     soak: underruns N, tracebacks N, rss growth N MB
 
 (underruns after the warm-up summed over the rooms that are not attacked; tracebacks in the log;
-RSS at the end minus RSS after warm-up). Everything runs on 127.0.0.1.
+RSS growth: the median of the server's RSS over the last minute minus that over the first minute
+after the warm-up, sampled every 5 s, since analyses and speeches in flight swing it by tens of MB
+from one moment to the next). Everything runs on 127.0.0.1.
 
 Run: python bench/soak.py [--minutes 1]
 """
@@ -31,10 +33,12 @@ import json
 import logging
 import multiprocessing
 import random
+import statistics
 import struct
 import tempfile
 import threading
 import time
+import tracemalloc
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -464,19 +468,17 @@ async def soak(args: argparse.Namespace, base: str, ws_url: str, token: str, cap
         attackers.start()
     await asyncio.sleep(max(0.0, warm_end - time.monotonic()))
     rss["after warm-up"] = rss_mb()
+    baseline = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
     warm = {room["id"]: await asyncio.to_thread(pacer, base, token, room["id"]) for room in rooms}
-    series: list[float] = []  # RSS every 30 s after the warm-up
+    samples: list[tuple[float, float]] = []  # (seconds after the warm-up, RSS) every 5 s
     middle = warm_end + total_s / 2
-    next_sample = warm_end + 30
     for _ in range(int(total_s / 5) + 10):
         now = time.monotonic()
         if now >= deadline:
             break
         if "middle" not in rss and now >= middle:
             rss["middle"] = rss_mb()
-        if now >= next_sample:
-            series.append(rss_mb())
-            next_sample += 30
+        samples.append((now - warm_end, rss_mb()))
         await asyncio.sleep(min(5.0, deadline - now))
     for task in chats:
         try:
@@ -497,6 +499,11 @@ async def soak(args: argparse.Namespace, base: str, ws_url: str, token: str, cap
     stats = {room["id"]: await asyncio.to_thread(pacer, base, token, room["id"]) for room in rooms}
     rss.setdefault("middle", rss_mb())
     rss["end"] = rss_mb()
+    if baseline is not None:
+        grown = tracemalloc.take_snapshot().compare_to(baseline, "lineno")
+        print(f"python allocations after warm-up: {sum(d.size_diff for d in grown) / 2**20:+.1f} MB; most grown:")
+        for diff in grown[:10]:
+            print(f"  {diff.size_diff / 2**20:+.1f} MB in {diff.count_diff:+d} blocks at {diff.traceback[0]}")
     stop.set()
     heard: dict[str, Any] = {"frames": Counter(), "failures": Counter(), "connections failed or closed": 0,
                              "failed at s": []}
@@ -525,12 +532,18 @@ async def soak(args: argparse.Namespace, base: str, ws_url: str, token: str, cap
             underruns += after["underruns"]
     print("listeners:", {k: dict(v) if isinstance(v, Counter) else v for k, v in heard.items() if k != "frames"})
     print("rss MB:", ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
-    print("rss MB every 30 s after warm-up:", " ".join(f"{v:.0f}" for v in series))
+    minutes = [statistics.median(v for t, v in samples if m * 60 <= t < (m + 1) * 60)
+               for m in range(int(total_s // 60)) if any(m * 60 <= t < (m + 1) * 60 for t, _ in samples)]
+    print("rss MB after warm-up, median of each minute:", " ".join(f"{v:.0f}" for v in minutes))
     print("counts:", dict(tally.counts))
     print("errors by code:", dict(sorted(tally.errors.items())))
     for text in tally.problems:
         print("problem:", text)
-    return underruns, len(capture.tracebacks()), rss["end"] - rss["after warm-up"]
+    # Analyses and speeches in flight swing RSS by ±50 MB from one moment to the next: the growth is
+    # the median of the last minute's samples minus the first minute's (every 5 s).
+    first = [v for t, v in samples if t < 60] or [rss["after warm-up"]]
+    last = [v for t, v in samples if t >= total_s - 60] or [rss["end"]]
+    return underruns, len(capture.tracebacks()), statistics.median(last) - statistics.median(first)
 
 
 def main() -> None:
@@ -540,14 +553,18 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-attack", action="store_true", help="the same load without the attacked room's attackers")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also print where Python allocations grew after the warm-up (slows the server)")
     args = parser.parse_args()
 
     from voxroom.models.piper_voice import PiperVoiceEngine
-    from voxroom.streaming.cli import limit_malloc_arenas
     from voxroom.streaming.config import ServerConfig
     from voxroom.streaming.embedded import serve_in_thread
+    from voxroom.streaming.native_memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # as `voxroom serve` does
+    if args.tracemalloc:
+        tracemalloc.start()
 
     capture = LogCapture()
     for name in ("uvicorn.error", "voxroom", ""):
