@@ -92,7 +92,10 @@ async def test_submit_dict_snapshot_and_bad_input() -> None:
 
 async def test_cancelling_the_loop_mid_reply_closes_synthesis() -> None:
     t = make_cohost()
-    t.cohost.submit_dict({"type": "message", "user": "a", "text": "a rather long line to read out loud"})
+    # Six seconds of audio: longer than the playout keeps synthesized ahead (2 s), so synthesis
+    # is still running when the loop is cancelled.
+    line = "a rather long line to read out loud, long enough to outlast the playout's cushion"
+    t.cohost.submit_dict({"type": "message", "user": "a", "text": line})
     t.playout.start()
     task = asyncio.ensure_future(t.cohost.run())
     await t.clock.advance(0.3)
