@@ -381,6 +381,7 @@ class GPTSoVITSEngine:
                         speech.stop()
                         return
                 if failures:
+                    speech.stop()
                     raise failures[0]
         finally:
             self._leave()
@@ -487,6 +488,8 @@ class _Speech:
             try:
                 if error is None:
                     gate.finish(complete=True)
+                elif self.current is not None:
+                    self.current.cancel()  # its audio failed: the T2S stops too
             finally:
                 self.piece_done(error)
 
@@ -507,8 +510,12 @@ class _Speech:
             self.piece_done(error)
 
         first = opts.schedule.first_chunk_tokens if n == 0 else 0
+        # The T2S runs at most two full windows ahead of this piece's audio: tokens beyond that only
+        # take CPU from windows that are due (here, and in every other stream).
+        backlog_limit = 2 * opts.schedule.max_chunk_tokens + opts.schedule.lookahead_tokens
         self.current = engine.scheduler.submit(session, on_step=on_step, on_error=t2s_failed,
-                                               first_audio_tokens=first)
+                                               first_audio_tokens=first,
+                                               may_step=lambda: job.ended or job.backlog < backlog_limit)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -247,6 +247,7 @@ class StreamingDecoder:
         self._rendered_frames = 0  # output frames covered by the previous window (incl. its held tail)
         self._tail: torch.Tensor | None = None  # previous render of samples [emitted, emitted + fade)
         self._finished = False
+        self._window_tokens = 0  # tokens the last window was rendered from
         self._chunk_tokens = self.schedule.chunk_tokens
         fade = self.schedule.crossfade_samples
         ramp = torch.sin(torch.linspace(0.0, math.pi / 2, fade + 2)[1:-1]) ** 2
@@ -259,6 +260,11 @@ class StreamingDecoder:
     @property
     def tokens(self) -> int:
         return int(self._codes.numel())
+
+    @property
+    def tokens_not_rendered(self) -> int:
+        """Tokens that arrived after those the last window was rendered from."""
+        return self.tokens - self._window_tokens
 
     @property
     def samples_emitted(self) -> int:
@@ -401,6 +407,7 @@ class StreamingDecoder:
                 noise = noise.to(self.device)
             audio = self.model.synthesize(m, logs, self.timbre.ge, self.noise_scale, noise=noise)[0, 0].cpu()
         self.windows_decoded += 1
+        self._window_tokens = n
         base = first_out * self.hop
         new = audio[start_sample - base : end_out * self.hop - base].clone()
         if self._tail is not None:

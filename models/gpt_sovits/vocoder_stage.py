@@ -48,6 +48,9 @@ class WindowDecoder(Protocol):
     @property
     def started(self) -> bool: ...
 
+    @property
+    def tokens_not_rendered(self) -> int: ...
+
     def add(self, new_codes: Sequence[int]) -> None: ...
 
     def window_ready(self, extra_tokens: int = 0) -> bool: ...
@@ -73,6 +76,7 @@ class VocoderJob:
         self.tokens_done = False  # the T2S has finished this piece
         self.served = -1  # when the stage last rendered for it (round robin)
         self.windows = 0  # renders so far
+        self._not_rendered = 0  # the decoder's tokens past its last window (updated by the stage)
         self.error: BaseException | None = None
         self.ended = False  # cancelled, failed or complete: nothing more is delivered
         self.done = threading.Event()
@@ -80,6 +84,11 @@ class VocoderJob:
     @property
     def waits_for_first_audio(self) -> bool:
         return self.first_audio and not self.decoder.started
+
+    @property
+    def backlog(self) -> int:
+        """Tokens pushed and not rendered yet (read from any thread: the T2S holds back at a limit)."""
+        return len(self.pending) + self._not_rendered
 
     def push(self, token: int) -> None:
         """A new semantic token (called from the T2S scheduler's thread)."""
@@ -198,6 +207,7 @@ class VocoderStage:
             if job is None:
                 return False
             tokens, job.pending = job.pending, []
+            job._not_rendered += len(tokens)
             job.served = next(self._turn)
         try:
             job.decoder.add(tokens)
@@ -211,6 +221,7 @@ class VocoderStage:
             if job.ended:  # cancelled (or the stage closed) while rendering: drop the window
                 return True
             job.windows += 1
+            job._not_rendered = job.decoder.tokens_not_rendered
             self.windows_rendered += 1
             try:
                 if audio.size:

@@ -259,10 +259,15 @@ class CountingDecoder:
         self.finished = False
         self.fail_at = fail_at  # render call that raises
         self.renders = 0
+        self.window_tokens = 0  # tokens the last window used (its look-ahead included)
 
     @property
     def started(self) -> bool:
         return self.next_end > 4
+
+    @property
+    def tokens_not_rendered(self) -> int:
+        return len(self.tokens) - self.window_tokens
 
     def add(self, new_codes: list[int]) -> None:
         assert not self.finished
@@ -282,11 +287,12 @@ class CountingDecoder:
     def render_next(self) -> np.ndarray:
         if not self.window_ready():
             return np.zeros(0, np.float32)
-        end, self.next_end = self.next_end - 1, self.next_end + 3
+        end, self.window_tokens, self.next_end = self.next_end - 1, self.next_end, self.next_end + 3
         return self._render(end)
 
     def finish(self) -> np.ndarray:
         self.finished = True
+        self.window_tokens = len(self.tokens)
         return self._render(len(self.tokens))
 
 
@@ -375,6 +381,8 @@ class StageMachine(RuleBasedStateMachine):
                 assert got == t.pushed and t.finished  # complete: every token
             if self.closed:
                 assert t.job.done.is_set()  # close released everyone
+            if not t.job.ended:  # what the T2S is held back by: tokens pushed and not yet rendered
+                assert t.job.backlog == len(t.pushed) - t.decoder.window_tokens
 
     def teardown(self) -> None:
         self.stage.close()
