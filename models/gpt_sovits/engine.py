@@ -44,7 +44,7 @@ from .fbank import resample_sinc
 from .hubert import HubertModel, load_hubert, reference_ssl_content
 from .precision_choice import PrecisionChoice
 from .precision_choice import choose as choose_precisions
-from .realtime import RealtimeGate
+from .realtime import PieceGate, RealtimeGate
 from .scheduler import DEFAULT_MAX_BATCH, PRIORITY_STEPS, T2SScheduler, Utterance
 from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, Timbre, load_sovits
 from .sovits_streaming import StreamingDecoder, StreamingSchedule
@@ -464,6 +464,7 @@ class _Speech:
             chunk_plan=tuple(n * SAMPLES_PER_TOKEN for n in opts.schedule.emitted_tokens()))
         self.current: Utterance | None = None
         self.job: VocoderJob | None = None
+        self.piece_gate: PieceGate | None = None  # the current piece's, until its audio has ended
 
     def _hand_over(self, audio: np.ndarray) -> None:
         self.emit(np.clip(audio, -1.0, 1.0), self.label)
@@ -482,9 +483,10 @@ class _Speech:
                                    noise_scale=opts.noise_scale, speed=self.speed, generator=self.noise_generator)
         if n:  # the previous piece has handed over its last audio, so nothing else touches the gate now
             self.utterance.hand_over(np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32))
-        gate = self.utterance.piece(len(phones), self.speed)
+        gate = self.piece_gate = self.utterance.piece(len(phones), self.speed)
 
         def audio_done(error: BaseException | None) -> None:  # in the vocoder stage's thread
+            self.piece_gate = None
             try:
                 if error is None:
                     gate.finish(complete=True)
@@ -522,4 +524,9 @@ class _Speech:
         if self.current is not None:
             self.current.cancel()
         if self.job is not None:
-            self.job.cancel()
+            self.job.cancel()  # after this the stage delivers nothing more, so the gate is ours
+        if self.piece_gate is not None:
+            # A piece stopped mid-way still shows how fast this machine made its audio: the next
+            # stream's gate can then start it without first waiting for a second chunk.
+            self.piece_gate.finish(complete=False)
+            self.piece_gate = None

@@ -245,6 +245,24 @@ async def test_closing_the_engine_ends_its_streams_with_an_error(tmp_path_factor
     assert engine.vocoder.open_jobs == 0 and engine._open_streams == 0
 
 
+async def test_a_stream_stopped_mid_piece_still_teaches_the_gate_its_rate(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Random or interrupted speech may never finish a piece; what it made still tells the real-time gate
+    how fast this machine is, so the next stream need not wait for a second chunk to learn it."""
+    engine = GPTSoVITSEngine.from_models_dir(write_models_dir(tmp_path_factory.mktemp("models")),
+                                             options=SynthesisOptions(seed=7, realtime_start=False))
+    audio, rate = read_speech()
+    prompt = engine.prepare_voice(audio, rate, "And you always want to see it in the superlative degree.", "en")
+    stream = engine.stream("This sentence is here to keep the model busy for a while. " * 4,
+                           Voice(id="v", name="test", engine="gpt-sovits", prompt=prompt), lang="en")
+    assert engine.realtime.rate is None
+    for _ in range(3):
+        await stream.__anext__()
+    await stream.aclose()
+    assert engine.realtime.rate is not None and engine.realtime.rate > 0
+    engine.close()
+
+
 # ---- stateful: the stage's bookkeeping under any sequence of events -----------------------------
 
 
