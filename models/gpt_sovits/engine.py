@@ -513,16 +513,11 @@ class _Speech:
 
         first = opts.schedule.first_chunk_tokens if n == 0 else 0
         # The T2S runs at most two full windows ahead of this piece's audio: tokens beyond that only
-        # take CPU from windows that are due (here, and in every other stream). A first window waits
-        # for nobody: until it is rendered this stream's T2S holds still and leaves it the cores.
+        # take CPU from windows that are due (here, and in every other stream).
         backlog_limit = 2 * opts.schedule.max_chunk_tokens + opts.schedule.lookahead_tokens
-
-        def may_step() -> bool:  # in the scheduler's thread
-            limit = first if job.waits_for_first_audio else backlog_limit
-            return job.ended or job.backlog < limit
-
         self.current = engine.scheduler.submit(session, on_step=on_step, on_error=t2s_failed,
-                                               first_audio_tokens=first, may_step=may_step)
+                                               first_audio_tokens=first,
+                                               may_step=lambda: job.ended or job.backlog < backlog_limit)
 
     def stop(self) -> None:
         self.stopped.set()
