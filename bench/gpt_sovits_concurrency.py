@@ -9,7 +9,10 @@ For N = 1, 2, 4, 8, 16 utterances started together it prints:
 and N = 1 again at the end ("1b") (shared machines drift). The last line is the end-to-end aggregate
 speedup at 8 streams over 1 (the better of the two N = 1 runs).
 
-    .venv/bin/python bench/gpt_sovits_concurrency.py [--precision fp32] [--threads 2] [--seconds 2] [--tokens 50]
+--precision defaults to auto (each network's fastest here, as `voxroom serve --precision auto`; on an
+AVX-512 CPU with native bf16 that is int8 T2S + bf16 SoVITS, the precisions issue 13's goals are stated with).
+
+    .venv/bin/python bench/gpt_sovits_concurrency.py [--precision auto] [--threads 2] [--seconds 2] [--tokens 50]
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 or int8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per end-to-end stream")
     parser.add_argument("--tokens", type=int, default=50, help="tokens per T2S-only session")
@@ -125,6 +128,7 @@ def main() -> None:
         print(f"{label:>3} {t2s_rate:10.1f} | {e2e[label]:9.1f} {statistics.median(rtfs):8.2f} {max(rtfs):8.2f} "
               f"{percentile(firsts, 50):8.0f}ms {percentile(firsts, 90):8.0f}ms "
               f"{slot_mb:10.0f} MB {used / 2**20:6.1f} MB")
+    engine.close()
     print(f"T2S-only speedup at 8 sessions: {t2s['8'] / max(t2s['1'], t2s['1b']):.1f}×")
     print(f"aggregate speedup at 8 streams: {e2e['8'] / max(e2e['1'], e2e['1b']):.1f}×")
 

@@ -3,13 +3,18 @@
     text ─► sentence pieces (official cut5) ─► per piece, on the caller's loop (frontend in a thread):
         frontend phones (+ BERT for zh) ─► a T2S session, submitted to the engine's T2SScheduler
                                               │ one worker thread decodes every stream's sessions as
-                                              │ one batch (scheduler.py); per token, in that thread:
+                                              │ one batch (scheduler.py); each token, in that thread:
                                               ▼
-                                 StreamingDecoder.push ─► 32 kHz audio as soon as a window is ready
+                                 VocoderJob.push ─► the engine's VocoderStage (vocoder_stage.py): its
+                                              │ one thread renders each stream's StreamingDecoder
+                                              │ windows while the T2S goes on stepping
+                                              ▼
+                                 real-time gate (realtime.py) ─► 32 kHz audio
                                               │
         the caller's asyncio queue ◄──────────┘   (call_soon_threadsafe)  ─► AudioChunk to the caller
 
-Each stream has its own seeded generator, gate and decoder; no voice state is shared. At most
+Each stream has its own seeded generators (T2S sampling, SoVITS noise), gate and decoder; no voice
+state is shared. A piece ends when its last window has been handed over. At most
 `max_batch` streams decode at once and `max_queue` wait for a slot; beyond that `stream()` raises
 EngineBusy (a models.engine.Busy: the server answers 429 / `busy`). Closing the async iterator cancels
 the stream's session, which leaves the batch before the scheduler's next step. Weights and caches
@@ -39,7 +44,7 @@ from .fbank import resample_sinc
 from .hubert import HubertModel, load_hubert, reference_ssl_content
 from .precision_choice import PrecisionChoice
 from .precision_choice import choose as choose_precisions
-from .realtime import RealtimeGate
+from .realtime import PieceGate, RealtimeGate
 from .scheduler import DEFAULT_MAX_BATCH, PRIORITY_STEPS, T2SScheduler, Utterance
 from .sovits import SAMPLES_PER_TOKEN, SoVITSModel, Timbre, load_sovits
 from .sovits_streaming import StreamingDecoder, StreamingSchedule
@@ -48,6 +53,7 @@ from .spectrogram import reference_spectrogram
 from .t2s_generate import generate_stream
 from .t2s_model import T2SModel, load_t2s
 from .t2s_quantize import pack_weights, quantize_int8, to_dtype
+from .vocoder_stage import StageClosed, VocoderJob, VocoderStage
 from .voice_prompt import VoicePrompt
 
 log = logging.getLogger(__name__)
@@ -120,6 +126,9 @@ class GPTSoVITSEngine:
         self._scheduler: T2SScheduler | None = None
         self._scheduler_lock = threading.Lock()
         self._open_streams = 0
+        self._closed = False
+        # SoVITS windows of every stream are rendered by one stage, off the scheduler's thread.
+        self.vocoder = VocoderStage()
         self._frontend_lock = threading.Lock()
         # Learns how fast this machine makes audio; holds a piece's start when it could not keep up.
         self.realtime = RealtimeGate(SAMPLE_RATE)
@@ -310,10 +319,23 @@ class GPTSoVITSEngine:
         """KV-cache memory one speaking stream holds (its scheduler slot, at full capacity)."""
         return self.scheduler.bytes_per_slot()
 
+    def close(self) -> None:
+        """Stop both stages; every stream still speaking fails with a SynthesisError (none waits forever)."""
+        reason = SynthesisError("the speech engine was closed")
+        with self._scheduler_lock:
+            self._closed = True
+            scheduler = self._scheduler
+        # The vocoder stage first: a piece starting meanwhile is then refused before it reaches the scheduler.
+        self.vocoder.close(reason)
+        if scheduler is not None:
+            scheduler.close(reason)
+
     def _admit(self) -> None:
         """Count a new stream in, or refuse it: at most max_batch speaking plus max_queue waiting."""
         opts = self.options
         with self._scheduler_lock:
+            if self._closed:
+                raise SynthesisError("the speech engine was closed")
             if self._open_streams >= opts.max_batch + opts.max_queue:
                 raise EngineBusy(
                     f"GPT-SoVITS is busy: {self._open_streams} streams are speaking or waiting "
@@ -359,6 +381,7 @@ class GPTSoVITSEngine:
                         speech.stop()
                         return
                 if failures:
+                    speech.stop()
                     raise failures[0]
         finally:
             self._leave()
@@ -414,9 +437,10 @@ class EngineBusy(Busy):
 
 
 class _Speech:
-    """One stream's synthesis: its seeded generator, real-time gate and pieces. The caller starts
+    """One stream's synthesis: its seeded generators, real-time gate and pieces. The caller starts
     each piece when the previous one has ended; its tokens arrive in the scheduler's thread, which
-    decodes them to audio (StreamingDecoder) and hands it on through `emit`."""
+    passes them to the piece's job in the vocoder stage; that stage's thread decodes them to audio
+    (StreamingDecoder), puts it through the gate and hands it on through `emit`."""
 
     def __init__(self, engine: GPTSoVITSEngine, prompt: VoicePrompt, speed: float, queued_s: float,
                  emit: Callable[[np.ndarray, str], None], piece_done: Callable[[BaseException | None], None],
@@ -426,6 +450,12 @@ class _Speech:
         opts = engine.options
         # A CPU generator on every device: the same seed then draws the same numbers on CPU and CUDA.
         self.generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
+        # SoVITS noise has a generator of its own, seeded from the first: T2S sampling and SoVITS run in
+        # two threads, and each stream's draws must not depend on how the two interleave.
+        self.noise_generator = None
+        if self.generator is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            self.noise_generator = torch.Generator().manual_seed(seed)
         device = engine.device
         self.timbre = Timbre(ge=prompt.timbre.ge.to(device), ge_text=prompt.timbre.ge_text.to(device))
         self.label = ""
@@ -433,6 +463,8 @@ class _Speech:
             self._hand_over, queued_s, enabled=opts.realtime_start,
             chunk_plan=tuple(n * SAMPLES_PER_TOKEN for n in opts.schedule.emitted_tokens()))
         self.current: Utterance | None = None
+        self.job: VocoderJob | None = None
+        self.piece_gate: PieceGate | None = None  # the current piece's, until its audio has ended
 
     def _hand_over(self, audio: np.ndarray) -> None:
         self.emit(np.clip(audio, -1.0, 1.0), self.label)
@@ -448,27 +480,53 @@ class _Speech:
                 temperature=opts.temperature, repetition_penalty=opts.repetition_penalty, generator=self.generator,
             )
         decoder = StreamingDecoder(engine.sovits, phones, self.timbre, schedule=opts.schedule,
-                                   noise_scale=opts.noise_scale, speed=self.speed, generator=self.generator)
-        if n:
+                                   noise_scale=opts.noise_scale, speed=self.speed, generator=self.noise_generator)
+        if n:  # the previous piece has handed over its last audio, so nothing else touches the gate now
             self.utterance.hand_over(np.zeros(int(opts.pause_s * SAMPLE_RATE), dtype=np.float32))
-        gate = self.utterance.piece(len(phones), self.speed)
+        gate = self.piece_gate = self.utterance.piece(len(phones), self.speed)
+
+        def audio_done(error: BaseException | None) -> None:  # in the vocoder stage's thread
+            self.piece_gate = None
+            try:
+                if error is None:
+                    gate.finish(complete=True)
+                elif self.current is not None:
+                    self.current.cancel()  # its audio failed: the T2S stops too
+            finally:
+                self.piece_done(error)
+
+        try:
+            # The first piece waits for its first audio; later ones follow audio already playing.
+            job = self.job = engine.vocoder.open(decoder, deliver=gate.push, on_end=audio_done, first_audio=n == 0)
+        except StageClosed as exc:
+            raise SynthesisError("the speech engine was closed") from exc
 
         def on_step(token: int | None, finished: bool) -> None:  # in the scheduler's thread
-            if self.stopped.is_set():
-                return
             if token is not None:
-                gate.push(decoder.push([token]))
+                job.push(token)
             if finished:
-                gate.push(decoder.finish())
-                gate.finish(complete=True)
-                self.piece_done(None)
+                job.finish()
 
-        # The first piece waits for its first audio; later ones follow audio already playing.
+        def t2s_failed(error: BaseException) -> None:  # in the scheduler's thread
+            job.cancel()
+            self.piece_done(error)
+
         first = opts.schedule.first_chunk_tokens if n == 0 else 0
-        self.current = engine.scheduler.submit(session, on_step=on_step, on_error=self.piece_done,
-                                               first_audio_tokens=first)
+        # The T2S runs at most two full windows ahead of this piece's audio: tokens beyond that only
+        # take CPU from windows that are due (here, and in every other stream).
+        backlog_limit = 2 * opts.schedule.max_chunk_tokens + opts.schedule.lookahead_tokens
+        self.current = engine.scheduler.submit(session, on_step=on_step, on_error=t2s_failed,
+                                               first_audio_tokens=first,
+                                               may_step=lambda: job.ended or job.backlog < backlog_limit)
 
     def stop(self) -> None:
         self.stopped.set()
         if self.current is not None:
             self.current.cancel()
+        if self.job is not None:
+            self.job.cancel()  # after this the stage delivers nothing more, so the gate is ours
+        if self.piece_gate is not None:
+            # A piece stopped mid-way still shows how fast this machine made its audio: the next
+            # stream's gate can then start it without first waiting for a second chunk.
+            self.piece_gate.finish(complete=False)
+            self.piece_gate = None

@@ -13,6 +13,9 @@
         between steps and the last row's keys move into its slot, so the rows stay contiguous
         and the batch attends over a view of the cache, not a gathered copy.
 
+A row whose consumer is behind (`may_step()` false: the engine's vocoder stage has a backlog of its
+tokens) sits out the steps until it catches up, so on a machine the two stages share, the CPU goes to
+the audio that is due rather than to tokens far ahead of it (the bounded queue between two stages).
 While some utterance still waits for its first audio (`first_audio_tokens`), two of every three
 steps run only those rows: a small batch is faster on a CPU, so a newcomer's first chunk does not
 wait behind the later chunks of long ones. A lone row runs the plain T2SSession step, so one
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int | None, bool], None]
 ErrorCallback = Callable[[BaseException], None]
+ReadyCheck = Callable[[], bool]
 
 DEFAULT_MAX_BATCH = 8
 # Positions per slot: a 1500-step utterance after ~550 positions of text and prompt. Longer texts
@@ -46,15 +50,17 @@ DEFAULT_SLOT_CAPACITY = 2048
 # While an utterance waits for its first audio, this many steps in a row run only such rows,
 # then one step runs everyone (so long utterances slow down, never stop).
 PRIORITY_STEPS = 2
+HOLD_POLL_S = 0.005  # while every row is held back (may_step), how often to look again
 
 
 class Utterance:
     """One submitted session: its place in the scheduler and how it ended."""
 
     def __init__(self, scheduler: T2SScheduler, session: T2SSession, on_step: StepCallback | None,
-                 on_error: ErrorCallback | None, first_audio_tokens: int, order: int) -> None:
+                 on_error: ErrorCallback | None, first_audio_tokens: int, order: int,
+                 may_step: ReadyCheck | None = None) -> None:
         self.scheduler, self.session = scheduler, session
-        self.on_step, self.on_error = on_step, on_error
+        self.on_step, self.on_error, self.may_step = on_step, on_error, may_step
         self.first_audio_tokens, self.order = first_audio_tokens, order
         self.row: int | None = None  # cache slot while decoding
         self.cancelled = False
@@ -64,6 +70,10 @@ class Utterance:
     @property
     def waits_for_first_audio(self) -> bool:
         return not self.session.finished and len(self.session.tokens) < self.first_audio_tokens
+
+    @property
+    def may_decode(self) -> bool:
+        return self.may_step is None or self.waits_for_first_audio or self.may_step()
 
     def cancel(self) -> None:
         """Stop decoding this utterance; its slot is freed before the next step."""
@@ -118,9 +128,11 @@ class T2SScheduler:
         return len(self._waiting)
 
     def submit(self, session: T2SSession, *, on_step: StepCallback | None = None,
-               on_error: ErrorCallback | None = None, first_audio_tokens: int = 0) -> Utterance:
+               on_error: ErrorCallback | None = None, first_audio_tokens: int = 0,
+               may_step: ReadyCheck | None = None) -> Utterance:
         """Queue a fresh session. on_step(kept token or None, finished) and on_error run in the
-        worker thread; `first_audio_tokens` > 0 gives it priority until it has that many tokens."""
+        worker thread; `first_audio_tokens` > 0 gives it priority until it has that many tokens;
+        `may_step()` false (asked before each step, in the worker thread) holds the row back."""
         if session.model is not self.model:
             raise ValueError("this session decodes with another model than the scheduler's")
         if session.step_index != -1 or session.finished:
@@ -130,7 +142,7 @@ class T2SScheduler:
             raise ValueError(f"text and prompt take {session.n_text + session.n_prompt} positions, "
                              f"a slot holds {self.slot_capacity}")
         session.max_steps = min(session.max_steps, room)
-        utterance = Utterance(self, session, on_step, on_error, first_audio_tokens, next(self._order))
+        utterance = Utterance(self, session, on_step, on_error, first_audio_tokens, next(self._order), may_step)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
@@ -183,9 +195,13 @@ class T2SScheduler:
                     if self._closed:
                         return
                 try:
-                    self.step()
+                    stepped = self.step()
                 except Exception:  # step() hands errors to their utterances; this is a bug
                     log.exception("T2S scheduler step failed")
+                    stepped = True
+                if not stepped:  # every row waits for its consumer: look again shortly
+                    with self._cond:
+                        self._cond.wait(HOLD_POLL_S)
 
     @torch.inference_mode()
     def step(self) -> bool:
@@ -219,13 +235,13 @@ class T2SScheduler:
         return True
 
     def _pick_batch(self) -> list[Utterance]:
-        rows = self._rows
+        rows = [u for u in self._rows if u.may_decode]
         young = [u for u in rows if u.waits_for_first_audio]
         if young and len(young) < len(rows) and self._priority_run < self.priority_steps:
             self._priority_run += 1
             return young
         self._priority_run = 0
-        return list(rows)
+        return rows
 
     def _prefill(self, u: Utterance) -> list[tuple[int | None, bool]]:
         assert u.row is not None

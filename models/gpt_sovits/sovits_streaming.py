@@ -247,6 +247,7 @@ class StreamingDecoder:
         self._rendered_frames = 0  # output frames covered by the previous window (incl. its held tail)
         self._tail: torch.Tensor | None = None  # previous render of samples [emitted, emitted + fade)
         self._finished = False
+        self._window_tokens = 0  # tokens the last window was rendered from
         self._chunk_tokens = self.schedule.chunk_tokens
         fade = self.schedule.crossfade_samples
         ramp = torch.sin(torch.linspace(0.0, math.pi / 2, fade + 2)[1:-1]) ** 2
@@ -259,6 +260,11 @@ class StreamingDecoder:
     @property
     def tokens(self) -> int:
         return int(self._codes.numel())
+
+    @property
+    def tokens_not_rendered(self) -> int:
+        """Tokens that arrived after those the last window was rendered from."""
+        return self.tokens - self._window_tokens
 
     @property
     def samples_emitted(self) -> int:
@@ -289,25 +295,58 @@ class StreamingDecoder:
 
     def push(self, new_codes: torch.Tensor | Sequence[int] | np.ndarray) -> np.ndarray:
         """Add semantic tokens (ints 0..1023); returns newly ready audio (float32, may be empty)."""
+        self.add(new_codes)
+        return self.render_ready()
+
+    def add(self, new_codes: torch.Tensor | Sequence[int] | np.ndarray) -> None:
+        """Add semantic tokens without rendering (the vocoder stage renders when it gets to this decoder)."""
         if self._finished:
-            raise RuntimeError("push() after finish()")
+            raise RuntimeError("add() after finish()")
         new = torch.as_tensor(np.asarray(new_codes), dtype=torch.long).reshape(-1)
         if new.numel():
             if int(new.min()) < 0 or int(new.max()) > 1023:
                 raise ValueError("semantic tokens must be in 0..1023 (strip the EOS token 1024)")
             self._codes = torch.cat([self._codes, new])
+
+    @property
+    def started(self) -> bool:
+        """Whether the first window has been rendered."""
+        return self._emitted > 0 or self._tail is not None
+
+    def _next_window_tokens(self) -> int:
+        """Tokens (look-ahead included) at which the next window is complete: where pushing one token
+        at a time would render it."""
         s = self.schedule
-        n = self.tokens
-        ready_tokens = n - s.lookahead_tokens
-        if self._emitted == 0 and self._tail is None:
-            if n < s.first_chunk_tokens:
-                return np.zeros(0, dtype=np.float32)
-        else:
-            done_tokens = self._rendered_frames * self.speed / FRAMES_PER_TOKEN
-            if ready_tokens - done_tokens < self._chunk_tokens:
-                return np.zeros(0, dtype=np.float32)
-            self._chunk_tokens = min(s.max_chunk_tokens, 2 * self._chunk_tokens)
-        return self._render(final=False)
+        if not self.started:
+            return s.first_chunk_tokens
+        done_tokens = self._rendered_frames * self.speed / FRAMES_PER_TOKEN
+        n = max(0, math.floor(done_tokens) + self._chunk_tokens + s.lookahead_tokens - 1)
+        while n - s.lookahead_tokens - done_tokens < self._chunk_tokens:  # push()'s test, exactly
+            n += 1
+        return n
+
+    def window_ready(self, extra_tokens: int = 0) -> bool:
+        """Whether the tokens so far (plus `extra_tokens` not added yet) complete the next window."""
+        return not self._finished and self.tokens + extra_tokens >= self._next_window_tokens()
+
+    def render_ready(self) -> np.ndarray:
+        """Render everything the tokens so far allow as one window (empty when no window is complete)."""
+        if not self.window_ready():
+            return np.zeros(0, dtype=np.float32)
+        if self.started:
+            self._chunk_tokens = min(self.schedule.max_chunk_tokens, 2 * self._chunk_tokens)
+        return self._render(final=False, n=self.tokens)
+
+    def render_next(self) -> np.ndarray:
+        """Render only the next window, from the tokens it was complete with, however many have come
+        since: the windows, and so the audio, are those of one-token-at-a-time pushing whatever the
+        timing (the vocoder stage renders this way, so a stream sounds the same alone or in a crowd)."""
+        if not self.window_ready():
+            return np.zeros(0, dtype=np.float32)
+        n = self._next_window_tokens()
+        if self.started:
+            self._chunk_tokens = min(self.schedule.max_chunk_tokens, 2 * self._chunk_tokens)
+        return self._render(final=False, n=n)
 
     def finish(self) -> np.ndarray:
         """Decode everything left (no look-ahead) and return the remaining audio."""
@@ -316,7 +355,7 @@ class StreamingDecoder:
         self._finished = True
         if self.tokens == 0:
             return np.zeros(0, dtype=np.float32)
-        return self._render(final=True)
+        return self._render(final=True, n=self.tokens)
 
     # -- rendering --------------------------------------------------------------------------
 
@@ -327,9 +366,9 @@ class StreamingDecoder:
             self._noise = torch.cat([self._noise, extra], dim=-1)
         return self._noise
 
-    def _render(self, final: bool) -> np.ndarray:
+    def _render(self, final: bool, n: int) -> np.ndarray:
+        """Decode the window that ends with token n (the first n tokens; all of them when final)."""
         s = self.schedule
-        n = self.tokens
         fade = s.crossfade_samples
         end_tokens = n if final else n - s.lookahead_tokens
         total_src = FRAMES_PER_TOKEN * n
@@ -344,7 +383,7 @@ class StreamingDecoder:
         else:
             enc_tok = max(0, first_tok - s.encoder_context_tokens)
         with torch.inference_mode():
-            codes = self._codes[enc_tok:].view(1, 1, -1).to(self.device)
+            codes = self._codes[enc_tok:n].view(1, 1, -1).to(self.device)
             y = self.model.latent(codes, None, self.timbre, text_enc=self.text_enc)
             src0 = FRAMES_PER_TOKEN * enc_tok
             y = y[:, :, FRAMES_PER_TOKEN * first_tok - src0 :]
@@ -368,6 +407,7 @@ class StreamingDecoder:
                 noise = noise.to(self.device)
             audio = self.model.synthesize(m, logs, self.timbre.ge, self.noise_scale, noise=noise)[0, 0].cpu()
         self.windows_decoded += 1
+        self._window_tokens = n
         base = first_out * self.hop
         new = audio[start_sample - base : end_out * self.hop - base].clone()
         if self._tail is not None:

@@ -69,23 +69,26 @@ def test_reference_length_is_checked(engine: GPTSoVITSEngine) -> None:
         engine.prepare_voice(np.zeros(16000 * 11, np.float32), 16000, "hi", "en")
 
 
-async def test_stream_yields_audio_while_tokens_are_still_coming(engine: GPTSoVITSEngine, prompt: VoicePrompt) -> None:
+async def test_stream_yields_audio_while_tokens_are_still_coming(engine: GPTSoVITSEngine, prompt: VoicePrompt,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxroom.models.gpt_sovits.sovits_streaming import StreamingDecoder
+
     voice = Voice(id="v1", name="test", engine="gpt-sovits", prompt=prompt.to_bytes())
     text = "Hello everyone, welcome to the stream. 大家好，欢迎来到直播间。"
-    tokens_at_emit: list[int] = []
-    original_push = __import__("voxroom.models.gpt_sovits.sovits_streaming", fromlist=["x"]).StreamingDecoder.push
+    windows: list[tuple[bool, int]] = []  # (final, tokens the window was rendered from), in order
+    original_render = StreamingDecoder._render
 
-    def spy(self, codes):  # type: ignore[no-untyped-def]
-        out = original_push(self, codes)
-        if out.size:
-            tokens_at_emit.append(self.tokens)
-        return out
+    def spy(self: StreamingDecoder, final: bool, n: int) -> np.ndarray:
+        windows.append((final, n))
+        return original_render(self, final, n)
 
-    pytest.MonkeyPatch().setattr("voxroom.models.gpt_sovits.sovits_streaming.StreamingDecoder.push", spy)
+    monkeypatch.setattr(StreamingDecoder, "_render", spy)
     chunks = [c async for c in engine.stream(text, voice, lang="auto")]
     assert isinstance(voice.prompt, VoicePrompt)  # decoded once and cached on the voice
     assert len(chunks) > 4 and all(c.sample_rate == 32000 and c.samples.dtype == np.float32 for c in chunks)
-    assert tokens_at_emit and tokens_at_emit[0] == engine.options.schedule.first_chunk_tokens
+    # The first window of the first piece is rendered from its first 8 tokens, long before its end.
+    assert windows[0] == (False, engine.options.schedule.first_chunk_tokens)
+    assert sum(final for final, _ in windows) == len({c.text for c in chunks})  # one last window a piece
     pieces = [c.text for c in chunks]
     assert pieces[0].startswith("Hello") and any("欢迎" in p for p in pieces)
     audio = np.concatenate([c.samples for c in chunks])

@@ -148,6 +148,30 @@ def test_first_pieces_go_ahead_of_later_ones(model: T2SModel) -> None:
     assert all(u.done.is_set() for u in [*long_ones, later, newcomer])
 
 
+def test_a_row_whose_consumer_is_behind_sits_out_until_it_catches_up(model: T2SModel) -> None:
+    """may_step() false (the vocoder stage has a backlog of its tokens) holds a row back; the other
+    rows go on; released, it decodes exactly what it decodes alone."""
+    scheduler = T2SScheduler(model, max_batch=2, threaded=False)
+    behind = [False]
+    held = scheduler.submit(session(model, 0), may_step=lambda: not behind[0])
+    other = scheduler.submit(session(model, 1))
+    scheduler.step()
+    scheduler.step()  # both prefilled
+    behind[0] = True
+    before = len(held.session.tokens), len(other.session.tokens)
+    for _ in range(5):
+        assert scheduler.step()
+    assert len(held.session.tokens) == before[0] and len(other.session.tokens) == before[1] + 5
+    while not other.done.is_set():
+        scheduler.step()
+    assert not scheduler.step() and held.row is not None  # only a held row left: nothing to do, not done
+    behind[0] = False
+    while scheduler.step():
+        pass
+    assert_same(held.session.result(), session(model, 0).result())
+    assert_same(other.session.result(), session(model, 1).result())
+
+
 def test_threaded_submissions_from_many_callers(model: T2SModel) -> None:
     alone = [s.result() for s in mixed_sessions(model)]
     scheduler = T2SScheduler(model, max_batch=3)
