@@ -9,8 +9,8 @@ one resource (the stock voice: an ONNX session of one thread) and hands it to th
 
 A job whose caller stopped waiting (cancelled) is skipped when its turn comes. Nothing here waits
 forever: the caller's await ends with the job's result or error, or with the caller's cancellation;
-`close()` ends the threads after their current job (it runs at interpreter exit too: a thread still
-inside native code while the process exits aborts it).
+`close()` ends the threads after their current job and fails the waiting jobs with `WorkerClosed`
+(it runs at interpreter exit too: a thread still inside native code while the process exits aborts it).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class WorkerClosed(RuntimeError):
+    """The worker was closed before the job ran (or the job came after)."""
 
 
 class DeadlineWorker(Generic[R]):
@@ -57,7 +61,7 @@ class DeadlineWorker(Generic[R]):
         future: asyncio.Future[T] = loop.create_future()
         with self._cond:
             if self._closed:
-                raise RuntimeError(f"{self.name} is closed")
+                raise WorkerClosed(f"{self.name} is closed")
             heapq.heappush(self._jobs, (deadline, next(self._order), lambda resource: fn(resource, *args), future, loop))
             if not self._threads:
                 self._threads = [threading.Thread(target=self._serve, args=(resource,), name=f"{self.name}-{i}",
@@ -69,14 +73,15 @@ class DeadlineWorker(Generic[R]):
         return await future  # a cancelled caller cancels the future: its job is skipped
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking jobs, cancel the waiting ones and let each thread finish its current job."""
+        """Stop taking jobs, fail the waiting ones (`WorkerClosed`) and let each thread finish its current job."""
         with self._cond:
             self._closed = True
             waiting, self._jobs = self._jobs, []
             self._cond.notify_all()
+        closed = WorkerClosed(f"{self.name} is closed")
         for _, _, _, future, loop in waiting:
             try:
-                loop.call_soon_threadsafe(future.cancel)
+                loop.call_soon_threadsafe(_settle, future, None, closed)
             except RuntimeError:  # that loop is closed: nobody is waiting
                 pass
         for thread in self._threads:

@@ -123,6 +123,13 @@ class EngineRouter:
         self.sample_rate = default.sample_rate
         self.can_clone = any(e.can_clone for e in self.engines.values())
 
+    def close(self) -> None:
+        """Close every engine that holds threads (speeches still running end with a SynthesisError)."""
+        for engine in self.engines.values():
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+
     def engine_for(self, voice: Voice | None) -> Engine:
         if voice is None:
             return self.default

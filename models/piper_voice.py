@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from voxroom.models.deadline_worker import DeadlineWorker
+from voxroom.models.deadline_worker import DeadlineWorker, WorkerClosed
 from voxroom.models.engine import AudioChunk, LanguageNotSupported, SynthesisError, Voice
 from voxroom.models.text_pieces import split_text
 
@@ -105,6 +105,10 @@ class PiperVoiceEngine:
     def sessions(self) -> int:
         return len(self._voices)
 
+    def close(self) -> None:
+        """Stop the synthesis threads (each finishes the piece it is making; waiting pieces are cancelled)."""
+        self._worker.close()
+
     def pieces(self, text: str) -> list[str]:
         """Sentences of `text`; a long first sentence is cut after its first clause of two words or
         more ("Great question,"), so the first audio leaves after a few words instead of a sentence."""
@@ -156,7 +160,10 @@ class PiperVoiceEngine:
         # each piece's deadline at the one synthesis thread (the room closest to a hole goes first).
         runs_dry = time.monotonic() + queued_s
         for piece in self.pieces(text):
-            samples = await self._worker.run(runs_dry, self._synthesize_piece, piece, speed)
+            try:
+                samples = await self._worker.run(runs_dry, self._synthesize_piece, piece, speed)
+            except WorkerClosed as exc:
+                raise SynthesisError("the stock voice was closed") from exc
             runs_dry += samples.size / self.sample_rate
             if samples.size:
                 yield AudioChunk(samples=samples, sample_rate=self.sample_rate, text=piece)

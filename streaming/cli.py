@@ -55,12 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"voxroom: cannot use --models {config.models_dir}: {exc}", file=sys.stderr)
             return 2
 
-    from voxroom.models.engine import Engine, EngineRouter
+    from voxroom.models.engine import EngineRouter
     from voxroom.models.piper_voice import PiperVoiceEngine
     from voxroom.streaming.app import VoxroomServer
     from voxroom.streaming.embedded import uvicorn_config
 
-    engine: Engine = PiperVoiceEngine()
+    engine: PiperVoiceEngine | EngineRouter = PiperVoiceEngine()
     if config.models_dir is not None:
         from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions
         from voxroom.models.weights import WeightsError
@@ -99,7 +99,10 @@ def _serve(args: argparse.Namespace) -> int:
                       "then `voxroom serve --models DIR`.", flush=True)
         await serve_task
 
-    uvloop.run(run())
+    try:
+        uvloop.run(run())
+    finally:
+        engine.close()  # the rooms are closed by now: stop the synthesis threads before the interpreter ends
     print("voxroom stopped.", flush=True)
     return 0
 

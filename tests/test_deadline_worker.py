@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voxroom.models.deadline_worker import DeadlineWorker
+from voxroom.models.deadline_worker import DeadlineWorker, WorkerClosed
 
 
 async def blocked(worker: DeadlineWorker) -> tuple[threading.Event, asyncio.Task[None]]:
@@ -88,7 +88,7 @@ async def test_each_thread_hands_its_own_resource_and_they_run_at_once() -> None
         DeadlineWorker("none", [])
 
 
-async def test_close_cancels_the_waiting_jobs_and_ends_the_threads_after_their_job() -> None:
+async def test_close_fails_the_waiting_jobs_and_ends_the_threads_after_their_job() -> None:
     worker = DeadlineWorker("test", ["session"])
     gate, first = await blocked(worker)
     waiting = asyncio.ensure_future(worker.run(1.0, lambda _r: "never"))
@@ -100,7 +100,7 @@ async def test_close_cancels_the_waiting_jobs_and_ends_the_threads_after_their_j
     gate.set()
     await asyncio.wait_for(closing, 10)
     await first
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(WorkerClosed, match="closed"):
         await waiting
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(WorkerClosed, match="closed"):
         await worker.run(0.0, lambda _r: None)

@@ -84,3 +84,18 @@ def test_a_long_piece_leaves_no_memory_behind(stock_engine: Any) -> None:
     audio = stock_engine.synthesize_phonemes(stock_engine.phonemes("spam " * 80))
     assert audio.size > 10 * stock_engine.sample_rate  # it was said: 80 words
     assert rss_mb() - before < 200
+
+
+async def test_a_closed_router_refuses_speech_instead_of_waiting() -> None:
+    """`voxroom serve` closes its engines after the rooms: the stock voice's threads stop, and a speech
+    that comes late fails with a SynthesisError (no thread left to wait for)."""
+    from voxroom.models.engine import EngineRouter, SynthesisError
+    from voxroom.models.piper_voice import PiperVoiceEngine
+
+    stock = PiperVoiceEngine(sessions=1)
+    router = EngineRouter(stock)
+    said = [chunk async for chunk in router.stream("Hello there.")]
+    assert said and said[0].samples.size > 0
+    router.close()
+    with pytest.raises(SynthesisError, match="closed"):
+        [chunk async for chunk in router.stream("Hello again.")]
