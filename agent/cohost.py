@@ -287,8 +287,9 @@ class CoHost:
             if self._fallbacks() > fallbacks_before:
                 metrics.source = "fallback"
             if line is not None and handle is None:  # a line that never became speech still ends, for its asker
+                state = {"moderated": "moderated", "skipped": str(SpeechState.CANCELLED)}.get(metrics.outcome, "done")
                 self.events.publish(SpeechEnded(
-                    id=event.id, text=event.text, state="moderated" if metrics.outcome == "moderated" else "done",
+                    id=event.id, text=event.text, state=state,
                     source=line.source, reply_to=event.id, frames=0, played_text="", error=None, at=now))
             self._remember(event, metrics.text)
             self.events.publish(ReplyFinished(

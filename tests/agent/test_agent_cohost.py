@@ -13,6 +13,7 @@ import pytest
 from agent_fakes import ToneEngine, make_cohost, running
 from fake_openai import FakeOpenAIServer, ScriptedReply
 from voxroom.agent.clock import SystemClock, VirtualClock
+from voxroom.agent.cohost import HostLine
 from voxroom.agent.events import ChatEvent, EventKind
 from voxroom.agent.lifecycle import LifecycleEvent, PieceOnAir
 from voxroom.agent.metrics import render_prometheus
@@ -319,6 +320,27 @@ async def test_host_typed_line_goes_first_word_for_word() -> None:
     assert t.engine.texts[1:] == ["Be right back, grabbing water.", "Thank you so much whale for the rocket!"]
     host_reply = next(r for r in t.cohost.metrics.recent if r.event_id == line_id)
     assert (host_reply.source, host_reply.kind, host_reply.outcome) == ("host", "host", "spoken")
+
+
+async def test_a_line_cancelled_before_its_first_piece_ends_cancelled_for_its_asker() -> None:
+    """A bot's cancel can land while its line's reply has started but no speech exists yet (a busy
+    server widens that window): the asker must hear "cancelled", not "done"."""
+    t = make_cohost()
+    ended: list[tuple[str, str, int]] = []
+
+    def observe(event: LifecycleEvent) -> None:
+        data = event.as_dict()
+        if event.type == "cohost.reply_started" and data["id"] == "line-1":
+            assert t.cohost.cancel("line-1")  # the reply's task runs; its speech is not made yet
+        if event.type == "speech.ended":
+            ended.append((data["id"], data["state"], data["frames"]))
+
+    t.cohost.events.subscribe(observe)
+    async with running(t):
+        t.cohost.say("Hello there, room.", speech_id="line-1", line=HostLine(source="bot"))
+        await t.clock.advance(2.0)
+    assert ended == [("line-1", "cancelled", 0)]
+    assert t.engine.texts == [] and t.cohost.metrics.recent[-1].outcome == "skipped"
 
 
 async def test_host_lines_are_moderated_and_cancellable_like_replies() -> None:
