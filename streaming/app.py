@@ -41,7 +41,7 @@ from voxroom.streaming.connectors_api import ConnectorRuntime, ConnectorsApi, Co
 from voxroom.streaming.llm_api import LLMApi, LLMStore
 from voxroom.streaming.native_memory import MemoryTrimmer
 from voxroom.streaming.room_store import RoomStore
-from voxroom.streaming.rooms import Rooms
+from voxroom.streaming.rooms import Room, Rooms
 from voxroom.streaming.rooms_api import RoomsAPI
 from voxroom.streaming.voices_api import Voices, VoicesAPI
 from voxroom.streaming.webrtc import configure_ice_addresses, configure_ice_servers
@@ -158,6 +158,12 @@ class VoxroomServer:
         with contextlib.suppress(Exception):
             self.db.commit()
         self.db.close()
+
+    async def delete_room(self, room: Room) -> None:
+        """Stop the room's chat connectors and SFU publishers, then close and forget the room."""
+        await self.connectors.room_closed(room.id)
+        self.sfu.room_deleted(room.id)
+        await self.rooms.delete(room)
 
     def replies_banner(self) -> str:
         """The start-up lines that say how the owner's rooms answer chat: the default, then each room

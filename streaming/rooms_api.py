@@ -91,9 +91,7 @@ class RoomsAPI:
     async def delete_room(self, request: Request) -> Response:
         async def run() -> Any:
             room = self.server.rooms.owned(request.path_params["room"], self.access.account(request).id)
-            await self.server.connectors.room_closed(room.id)
-            self.server.sfu.room_deleted(room.id)
-            await self.server.rooms.delete(room)
+            await self.server.delete_room(room)
             return {"deleted": room.id}
         return await guard(run)
 

@@ -149,3 +149,26 @@ def start_server(tmp: Path, engine: Any, **settings: Any) -> Iterator[RunningSer
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory, stock_engine: Any) -> Iterator[RunningServer]:
     yield from start_server(tmp_path_factory.mktemp("voxroom-data"), stock_engine)
+
+
+@pytest.fixture(autouse=True)
+def _rooms_left_behind_are_deleted(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The session's one server caps an account at 20 rooms: whatever rooms a test made (also one that
+    failed half-way) are deleted after it, so no later test meets the cap."""
+    if "live_server" not in request.fixturenames:
+        yield
+        return
+    running: RunningServer = request.getfixturevalue("live_server")
+
+    async def room_ids() -> set[str]:
+        return {room.id for room in running.server.rooms.all()}
+
+    before = running.call(room_ids())
+    yield
+
+    async def delete_new() -> None:
+        for room in running.server.rooms.all():
+            if room.id not in before:
+                await running.server.delete_room(room)
+
+    running.call(delete_new())
