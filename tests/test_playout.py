@@ -254,10 +254,18 @@ async def test_duck_gain_is_applied_once_on_the_frames() -> None:
     await clock.advance(0.6)
     ducked = rec.frames[start:]
     turns.set_host_speaking(False)
+    released = len(rec.frames)
     await clock.run_until(speech.wait_played(), limit=5)
     full = rec.frames[5]
-    ratios = [float(np.sqrt(np.mean(f ** 2)) / np.sqrt(np.mean(full ** 2))) for f in ducked]
-    assert ratios and all(r == pytest.approx(0.3, rel=0.02) for r in ratios)
+
+    def ratio(f: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(f ** 2)) / np.sqrt(np.mean(full ** 2)))
+
+    assert ducked and all(ratio(f) == pytest.approx(0.3, rel=0.02) for f in ducked)
+    # Back to full level once the host stops: one frame glides up, the next is whole again (the bug
+    # kept 0.3 for ~0.4 s after).
+    after = rec.frames[released + 1:released + 20]
+    assert after and all(ratio(f) == pytest.approx(1.0, rel=0.02) for f in after), [round(ratio(f), 2) for f in after]
     await p.close()
 
 
