@@ -42,7 +42,7 @@ log = logging.getLogger("voxroom.connectors")
 # platform -> (credential fields it accepts, the ones it requires)
 CREDENTIALS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "twitch": (frozenset({"nick", "token"}), frozenset()),
-    "youtube": (frozenset({"api_key"}), frozenset({"api_key"})),
+    "youtube": (frozenset({"api_key", "access_token", "refresh_token", "client_id", "client_secret"}), frozenset()),
     "bilibili": (frozenset({"cookie", "uid"}), frozenset()),
     "tiktok": (frozenset(), frozenset()),
 }
@@ -170,7 +170,11 @@ def make_connector(record: ConnectorRecord, credentials: Mapping[str, Any], subm
         return TwitchConnector(submit, channel=record.channel, nick=str(credentials.get("nick", "")),
                                token=str(credentials.get("token", "")), **url, **options)
     if record.platform == "youtube":
-        return YouTubeConnector(submit, channel=record.channel, api_key=str(credentials["api_key"]), **url, **options)
+        # A relay or test server given as `url` also answers the OAuth token requests, at {url}/oauth2/token.
+        token_url = {"token_url": record.url.rstrip("/") + "/oauth2/token"} if record.url else {}
+        oauth = {k: str(credentials.get(k, "")) for k in ("access_token", "refresh_token", "client_id", "client_secret")}
+        return YouTubeConnector(submit, channel=record.channel, api_key=str(credentials.get("api_key", "")),
+                                **oauth, **url, **token_url, **options)
     if record.platform == "bilibili":
         return BilibiliConnector(submit, channel=record.channel, cookie=str(credentials.get("cookie", "")),
                                  uid=int(credentials.get("uid", 0) or 0), **url, **options)
@@ -257,6 +261,14 @@ def parse_body(body: Any) -> tuple[str, str, str, dict[str, Any]]:
             raise ConnectorRequestError(f"{name!r} must be text of at most 4096 characters")
         if value:
             credentials[name] = value
+    if platform == "youtube" and not (credentials.get("api_key") or credentials.get("access_token") or all(
+            credentials.get(k) for k in ("refresh_token", "client_id", "client_secret"))):
+        raise ConnectorRequestError("youtube needs api_key, or OAuth: access_token, or refresh_token with "
+                                    "client_id and client_secret")
+    if platform == "twitch" and credentials.get("token") and not credentials.get("nick"):
+        raise ConnectorRequestError("a Twitch token needs 'nick', the account it belongs to")
+    if platform == "tiktok" and url:
+        raise ConnectorRequestError("tiktok takes no url: the TikTokLive package connects to TikTok itself")
     if platform == "bilibili" and not channel.strip().isdigit():
         raise ConnectorRequestError("a Bilibili channel is the live room's number")
     return platform, channel.strip(), url, credentials

@@ -162,10 +162,13 @@ def test_a_twitch_chat_is_connected_and_its_paid_rules_set_from_the_console(live
 
     from websockets.sync.server import ServerConnection, serve
 
+    logins: list[str] = []
+
     def twitch(ws: ServerConnection) -> None:
         got: list[str] = []
         while not any(line.startswith("JOIN") for line in got):
             got.extend(str(ws.recv()).split("\r\n"))
+        logins.extend(line for line in got if line.startswith(("PASS", "NICK")))
         ws.send(":tmi.twitch.tv 001 justinfan12345 :Welcome, GLHF!")
         ws.send("@id=m-1;display-name=Mia :mia!mia@mia.tmi.twitch.tv PRIVMSG #show :hello from twitch chat")
         with contextlib.suppress(Exception):
@@ -179,11 +182,19 @@ def test_a_twitch_chat_is_connected_and_its_paid_rules_set_from_the_console(live
         console.evaluate(f"window.voxroomConnectorUrl = {url!r}")
         console.click(room_button(room["id"]))
         console.wait_for_selector("#connectors-panel:not([hidden])")
+        console.select_option("#connector-platform", "youtube")
+        assert not console.is_visible("#connector-nick")  # only Twitch asks for an account name
         console.select_option("#connector-platform", "twitch")
+        assert console.is_visible("#connector-nick")
         console.fill("#connector-channel", "show")
+        console.fill("#connector-secret", "oauth:abc123")
+        console.click("#connector-form button[type=submit]")  # a token without its account: refused, clearly
+        console.wait_for_function("document.querySelector('#connector-status').innerText.includes(\"needs 'nick'\")")
+        console.fill("#connector-nick", "mybot")
         console.click("#connector-form button[type=submit]")
         console.wait_for_selector("#connectors li.connector[data-state='live']", timeout=15000)
         assert "twitch · show" in console.inner_text("#connectors")
+        assert logins == ["PASS oauth:abc123", "NICK mybot"], logins
         server_room = live_server.server.rooms.get(room["id"])
         for _ in range(300):
             if any(e["type"] == "cohost.reply_started" and "hello from twitch chat" in e["text"]

@@ -40,7 +40,12 @@ class ConnectorState(StrEnum):
 
 
 class RetryableError(Exception):
-    """The connection failed or the platform asked us to come back: reconnect after a backoff."""
+    """The connection failed or the platform asked us to come back: reconnect after a backoff, or
+    after `retry_after` seconds when the platform said when (a rate limit, a daily quota)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class FatalError(Exception):
@@ -271,7 +276,10 @@ class Connector(ABC):
                     return
                 except asyncio.CancelledError:
                     raise
-                except (RetryableError, OSError, TimeoutError, EventError) as exc:
+                except RetryableError as exc:
+                    reason = str(exc) or type(exc).__name__
+                    delay = max(self.backoff.next_delay(), exc.retry_after or 0.0)
+                except (OSError, TimeoutError, EventError) as exc:
                     reason = str(exc) or type(exc).__name__
                     delay = self.backoff.next_delay()
                 except Exception as exc:  # a library's own connection errors (websockets, httpx2...)

@@ -101,6 +101,9 @@ async def test_auth_and_validation_errors_are_clear(tmp_path: Path) -> None:
             ({"platform": "twitch", "channel": "c", "url": "file:///etc/passwd"}, "url"),
             ({"platform": "twitch", "channel": "c", "api_key": "k"}, "takes no api_key"),
             ({"platform": "bilibili", "channel": "not-a-number"}, "room's number"),
+            ({"platform": "youtube", "channel": "abc", "refresh_token": "r", "client_id": "c"}, "client_secret"),
+            ({"platform": "twitch", "channel": "c", "token": "oauth:abc"}, "needs 'nick'"),
+            ({"platform": "tiktok", "channel": "@someone", "url": "ws://127.0.0.1:9"}, "tiktok takes no url"),
         ]:
             answer = await http.post("/api/rooms/r1/connectors", json=body, headers=owner)
             assert answer.status_code == 400 and message in answer.json()["error"], (body, answer.text)
@@ -132,3 +135,8 @@ def test_parse_body_keeps_only_the_platforms_credentials() -> None:
     assert credentials == {"uid": 7, "cookie": "SESSDATA=x; buvid3=y"}
     anything: Any = {"platform": "tiktok", "channel": "@someone"}
     assert parse_body(anything)[3] == {}
+    oauth = parse_body({"platform": "youtube", "channel": "dQw4w9WgXcQ", "refresh_token": "1//r",
+                        "client_id": "id.apps.googleusercontent.com", "client_secret": "s"})
+    assert oauth[3] == {"refresh_token": "1//r", "client_id": "id.apps.googleusercontent.com", "client_secret": "s"}
+    assert parse_body({"platform": "twitch", "channel": "c", "nick": "mybot", "token": "oauth:abc"})[3] == {
+        "nick": "mybot", "token": "oauth:abc"}

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from unittest.mock import patch
+from urllib.parse import parse_qsl
 
 import pytest
 import uvicorn
@@ -20,8 +23,9 @@ from starlette.routing import Route
 
 from tests.connectors.wire import FIXTURES, Collected, LateTicker, fast_backoff, run_until, wait_until
 from voxroom.agent.connectors.base import ConnectorState
-from voxroom.agent.connectors.youtube import YouTubeConnector, map_item
+from voxroom.agent.connectors.youtube import YouTubeConnector, map_item, seconds_until_quota_reset
 from voxroom.agent.events import EventKind
+from voxroom.streaming.connectors_api import ConnectorRecord, make_connector
 
 PAGE: dict[str, Any] = json.loads((FIXTURES / "youtube_live_chat_messages.json").read_text())
 
@@ -45,11 +49,20 @@ class FakeYouTube:
     offline_after: int | None = None
     requests: list[dict[str, str]] = field(default_factory=list)
     chat_id: str = "Cg0KC2xpdmVjaGF0aWQ"
+    oauth: bool = False  # requests carry a bearer token instead of a key
+    access_token: str = "token-1"  # the one the token endpoint issued last
+    token_requests: list[dict[str, str]] = field(default_factory=list)
 
     async def messages(self, request: Request) -> Response:
         params = dict(request.query_params)
         self.requests.append(params)
-        assert params["key"] == "test-key" and params["part"] == "snippet,authorDetails"
+        assert params["part"] == "snippet,authorDetails"
+        if self.oauth:
+            assert "key" not in params
+            if request.headers.get("authorization") != f"Bearer {self.access_token}":
+                return JSONResponse({"error": {"code": 401, "errors": [{"reason": "authError"}]}}, 401)
+        else:
+            assert params["key"] == "test-key"
         if params["liveChatId"] != self.chat_id:
             return JSONResponse({"error": {"code": 404, "errors": [{"reason": "liveChatNotFound"}]}}, 404)
         start = int(params.get("pageToken", "0"))
@@ -57,6 +70,11 @@ class FakeYouTube:
             step = self.script.pop(0)
             if isinstance(step, int):
                 return JSONResponse({"error": {"code": step, "errors": [{"reason": "backendError"}]}}, step)
+            if step in ("rateLimitExceeded", "quotaExceeded"):
+                return JSONResponse({"error": {"code": 403, "errors": [{"reason": step}]}}, 403)
+            if step == "expire":  # the access token in use expires: this request is refused
+                self.access_token = "expired"
+                return JSONResponse({"error": {"code": 401, "errors": [{"reason": "authError"}]}}, 401)
             if step == "garbage":
                 return PlainTextResponse("<html>oops</html>")
             if step == "replay":
@@ -68,6 +86,15 @@ class FakeYouTube:
             body["offlineAt"] = "2026-12-02T16:00:00Z"
         return JSONResponse(body)
 
+    async def token(self, request: Request) -> Response:
+        form = dict(parse_qsl((await request.body()).decode()))  # application/x-www-form-urlencoded
+        self.token_requests.append({k: str(v) for k, v in form.items()})
+        if (form.get("grant_type"), form.get("refresh_token"), form.get("client_secret")) != (
+                "refresh_token", "1//refresh", "client-secret"):
+            return JSONResponse({"error": "invalid_grant"}, 400)
+        self.access_token = f"token-{len(self.token_requests) + 1}"
+        return JSONResponse({"access_token": self.access_token, "expires_in": 3599, "token_type": "Bearer"})
+
     async def videos(self, request: Request) -> Response:
         assert request.query_params["part"] == "liveStreamingDetails"
         if request.query_params["id"] != "dQw4w9WgXcQ":
@@ -78,7 +105,8 @@ class FakeYouTube:
 @contextlib.asynccontextmanager
 async def serve(fake: FakeYouTube) -> AsyncIterator[str]:
     app = Starlette(routes=[Route("/youtube/v3/liveChat/messages", fake.messages),
-                            Route("/youtube/v3/videos", fake.videos)])
+                            Route("/youtube/v3/videos", fake.videos),
+                            Route("/youtube/v3/oauth2/token", fake.token, methods=["POST"])])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
     await wait_until(lambda: server.started)
@@ -191,6 +219,66 @@ async def test_flood_of_1000_messages_a_second_loses_nothing_and_keeps_the_loop_
     assert counters.received == total and counters.submitted + counters.shed == total
     assert got.ids == [f"youtube:msg-{i:06d}" for i in range(total)]
     assert ticker.ticks > 50 and ticker.late <= 2, (ticker.ticks, ticker.late)
+
+
+async def test_oauth_renews_an_expired_access_token_and_reads_on() -> None:
+    """The access token a streamer authorised with lasts an hour; with a refresh token the connector
+    fetches a new one when YouTube refuses the old, and misses nothing. Built as the server builds it
+    (a stored record and its credentials), so the token endpoint is found from the record's url."""
+    fake = FakeYouTube(items=[text_item(i) for i in range(60)], page_size=20, oauth=True,
+                       script=[None, "expire"])
+    got = Collected()
+    async with serve(fake) as url:
+        record = ConnectorRecord("con_1", "r1", "youtube", fake.chat_id, url, 0.0)
+        connector = make_connector(record, {"access_token": "token-1", "refresh_token": "1//refresh",
+                                            "client_id": "id", "client_secret": "client-secret"},
+                                   got, backoff=fast_backoff())
+        assert isinstance(connector, YouTubeConnector)
+        connector.min_poll_s, connector.skip_older_than_s = 0.0, None
+        await run_until(connector, lambda: len(got.events) >= 60)
+    assert got.ids == [f"youtube:msg-{i:06d}" for i in range(60)]
+    assert connector.token_refreshes == 1 and fake.token_requests[0]["client_id"] == "id"
+    assert connector.counters.reconnects == 0 and connector.status.state is not ConnectorState.ERROR
+
+
+async def test_oauth_without_a_way_to_renew_stops_with_a_clear_error() -> None:
+    fake = FakeYouTube(items=[text_item(0)], oauth=True, access_token="another")
+    async with serve(fake) as url:
+        connector = YouTubeConnector(Collected(), channel=fake.chat_id, access_token="token-1", url=url,
+                                     min_poll_s=0.0, backoff=fast_backoff())
+        await asyncio.wait_for(connector.start(), 10)
+        refused = YouTubeConnector(Collected(), channel=fake.chat_id, refresh_token="1//revoked", client_id="id",
+                                   client_secret="client-secret", url=url, token_url=url + "/oauth2/token",
+                                   min_poll_s=0.0, backoff=fast_backoff())
+        await asyncio.wait_for(refused.start(), 10)
+    assert connector.status.state is ConnectorState.ERROR and "authorise voxroom again" in connector.status.message
+    assert refused.status.state is ConnectorState.ERROR and "invalid_grant" in refused.status.message
+
+
+async def test_a_rate_limit_pauses_and_a_used_up_quota_waits_for_its_reset() -> None:
+    fake = FakeYouTube(items=[text_item(i) for i in range(40)], page_size=20, script=[None, "rateLimitExceeded"])
+    got = Collected()
+    async with serve(fake) as url:
+        limited = connector_for(url, got)
+        with patch("voxroom.agent.connectors.youtube.RATE_LIMIT_PAUSE_S", 0.05):
+            await run_until(limited, lambda: len(got.events) >= 40)
+        assert got.ids == [f"youtube:msg-{i:06d}" for i in range(40)] and limited.counters.reconnects == 1
+
+        fake.script = ["quotaExceeded"]
+        out_of_quota = connector_for(url, Collected())
+        out_of_quota.start()
+        await wait_until(lambda: out_of_quota.status.state is ConnectorState.RECONNECTING)
+        retry_in = (out_of_quota.status.next_retry_at or 0) - time.time()
+        expected = seconds_until_quota_reset(time.time())
+        assert "quota" in out_of_quota.status.message and abs(retry_in - expected) < 5
+        await out_of_quota.stop()
+
+
+def test_the_daily_quota_resets_at_midnight_pacific_time() -> None:
+    # 2026-12-03 07:59:00 UTC is 23:59 on Dec 2 in Los Angeles (PST, UTC-8): one minute to the reset.
+    assert seconds_until_quota_reset(1_796_284_740.0) == pytest.approx(60.0)
+    # 2026-07-01 07:00:00 UTC is midnight PDT (UTC-7): the next reset is a day later.
+    assert seconds_until_quota_reset(1_782_889_200.0) == pytest.approx(86_400.0)
 
 
 def test_unknown_item_types_are_not_chat() -> None:

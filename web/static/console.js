@@ -420,6 +420,13 @@ async function loadConnectors(room) {
   }
 }
 
+// Only Twitch asks for an account name (with its token); the other platforms hide the field.
+function showConnectorFields() {
+  $("connector-nick").hidden = $("connector-platform").value !== "twitch";
+}
+$("connector-platform").onchange = showConnectorFields;
+showConnectorFields();
+
 $("connector-form").onsubmit = async (e) => {
   e.preventDefault();
   if (!current) return;
@@ -427,11 +434,13 @@ $("connector-form").onsubmit = async (e) => {
   const body = { platform, channel: $("connector-channel").value.trim() };
   const secret = $("connector-secret").value;
   if (secret && SECRET_FIELD[platform]) body[SECRET_FIELD[platform]] = secret;
+  const nick = $("connector-nick").value.trim();
+  if (platform === "twitch" && nick) body.nick = nick;  // a Twitch token belongs to an account
   if (window.voxroomConnectorUrl) body.url = window.voxroomConnectorUrl;  // tests and relays
   try {
     await api(`/api/rooms/${current.id}/connectors`, { method: "POST", body: JSON.stringify(body) });
     $("connector-status").textContent = t("connecting…", "连接中…");
-    $("connector-channel").value = $("connector-secret").value = "";
+    $("connector-channel").value = $("connector-secret").value = $("connector-nick").value = "";
   } catch (err) {
     $("connector-status").textContent = err.message;
   }
