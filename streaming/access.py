@@ -2,11 +2,15 @@
 
 A caller presents an API token (an account) or a join grant (one room, one role) — as
 `Authorization: Bearer …`, or `?token=` where a page cannot set headers (a WebSocket, a listener
-link). Rooms answer "no such room" to anyone but their owner and the holders of their grants.
+link), or as the password of HTTP Basic auth, which is what a tool sends for a base URL written
+`http://any:vxr_…@host:port` (tools that join a path to their base URL drop its query, not its
+user-info). Rooms answer "no such room" to anyone but their owner and the holders of their grants.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
@@ -30,7 +34,12 @@ class Access:
     def credential(request: HTTPConnection) -> str:
         """The token or grant the caller presented ('' when none)."""
         header = request.headers.get("authorization", "")
-        return header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+        if scheme.lower() == "basic":
+            return basic_auth_password(value)
+        return request.query_params.get("token", "")
 
     def caller(self, request: HTTPConnection) -> Caller:
         token = self.credential(request)
@@ -72,3 +81,13 @@ class Access:
         if owner is None:
             raise RoomError("no such room", 404)
         return owner
+
+
+def basic_auth_password(value: str) -> str:
+    """The password of an HTTP Basic credential ('' when it cannot be read); the user name is ignored."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return ""
+    _, _, password = decoded.partition(":")
+    return password

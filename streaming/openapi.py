@@ -102,10 +102,10 @@ def _paths() -> Json:
                                                          ["connectors"], ["compat"], ["pages"])
     r = _params(*ROOM)
     sovits_tts = {
-        "get": _op("GPT-SoVITS api_v2 synthesis (query)", {"200": SOVITS_AUDIO, "400": SOVITS_ERR, "401": SOVITS_ERR,
+        "get": _op("GPT-SoVITS api_v2 synthesis (query)", {"200": SOVITS_AUDIO, "400": SOVITS_ERR, "401": SOVITS_ERR, "403": SOVITS_ERR,
                                                            "429": SOVITS_ERR}, tags=compat, params=SOVITS_QUERY,
                    op_id="sovits_tts_get"),
-        "post": _op("GPT-SoVITS api_v2 synthesis (JSON)", {"200": SOVITS_AUDIO, "400": SOVITS_ERR, "401": SOVITS_ERR,
+        "post": _op("GPT-SoVITS api_v2 synthesis (JSON)", {"200": SOVITS_AUDIO, "400": SOVITS_ERR, "401": SOVITS_ERR, "403": SOVITS_ERR,
                                                            "429": SOVITS_ERR}, tags=compat, body=SOVITS_BODY,
                     op_id="sovits_tts_post"),
         "options": {**CORS_PREFLIGHT, "operationId": "sovits_tts_preflight"},
@@ -117,7 +117,7 @@ def _paths() -> Json:
             "get": _op("Redirect to the console", {"307": {"description": "to /console"}}, tags=pages,
                        security=PUBLIC, op_id="root"),
             "post": _op("SillyTavern GPT-SoVITS-V2 synthesis", {"200": SOVITS_AUDIO, "400": SOVITS_ERR,
-                                                                "401": SOVITS_ERR, "429": SOVITS_ERR},
+                                                                "401": SOVITS_ERR, "403": SOVITS_ERR, "429": SOVITS_ERR},
                         tags=compat, body=SOVITS_BODY, op_id="sillytavern_tts"),
             "options": {**CORS_PREFLIGHT, "operationId": "sillytavern_preflight"},
         },
@@ -304,7 +304,7 @@ def _paths() -> Json:
         "/ws": {"get": _op("Bot protocol v1 (WebSocket; docs/protocol.md)", WS, tags=["bots"], security=PUBLIC,
                            op_id="bot_socket")},
         "/v1/audio/speech": {"post": _op(
-            "OpenAI-compatible speech", {"200": AUDIO, "400": OPENAI_ERR, "401": OPENAI_ERR, "404": OPENAI_ERR,
+            "OpenAI-compatible speech", {"200": AUDIO, "400": OPENAI_ERR, "401": OPENAI_ERR, "403": OPENAI_ERR, "404": OPENAI_ERR,
                                          "429": OPENAI_ERR}, tags=compat,
             body=_obj(["model", "input", "voice"], model={"enum": ["voxroom-tts", "tts-1", "tts-1-hd",
                                                                    "gpt-4o-mini-tts"]},
@@ -314,17 +314,17 @@ def _paths() -> Json:
                       stream_format={"enum": ["audio"]}), op_id="openai_speech")},
         "/v1/models": {"get": _op("OpenAI-compatible model list", {"200": _json(_obj(
             object=STR, data={"type": "array", "items": _obj(id=STR, object=STR, created={"type": "integer"},
-                                                             owned_by=STR)})), "401": OPENAI_ERR},
+                                                             owned_by=STR)})), "401": OPENAI_ERR, "403": OPENAI_ERR},
             tags=compat, op_id="openai_models")},
         "/tts": sovits_tts,
-        "/speakers": {"get": _op("SillyTavern GPT-SoVITS-V2 voice list", {"200": speakers, "401": SOVITS_ERR},
+        "/speakers": {"get": _op("SillyTavern GPT-SoVITS-V2 voice list", {"200": speakers, "401": SOVITS_ERR, "403": SOVITS_ERR},
                                  tags=compat, params=_params("token", where="query"), op_id="sillytavern_speakers")},
         "/st/{token}/speakers": {"get": _op("SillyTavern voice list, token in the path", {
-            "200": speakers, "401": SOVITS_ERR}, tags=compat, params=TOKEN_PATH, security=PUBLIC,
+            "200": speakers, "401": SOVITS_ERR, "403": SOVITS_ERR}, tags=compat, params=TOKEN_PATH, security=PUBLIC,
             op_id="sillytavern_speakers_path")},
         "/st/{token}/": {
             "post": _op("SillyTavern synthesis, token in the path", {"200": SOVITS_AUDIO, "400": SOVITS_ERR,
-                                                                     "401": SOVITS_ERR, "429": SOVITS_ERR},
+                                                                     "401": SOVITS_ERR, "403": SOVITS_ERR, "429": SOVITS_ERR},
                         tags=compat, params=TOKEN_PATH, body=SOVITS_BODY, security=PUBLIC,
                         op_id="sillytavern_tts_path"),
             "options": {**CORS_PREFLIGHT, "operationId": "sillytavern_path_preflight", "parameters": TOKEN_PATH},
@@ -357,10 +357,13 @@ _DOCUMENT: Json = {
                        "and per account a request rate and a share of them (429 with Retry-After beyond).",
     },
     "servers": [{"url": "/"}],
-    "security": [{"bearer": []}, {"token": []}],
+    "security": [{"bearer": []}, {"basic": []}, {"token": []}],
     "components": {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "description": "an API token (vxr_…) or a join grant"},
+            "basic": {"type": "http", "scheme": "basic",
+                      "description": "the same as the password (any user name), for tools given only a base URL "
+                                     "such as http://any:vxr_…@host:port"},
             "token": {"type": "apiKey", "in": "query", "name": "token",
                       "description": "the same, where a client cannot set headers"},
         },

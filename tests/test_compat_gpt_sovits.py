@@ -169,6 +169,21 @@ def test_web_ui_language_names_and_the_ai_vtuber_body(live_server: RunningServer
     assert status == 200 and raw[:4] == b"RIFF"
 
 
+def test_a_token_in_the_base_urls_user_info_is_accepted(live_server: RunningServer) -> None:
+    """AI-Vtuber's api_v2 mode joins '/tts' to its base URL, which drops a '?token=' query; a base URL
+    written http://any:TOKEN@host:port keeps it, sent as HTTP Basic auth by the HTTP client."""
+    import httpx2
+
+    host = live_server.base.removeprefix("http://")
+    body = {"text": "Hello from the other app.", "text_lang": "en", "ref_audio_path": "stock", "prompt_lang": "en"}
+    good = httpx2.post(urllib.parse.urljoin(f"http://voxroom:{live_server.token}@{host}", "/tts"), json=body, timeout=60)
+    assert good.status_code == 200 and good.content[:4] == b"RIFF"
+    assert good.request.headers["authorization"].startswith("Basic ")
+    wrong = httpx2.post(f"http://voxroom:vxr_not-a-token@{host}/tts", json=body, timeout=60)
+    garbled = httpx2.post(f"http://{host}/tts", json=body, headers={"Authorization": "Basic %%%"}, timeout=60)
+    assert wrong.status_code == 401 and garbled.status_code == 401
+
+
 def test_a_token_in_the_path_is_kept_out_of_the_logs() -> None:
     from voxroom.streaming.embedded import RedactCredentials
 
