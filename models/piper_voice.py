@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import unicodedata
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -32,19 +33,53 @@ STOCK_VOICE_ID = "stock"
 OUTPUT_PEAK = 0.7
 # espeak-ng's English voice reads each Chinese, Japanese or Korean character as "Chinese letter",
 # "Japanese letter"…: such text is refused (mostly CJK) or said without those characters.
-CJK_RUN = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
-                     "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff]+")
-ENGLISH_ONLY = "the stock voice speaks English only; clone a voice for Chinese/Japanese"
+ENGLISH_ONLY = ("the stock voice speaks English only; clone a voice for Chinese, Japanese, Korean or "
+                "any language not written in Latin letters")
 
 
-def english_part(text: str) -> str:
-    """What of `text` the English stock voice can say: SynthesisError when it is mostly Chinese,
-    Japanese or Korean (half its letters or more), else the text with those characters left out."""
+def _is_foreign_letter(ch: str) -> bool:
+    """A letter of a script espeak's English voice would spell out by name ("Chinese letter", "Arabic
+    letter", Cyrillic letter names…): any letter that is not Latin. Accented Latin letters are Latin."""
+    return ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN")
+
+
+def _foreign_runs(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each run of non-Latin letters, with the combining marks (vowel signs, tone
+    marks) that belong to them."""
+    runs: list[tuple[int, int]] = []
+    i = 0
+    while i < len(text):
+        if _is_foreign_letter(text[i]):
+            j = i + 1
+            while j < len(text) and (_is_foreign_letter(text[j]) or unicodedata.category(text[j]).startswith("M")):
+                j += 1
+            runs.append((i, j))
+            i = j
+        else:
+            i += 1
+    return runs
+
+
+def english_part(text: str, lang: str = "auto") -> str:
+    """What of `text` the English stock voice can say. LanguageNotSupported when half its letters or
+    more are not Latin (Chinese, Japanese, Korean, Cyrillic, Arabic, Thai…), or when the text has any
+    and the caller asked for another language than English (`lang` "zh", "ja", …: its English parts
+    alone are not what was asked for). Otherwise, with `lang` "en" or "auto", the text with those
+    letters left out (a viewer's name in another script is skipped, not spelled out letter by letter)."""
+    runs = _foreign_runs(text)
+    if not runs:
+        return text
     letters = sum(ch.isalpha() for ch in text)
-    cjk = sum(len(run) for run in CJK_RUN.findall(text))
-    if cjk and cjk * 2 >= letters:
+    foreign = sum(_is_foreign_letter(ch) for start, end in runs for ch in text[start:end])
+    if foreign * 2 >= letters or lang not in ("auto", "en"):
         raise LanguageNotSupported(ENGLISH_ONLY)
-    return " ".join(CJK_RUN.sub(" ", text).split()) if cjk else text
+    kept, last = [], 0
+    for start, end in runs:
+        kept.append(text[last:start])
+        last = end
+    kept.append(text[last:])
+    return " ".join(" ".join(kept).split())
+
 
 def stock_voice_sessions() -> int:
     """How many stock-voice sessions (synthesis threads) to run: `VOXROOM_STOCK_VOICE_SESSIONS`, else
@@ -153,7 +188,9 @@ class PiperVoiceEngine:
             )
         if not 0.5 <= speed <= 2.0:
             raise SynthesisError("speed must be between 0.5 and 2.0")
-        text = english_part(text.strip())  # refused before any audio when the whole text is CJK
+        # `lang` here may be the co-host's guess for a piece (a viewer's name in Chinese makes it "zh"),
+        # not the caller's request: the edges (REST, bot protocol) check what the caller asked for.
+        text = english_part(text.strip())  # refused before any audio when it cannot be read
         if not text:
             return
         # The caller runs dry `queued_s` from now, plus whatever this text has already yielded: that is

@@ -178,7 +178,7 @@ class BotSession:
         speaking = voice if msg.voice is not None or room is None else room.cohost.agent.voice
         if speaking is None:
             try:
-                english_part(msg.text)
+                english_part(msg.text, msg.lang)
             except LanguageNotSupported as exc:
                 self.conn.send_refused(msg.id, protocol.ProtocolError(exc.code, str(exc), msg.id))
                 return

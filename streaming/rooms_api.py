@@ -106,7 +106,7 @@ class RoomsAPI:
             assert isinstance(msg, protocol.Say)
             voice = self.server.voice(msg.voice, self.access.owner_of(room)) if msg.voice is not None else False
             if (room.cohost.agent.voice if voice is False else voice) is None:
-                english_part(msg.text)  # the stock voice: LanguageNotSupported now, not silence later
+                english_part(msg.text, msg.lang)  # the stock voice: LanguageNotSupported now, not silence later
             speech_id = room.cohost.agent.say(msg.text, speech_id=msg.id,
                                               line=HostLine(voice=voice, lang=msg.lang, speed=msg.speed))
             return {"id": speech_id, "state": "queued"}

@@ -160,11 +160,22 @@ async def test_chinese_to_the_stock_voice_is_language_not_supported(live_server:
     status, _ = await asyncio.to_thread(live_server.json, "POST", f"/api/rooms/{room_id}/say",
                                         {"text": "Hello 大家 everyone."})  # mostly English: said without the CJK
     assert status == 202
+    status, body = await asyncio.to_thread(live_server.json, "POST", f"/api/rooms/{room_id}/say",
+                                           {"text": "Hello 大家 everyone.", "lang": "zh"})  # asked for Chinese
+    assert status == 422 and body["code"] == "language_not_supported", body
+    status, body = await asyncio.to_thread(live_server.json, "POST", f"/api/rooms/{room_id}/say",
+                                           {"text": "Привет всем, как дела?"})  # not read as letter names
+    assert status == 422 and body["code"] == "language_not_supported", body
     async with connect(live_server.ws_url) as ws:
         await ws.send(json.dumps({"type": "hello", "version": 1, "token": live_server.token}))
         await ws.recv()
         for room in (None, room_id):
             say = {"type": "say", "id": f"zh-{room}", "text": "今日はいい天気ですね。", **({"room": room} if room else {})}
+            await ws.send(json.dumps(say))
+            error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert error["type"] == "error" and error["code"] == "language_not_supported", error
+            say = {"type": "say", "id": f"mixed-{room}", "text": "Hello 大家 everyone.", "lang": "ja",
+                   **({"room": room} if room else {})}
             await ws.send(json.dumps(say))
             error = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert error["type"] == "error" and error["code"] == "language_not_supported", error

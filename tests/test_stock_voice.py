@@ -30,14 +30,39 @@ async def test_stream_yields_one_chunk_per_piece(stock_engine: Any) -> None:
 LETTER = "lˌɛɾɚ"  # espeak-ng's "letter", as in "Chinese letter": what the stock voice must never say
 
 
-@pytest.mark.parametrize("text", ["大家好，欢迎来到直播间！", "こんにちは、みなさん。", "谢谢 Anna 送的火箭！"])
-async def test_stock_voice_refuses_chinese_and_japanese(stock_engine: Any, text: str) -> None:
+@pytest.mark.parametrize("text", ["大家好，欢迎来到直播间！", "こんにちは、みなさん。", "谢谢 Anna 送的火箭！",
+                                  "안녕하세요 여러분", "Привет всем, как дела?", "مرحبا بالجميع", "สวัสดีครับ ทุกคน",
+                                  "Καλησπέρα σε όλους", "नमस्ते दोस्तों"])
+async def test_stock_voice_refuses_text_not_written_in_latin_letters(stock_engine: Any, text: str) -> None:
     from voxroom.models.engine import SynthesisError
     from voxroom.models.piper_voice import ENGLISH_ONLY
 
     with pytest.raises(SynthesisError, match="English only") as refused:
         _ = [c async for c in stock_engine.stream(text)]
     assert str(refused.value) == ENGLISH_ONLY
+
+
+@pytest.mark.parametrize("text, said", [
+    ("Thanks Дмитрий for the raid!", "Thanks for the raid!"),
+    ("Welcome سارة and ธนา to the stream", "Welcome and to the stream"),
+    ("Café crème for José, très bien", "Café crème for José, très bien"),  # accented Latin stays
+])
+def test_names_in_other_scripts_are_left_out_and_latin_accents_kept(stock_engine: Any, text: str, said: str) -> None:
+    from voxroom.models.piper_voice import english_part
+
+    assert english_part(text) == said
+    assert LETTER not in "".join(stock_engine.phonemes(said))
+
+
+def test_mixed_text_speaks_its_english_only_when_english_was_asked_for() -> None:
+    from voxroom.models.engine import LanguageNotSupported
+    from voxroom.models.piper_voice import english_part
+
+    text = "Hello 大家 everyone, welcome!"
+    assert english_part(text, "en") == english_part(text, "auto") == "Hello everyone, welcome!"
+    with pytest.raises(LanguageNotSupported):
+        english_part(text, "zh")  # the caller asked for Chinese: the English words alone are not that
+    assert english_part("Plain English.", "zh") == "Plain English."  # nothing it cannot read
 
 
 async def test_a_chinese_word_in_english_is_left_out_not_read_as_letters(stock_engine: Any) -> None:
