@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import unicodedata
 import threading
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any

@@ -7,7 +7,6 @@ and nothing a caller sends prints a traceback.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -94,10 +93,7 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise ValueError(f"body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise protocol.ProtocolError("invalid_text", "strings must be valid Unicode (a lone surrogate is not)") from None
+    protocol.check_encodable(body)
     return body
 
 

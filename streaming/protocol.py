@@ -122,10 +122,7 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
         raise ProtocolError("bad_json", f"message is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_message", "a message must be a JSON object with a 'type' field")
-    try:
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProtocolError("invalid_text", "strings must be valid Unicode (a lone surrogate is not)") from None
+    check_encodable(obj)
     kind = obj.get("type")
     ref = obj.get("id") if isinstance(obj.get("id"), str) else None
     if not isinstance(kind, str):
@@ -185,6 +182,15 @@ def loads_bounded(data: str | bytes) -> Any:
     """json.loads with numbers bounded where they are parsed: at most MAX_INT_DIGITS digits, no NaN or
     Infinity (ValueError otherwise). Every JSON body voxroom reads goes through here."""
     return json.loads(data, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
+
+
+def check_encodable(obj: Any) -> None:
+    """ProtocolError `invalid_text` when a parsed JSON value holds a string that is not valid Unicode
+    (a lone surrogate, which JSON's \\ud800 escapes allow): it could never be stored, shown or sent on."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("invalid_text", "strings must be valid Unicode (a lone surrogate is not)") from None
 
 
 def _bounded_int(text: str) -> int | float:

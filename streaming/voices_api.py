@@ -28,6 +28,7 @@ from voxroom.models.enrollment.live import LiveCoach
 from voxroom.models.enrollment.scripts import SCRIPTS, script_for
 from voxroom.models.pcm import from_pcm16
 from voxroom.models.voice_store import Consent, VoiceRecord, VoiceStore, load_server_key
+from voxroom.streaming import protocol
 from voxroom.streaming.accounts import Account, AuthError
 from voxroom.streaming.audio import SAMPLE_RATE
 from voxroom.streaming.playout import render_speech
@@ -409,10 +410,15 @@ class LiveEnrollment:
                 await self.audio(received["bytes"])
                 continue
             try:
-                msg = json.loads(received.get("text") or "")
+                msg = protocol.loads_bounded(received.get("text") or "")
                 kind = msg["type"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 await self.error("bad_message", "control messages are JSON objects with a 'type'")
+                continue
+            try:
+                protocol.check_encodable(msg)  # a name with a lone surrogate could never be sealed or shown
+            except protocol.ProtocolError as exc:
+                await self.error(exc.code, exc.message)
                 continue
             if kind == "start":
                 lang = msg.get("lang", "en")

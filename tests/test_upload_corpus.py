@@ -148,6 +148,28 @@ async def test_a_busy_server_keeps_a_live_take_for_another_finish(live_server: R
     assert msg["type"] == "result" and msg["report"]["duration_s"] == 2.0, msg
 
 
+async def test_live_enrollment_refuses_bad_text_and_numbers_with_codes_and_carries_on(
+        live_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The live-enrollment socket reads its control messages as every other JSON input: a voice name
+    with a lone surrogate (which could never be sealed or shown) or a 5,000-digit number is refused
+    with a code, no traceback, and the same socket still records a take."""
+    url = live_server.ws_url.replace("/ws", "/api/enroll/live") + f"?token={live_server.token}"
+    async with connect(url) as ws:
+        await ws.send('{"type": "start", "lang": "en", "name": "bad \\ud800 name", "consent": true}')
+        refused = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert refused == {"type": "error", "code": "invalid_text", "message": refused["message"]}, refused
+        await ws.send('{"type": "sentence", "index": ' + "9" * 5000 + "}")
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["code"] == "bad_message"
+        await ws.send(json.dumps({"type": "start", "lang": "en", "name": "good take", "consent": True}))
+        await ws.send(np.zeros(16000 * 2, "<i2").tobytes())
+        await ws.send(json.dumps({"type": "finish"}))
+        async with asyncio.timeout(60):
+            while (msg := json.loads(await ws.recv()))["type"] not in ("result", "error"):
+                pass
+    assert msg["type"] == "result" and msg["report"]["duration_s"] == 2.0, msg
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
 def test_an_uploader_that_goes_away_mid_body_frees_its_slot_quietly(live_server: RunningServer,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     import socket
