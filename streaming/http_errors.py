@@ -58,7 +58,8 @@ def retry_after(exc: Exception | None) -> str:
 
 
 def _answer(message: str, status: int, code: str, exc: Exception | None = None) -> JSONResponse:
-    headers = {"Retry-After": retry_after(exc)} if status == 429 else None
+    retry = status == 429 and getattr(exc, "retry_helps", True)
+    headers = {"Retry-After": retry_after(exc)} if retry else None
     return JSONResponse({"error": message, "code": code}, status, headers=headers)
 
 

@@ -112,7 +112,7 @@ def _paths() -> Json:
     }
     speakers = _json({"type": "array", "items": _obj(["name", "voice_id"], name=STR, voice_id=STR, lang=STR)},
                      "the caller's voices, the stock voice first")
-    return {
+    paths: Json = {
         "/": {
             "get": _op("Redirect to the console", {"307": {"description": "to /console"}}, tags=pages,
                        security=PUBLIC, op_id="root"),
@@ -150,14 +150,16 @@ def _paths() -> Json:
         },
         "/api/rooms/{room}/say": {"post": _op(
             "Say a line in a room", _voxroom("202", _json(_obj(id=STR, state=STR), "queued"), "400", "401", "404",
-                                             "413", "429"), tags=rooms, params=r, body=SAY_BODY, op_id="say")},
+                                             "413", "422", "429"), tags=rooms, params=r, body=SAY_BODY, op_id="say")},
         "/api/rooms/{room}/speeches/{speech}": {"delete": _op(
             "Cancel a speech", _voxroom("200", _json(_obj(id=STR, state=STR)), "401", "404"), tags=rooms,
             params=_params("room", "speech"), op_id="cancel_speech")},
         "/api/rooms/{room}/grants": {"post": _op(
             "Mint a join grant", _voxroom("201", _json(_obj(grant=STR, role=STR), "minted"), "400", "401", "404"),
             tags=rooms, params=r, body=_obj(role={"enum": ["listener", "host", "bot"]},
-                                            ttl={"type": "number", "minimum": 60, "maximum": 604800}),
+                                            ttl={"type": "number", "minimum": 60, "maximum": 2592000,
+                                                 "description": "seconds: up to 30 days for a listener grant, "
+                                                                "7 days for the other roles"}),
             op_id="mint_grant")},
         "/api/rooms/{room}/links": {"get": _op(
             "The room's listener and OBS overlay links (valid until rotated)", _voxroom("200", _json(_ref("Links")),
@@ -344,6 +346,14 @@ def _paths() -> Json:
             "description": "JSON Schema 2020-12", "content": {"application/schema+json": {"schema": ANY_OBJ}}}},
             tags=["server"], security=PUBLIC, op_id="protocol_schema")},
     }
+    # Every route of a room also answers 403 to a join grant for another room or role, or from a
+    # rotated link (code link_revoked).
+    for path, item in paths.items():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            if "{room}" in path and "401" in responses:
+                responses.setdefault("403", ERR)
+    return paths
 
 
 _DOCUMENT: Json = {

@@ -50,9 +50,14 @@ Subscriber = Callable[[dict[str, Any]], None]
 
 
 class RoomError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
+    """A refusal about rooms: HTTP `status`, and a `code` of its own where the status's is not enough;
+    `retry_helps` False for a limit that waiting does not lift (no Retry-After then)."""
+
+    def __init__(self, message: str, status: int = 400, *, code: str | None = None, retry_helps: bool = True) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+        self.retry_helps = retry_helps
 
 
 @dataclass(eq=False)
@@ -145,7 +150,8 @@ class Rooms:
 
     def create(self, owner: str, name: str) -> Room:
         if sum(r.owner == owner for r in self._rooms.values()) >= MAX_ROOMS_PER_ACCOUNT:
-            raise RoomError(f"an account may have at most {MAX_ROOMS_PER_ACCOUNT} rooms", 429)
+            raise RoomError(f"an account may have at most {MAX_ROOMS_PER_ACCOUNT} rooms; delete one to make "
+                            "another", 429, code="room_limit", retry_helps=False)
         room = self._open(secrets.token_urlsafe(8), owner, name[:100] or "room", time.time())
         self.save(room)
         return room

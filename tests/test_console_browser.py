@@ -4,6 +4,7 @@ plainly, "Listen here" playing the co-host in the console, and no "Create room" 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ def test_the_room_cap_is_said_plainly(tmp_path: Path, stock_engine: Any, browser
     with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as server:
         for n in range(20):
             assert server.json("POST", "/api/rooms", {"name": f"room {n}"})[0] == 201
+        status, headers, raw = server.request("POST", "/api/rooms", {"name": "one too many"})
+        assert status == 429 and json.loads(raw)["code"] == "room_limit"
+        assert "Retry-After" not in headers  # waiting does not lift it: deleting a room does
         console = open_console(server, browser)
         console.click("#create-room button[type=submit]")
         console.wait_for_function("document.querySelector('#create-status').innerText.includes('Delete one')")
