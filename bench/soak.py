@@ -84,15 +84,10 @@ class LogCapture(logging.Handler):
 
 
 def rss_mb() -> float:
-    try:
-        import psutil  # type: ignore[import-untyped]
+    from voxroom.streaming.native_memory import resident_bytes
 
-        return float(psutil.Process().memory_info().rss) / 2**20
-    except ImportError:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    resident = resident_bytes()
+    return resident / 2**20 if resident is not None else float("nan")
 
 
 # -- HTTP ------------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,14 @@ def _libc() -> Any:
     try:
         return ctypes.CDLL("libc.so.6")
     except OSError:
+        return None
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (RSS) in bytes, from /proc; None where there is no /proc."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
         return None
 
 

@@ -3,7 +3,7 @@
 A module-scoped server of its own (what these tests break stays here). Invariants: every bad bot
 message gets an `error` with a documented `code` and the connection keeps answering `ping`; a
 well-behaved connection keeps speaking; no REST call answers 5xx, every 4xx is JSON `{error, code}`;
-and nothing the fuzzer sends makes the server log a traceback.
+and nothing the fuzzer sends makes the server log a traceback or grow the process by RSS_BOUND_MB.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from conftest import RunningServer, start_server
 from voxroom.streaming import protocol
+from voxroom.streaming.native_memory import release_free_memory, resident_bytes
 
 T = TypeVar("T")
 
@@ -80,6 +81,22 @@ def log_capture() -> Iterator[LogCapture]:
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory, stock_engine: Any,
                 log_capture: LogCapture) -> Iterator[RunningServer]:
     yield from start_server(tmp_path_factory.mktemp("voxroom-fuzz"), stock_engine)
+
+
+# What the whole fuzz run may add to the resident memory of this process (server and client both;
+# measured: 30 MB on a 2-core Zen 4): a leak per message would exceed it after a few thousand messages.
+RSS_BOUND_MB = 150
+
+
+@pytest.fixture(scope="module", autouse=True)
+def rss_at_start(fuzz_server: RunningServer, client: ClientLoop, rooms: dict[str, dict[str, Any]]) -> float | None:
+    """Measured before the first fuzz test (autouse), once the server has made its rooms and spoken
+    (a first room loads the VAD, ~185 MB once: not growth), compared after the last."""
+    for _ in range(2):  # lines in parallel: every stock-voice session has made audio once
+        say_everything_still_works(fuzz_server, client, "warm-up", parallel=4)
+    release_free_memory()
+    resident = resident_bytes()
+    return resident / 2**20 if resident is not None else None
 
 
 @pytest.fixture(autouse=True)
@@ -504,13 +521,25 @@ def test_chat_events_fuzz(fuzz_server: RunningServer, client: ClientLoop,
     assert fuzz_server.request("GET", "/api/rooms")[0] == 200
 
 
-def test_a_clean_say_still_completes_after_all_the_fuzzing(fuzz_server: RunningServer, client: ClientLoop) -> None:
-    async def say() -> None:
-        good = GoodBot(await open_bot(fuzz_server))
-        await good.ws.send(json.dumps({"type": "say", "id": "last", "text": "Everything still works."}))
-        ended = await good.ended("last")
+def say_everything_still_works(server: RunningServer, client: ClientLoop, speech_id: str, parallel: int = 1) -> None:
+    async def say(n: int) -> None:
+        good = GoodBot(await open_bot(server))
+        await good.ws.send(json.dumps({"type": "say", "id": f"{speech_id}-{n}", "text": "Everything still works."}))
+        ended = await good.ended(f"{speech_id}-{n}")
         assert ended["reason"] == "done" and ended["frames"] > 0
         await good.close()
 
-    client.run(say(), timeout=90)
+    async def all_of_them() -> None:
+        await asyncio.gather(*(say(n) for n in range(parallel)))
+
+    client.run(all_of_them(), timeout=90)
+
+
+def test_a_clean_say_still_completes_after_all_the_fuzzing(fuzz_server: RunningServer, client: ClientLoop,
+                                                           rss_at_start: float | None) -> None:
+    say_everything_still_works(fuzz_server, client, "last")
+    if rss_at_start is not None:
+        release_free_memory()
+        grown = (resident_bytes() or 0) / 2**20 - rss_at_start
+        assert grown < RSS_BOUND_MB, f"the fuzz run grew RSS by {grown:.0f} MB"
 

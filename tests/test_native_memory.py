@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from voxroom.streaming.native_memory import MemoryTrimmer, release_free_memory
+from voxroom.streaming.native_memory import MemoryTrimmer, release_free_memory, resident_bytes
 
 glibc = pytest.mark.skipif(ctypes.util.find_library("c") is None or not Path("/proc/self/statm").exists(),
                            reason="malloc_trim is glibc's (Linux)")
 
 
 def rss_bytes() -> int:
-    import os
-
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    resident = resident_bytes()
+    assert resident is not None
+    return resident
 
 
 @glibc
