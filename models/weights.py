@@ -107,7 +107,8 @@ def pull(
             local = Path(hf_hub_download(HF_REPO, name, local_dir=target, endpoint=endpoint))
         except (HfHubHTTPError, OSError) as exc:
             raise WeightsError(f"could not download {name} from {endpoint or 'the Hugging Face hub'}: "
-                               f"{_first_line(exc)}") from None
+                               f"{_first_line(exc)}; check HF_ENDPOINT (a mirror must carry "
+                               f"{HF_REPO}) or copy the files into {target} by hand") from None
         except _network_errors() as exc:  # no network, refused, DNS, TLS, timeouts: one plain line
             raise WeightsError(f"cannot reach {endpoint or 'the Hugging Face hub'} ({_first_line(exc)}); check the "
                                "network or set HF_ENDPOINT to a mirror") from None

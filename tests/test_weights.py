@@ -50,8 +50,10 @@ def test_unreachable_hub_and_unknown_version_are_clear_errors(tmp_path: Path) ->
     with pytest.raises(weights.WeightsError, match="unknown version"):
         weights.pull("v9", tmp_path, progress=False)
     with fake_hub(weights.HF_REPO, {}) as (endpoint, _):  # serves nothing: 404
-        with pytest.raises(weights.WeightsError, match="could not download"):
+        with pytest.raises(weights.WeightsError, match="could not download") as refused:
             weights.pull("v2", tmp_path, endpoint=endpoint, progress=False, log=lambda _: None)
+    assert "HF_ENDPOINT" in str(refused.value) and weights.HF_REPO in str(refused.value)  # what to do about it
+    assert "\n" not in str(refused.value)
     with pytest.raises(weights.WeightsError, match="voxroom models pull"):
         weights.best_installed(tmp_path)
 
