@@ -3,6 +3,7 @@ room back under its id, with its settings, and a listener link minted before the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import signal
@@ -10,6 +11,7 @@ import sqlite3
 import stat
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 
 from conftest import start_server
 from tests.test_cli_signals import call, serving
+from tests.test_whep_admission import offer_that_never_connects
 
 SETTINGS = {
     "policy": "duck",
@@ -31,6 +34,7 @@ def test_room_settings_and_grants_survive_kill_9(tmp_path: Path) -> None:
         room = call(base, token, "POST", "/api/rooms", {"name": "Friday show"})
         call(base, token, "PATCH", f"/api/rooms/{room['id']}/cohost", SETTINGS)
         grant = call(base, token, "POST", f"/api/rooms/{room['id']}/grants", {"role": "listener", "ttl": 86400})
+        links = call(base, token, "GET", f"/api/rooms/{room['id']}/links")
         gone = call(base, token, "POST", "/api/rooms", {"name": "deleted"})
         call(base, token, "DELETE", f"/api/rooms/{gone['id']}")
         proc.send_signal(signal.SIGKILL)
@@ -49,6 +53,14 @@ def test_room_settings_and_grants_survive_kill_9(tmp_path: Path) -> None:
         for listener in (room["listener_grant"], grant["grant"]):
             chat = call(base, listener, "POST", f"/api/rooms/{room['id']}/chat", {"type": "message", "user": "ana", "text": "still here?"})
             assert chat["outcome"]
+        # The same links are handed out, and a listener page's WHEP offer with the old link is answered.
+        assert call(base, token, "GET", f"/api/rooms/{room['id']}/links") == links
+        offer = asyncio.run(offer_that_never_connects())
+        request = urllib.request.Request(f"{base}/rooms/{room['id']}/whep", data=offer.encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {room['listener_grant']}",
+                                                  "Content-Type": "application/sdp"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 201 and answer.read().startswith(b"v=0")
         # The restored room keeps writing through: a change now survives the next start too.
         call(base, token, "PATCH", f"/api/rooms/{room['id']}/cohost", {"policy": "drop"})
 
