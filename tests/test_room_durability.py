@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import signal
 import sqlite3
@@ -179,3 +180,32 @@ def test_only_changed_templates_are_stored(tmp_path: Path, stock_engine: Any) ->
         server.json("PATCH", f"/api/rooms/{room['id']}/cohost", {"templates": {"zh": {"gift": "谢谢{user}！"}}})
         [stored] = server.server.rooms.store.all()
         assert stored.settings["templates"] == {"zh": {"gift": "谢谢{user}！"}}
+
+
+def test_sfu_endpoints_publish_again_after_a_restart(tmp_path: Path, stock_engine: Any, live_server: Any) -> None:
+    """A room's SFU endpoints (its WHIP URL and sealed token) are stored with it: a restarted server
+    publishes into them again. The "SFU" is a room's WHIP ingest on the tests' other server."""
+    _, sink = live_server.json("POST", "/api/rooms", {"name": "sfu sink"})
+    sink_room = live_server.server.rooms.get(sink["id"])
+    endpoint = {"url": f"{live_server.base}/rooms/{sink['id']}/whip", "token": live_server.token}
+
+    def wait_for(condition: Any, what: str) -> None:
+        for _ in range(300):
+            if condition():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"never {what}")
+
+    with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as first:
+        _, room = first.json("POST", "/api/rooms", {"name": "published"})
+        assert first.json("PUT", f"/api/rooms/{room['id']}/sfu", {"endpoints": [endpoint]})[0] == 200
+        wait_for(lambda: sink_room.host_mic is not None, "published before the restart")
+    wait_for(lambda: sink_room.host_mic is None, "unpublished when the first server stopped")
+    with contextlib.contextmanager(start_server)(tmp_path, stock_engine) as second:
+        wait_for(lambda: sink_room.host_mic is not None, "published again after the restart")
+        status, view = second.json("GET", f"/api/rooms/{room['id']}/sfu")
+        assert status == 200 and [e["url"] for e in view["endpoints"]] == [endpoint["url"]]
+        assert live_server.token not in json.dumps(view)  # the token stays write-only
+        restored = second.server.rooms.get(room["id"])
+        wait_for(lambda: restored.sfu[0].state == "publishing", "publishing (ICE and DTLS up)")
+        assert restored.sfu[0].publishes == 1
