@@ -222,17 +222,28 @@ def test_three_listener_pages_play_from_janus_fall_back_and_return_without_a_rel
 
 @needs_private_network
 async def test_a_room_publishes_to_two_endpoints_and_listeners_are_handed_each_in_turn(
-        sfu_server: RunningServer, janus: JanusSfu) -> None:
+        sfu_server: RunningServer, janus: JanusSfu, tmp_path: Path) -> None:
+    """Two SFUs: a second Janus (its own process, ports and simple-whip-server) beside the first."""
     live_server = sfu_server
-    rooms = (JANUS_ROOM, SECOND_JANUS_ROOM)
+    second = JanusSfu(tmp_path / "janus-2", free_port(), free_port(), free_port())
+    write_janus_config(second.folder, second.http_port, second.ws_port)
+    try:
+        second.start_janus()
+        second.start_whip_server()
+        await publish_to_two_sfus_and_hand_listeners_each(live_server, (janus, second))
+    finally:
+        second.close()
+
+
+async def publish_to_two_sfus_and_hand_listeners_each(live_server: RunningServer, sfus: tuple[JanusSfu, JanusSfu]) -> None:
     stun = f"stun:{PRIVATE_ADDRESS}:3478"
-    endpoints = [await asyncio.to_thread(janus.create_endpoint, f"two-{n}", WHIP_TOKEN, n, [stun] if i else None)
-                 for i, n in enumerate(rooms)]
+    endpoints = [await asyncio.to_thread(sfu.create_endpoint, f"two-{i}", WHIP_TOKEN, JANUS_ROOM, [stun] if i else None)
+                 for i, sfu in enumerate(sfus)]
     _, room = await asyncio.to_thread(live_server.json, "POST", "/api/rooms", {"name": "two-sfus"})
     server_room = live_server.server.rooms.get(room["id"])
     status, view = await asyncio.to_thread(live_server.json, "PUT", f"/api/rooms/{room['id']}/sfu", {"endpoints": [
-        {"url": url, "token": WHIP_TOKEN, "playback": {"janus": janus.janus_url, "room": n}}
-        for url, n in zip(endpoints, rooms, strict=True)]})
+        {"url": url, "token": WHIP_TOKEN, "playback": {"janus": sfu.janus_url, "room": JANUS_ROOM}}
+        for url, sfu in zip(endpoints, sfus, strict=True)]})
     assert status == 200, view
     async with asyncio.timeout(30):
         while any(p.state != "publishing" for p in server_room.sfu):
@@ -242,9 +253,10 @@ async def test_a_room_publishes_to_two_endpoints_and_listeners_are_handed_each_i
 
     plans = [(await asyncio.to_thread(live_server.json, "GET", f"/rooms/{room['id']}/playback", None,
                                       room["listener_grant"]))[1] for _ in range(4)]
-    assert [p["room"] for p in plans] == [JANUS_ROOM, SECOND_JANUS_ROOM, JANUS_ROOM, SECOND_JANUS_ROOM]
-    for n in rooms:
-        pc, frames = await subscribe(janus, n)
+    first, other = (sfu.janus_url for sfu in sfus)
+    assert [p["janus"] for p in plans] == [first, other, first, other]  # each listener the next SFU
+    for sfu in sfus:
+        pc, frames = await subscribe(sfu, JANUS_ROOM)
         try:
             assert await hears_speech(live_server, room["id"], frames) >= 25
         finally:
