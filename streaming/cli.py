@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         "device": args.device,
         "max_batch": args.max_batch,
         "max_queue": args.max_queue,
+        "api_v2_reference_dir": args.api_v2_reference_dir,
         "config_file": args.config,
         "log_level": args.log_level,
     }
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                        "default 8)")
     serve.add_argument("--max-queue", type=int, help="GPT-SoVITS streams that may wait for a place; more are refused "
                        "as busy (VOXROOM_MAX_QUEUE; default 8)")
+    serve.add_argument("--api-v2-reference-dir", help="let GPT-SoVITS api_v2 callers name reference clips in this "
+                       "directory as ref_audio_path (VOXROOM_API_V2_REFERENCE_DIR; default: off)")
     serve.add_argument("--config", help="TOML config file with the same settings (VOXROOM_CONFIG)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)

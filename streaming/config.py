@@ -71,6 +71,9 @@ class ServerConfig:
     # WHIP endpoints every new room publishes to (TOML `[[sfu_endpoints]]` tables, each as the body of
     # PUT /api/rooms/ROOM/sfu takes it: url, token, playback); `{room}` in a url becomes the room's id.
     sfu_endpoints: list[dict[str, Any]] = field(default_factory=list)
+    # Off unless set: a directory whose audio files GPT-SoVITS api_v2 callers may name as
+    # `ref_audio_path` (streaming/reference_files.py); nothing outside it is ever opened.
+    api_v2_reference_dir: Path | None = None
     config_file: Path | None = None
 
     def llm_settings(self) -> LLMSettings | None:
@@ -105,6 +108,7 @@ _ENV = {
     "openai_api_key": "OPENAI_API_KEY",
     "llm_model": "VOXROOM_LLM_MODEL",
     "log_level": "VOXROOM_LOG_LEVEL",
+    "api_v2_reference_dir": "VOXROOM_API_V2_REFERENCE_DIR",
 }
 
 
@@ -135,7 +139,7 @@ def _coerce(name: str, value: Any) -> Any:
             if not low <= number <= high:
                 raise ValueError
             return number
-        if name in ("data_dir", "models_dir", "config_file"):
+        if name in ("data_dir", "models_dir", "config_file", "api_v2_reference_dir"):
             return Path(value).expanduser() if value not in (None, "") else None
         if name == "ice_addresses":
             if isinstance(value, str):

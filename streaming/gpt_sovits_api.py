@@ -41,6 +41,7 @@ from voxroom.streaming.access import Access
 from voxroom.streaming.accounts import Account, AuthError
 from voxroom.streaming.api_speech import ApiSpeaker, SpeechResponse, SpeechStream, find_voice, voice_ref
 from voxroom.streaming.audio_encoding import PcmEncoder, encoder_for, wav_header
+from voxroom.streaming.reference_files import ReferenceFiles
 
 if TYPE_CHECKING:
     from voxroom.streaming.app import VoxroomServer
@@ -74,6 +75,9 @@ class TtsRequest:
     media_type: str = "wav"
     streaming: bool = False
     speed: float = 1.0
+    ref_audio_path: str = ""  # as given: a file in the operator's reference directory, if it names no voice
+    prompt_text: str = ""
+    prompt_lang: str = "auto"
 
 
 def _flag(value: Any, name: str) -> bool | int:
@@ -134,8 +138,10 @@ def parse_tts(fields: Mapping[str, Any], default_ref: str | None = None) -> TtsR
         raise SovitsError("speed_factor must be a number") from None
     if not math.isfinite(speed) or speed <= 0:
         raise SovitsError("speed_factor must be a positive number")
+    prompt_text = fields.get("prompt_text")
     return TtsRequest(text=text, lang=LANGS[text_lang], voice_name=voice_name_of(ref), media_type=media_type,
-                      streaming=bool(mode), speed=speed)
+                      streaming=bool(mode), speed=speed, ref_audio_path=ref,
+                      prompt_text=prompt_text if isinstance(prompt_text, str) else "", prompt_lang=LANGS[prompt_lang])
 
 
 def voice_name_of(ref_audio_path: str) -> str:
@@ -177,6 +183,8 @@ class GptSovitsAPI:
         self.server = server
         self.speaker = speaker
         self.refer: dict[str, str] = {}  # account id -> its default voice (id, or "stock"), from /set_refer_audio
+        directory = server.config.api_v2_reference_dir
+        self.reference_files = ReferenceFiles(directory, server.engine) if directory is not None else None
 
     def routes(self) -> list[Route]:
         return [
@@ -278,7 +286,12 @@ class GptSovitsAPI:
     async def _tts(self, request: Request, fields: Mapping[str, Any]) -> Response:
         account = self.account(request)
         req = parse_tts(fields, self.refer.get(account.id))
-        voice = find_voice(self.server, account, req.voice_name)
+        try:
+            voice = find_voice(self.server, account, req.voice_name)
+        except LookupError:
+            if self.reference_files is None:
+                raise
+            voice = await self.reference_files.voice(req.ref_audio_path, req.prompt_text, req.prompt_lang)
         stream = self.speaker.speak(req.text, voice, account_id=account.id, lang=req.lang, speed=req.speed,
                                     source="api")
         headers = {"X-Voxroom-Voice": voice.id if voice is not None else "stock"}

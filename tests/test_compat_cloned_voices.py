@@ -140,3 +140,47 @@ def test_set_weights_succeeds_for_the_running_weights_only(golden_server: Runnin
         query = urllib.parse.urlencode({"weights_path": "GPT_weights_v2/mine-e15.ckpt", "token": golden_server.token})
         status, _, raw = golden_server.request("GET", f"{path}?{query}", token="")
         assert status == 400 and name.rsplit("/", 1)[-1].encode() in raw
+
+
+def test_reference_files_are_read_only_inside_the_directory_the_operator_named(
+        tmp_path: Path, stock_engine: Any) -> None:
+    """`api_v2_reference_dir`: a ref_audio_path that names no voice is a clip inside that directory
+    (relative or absolute), made into a voice with its prompt_text; nothing outside it is opened
+    (`..`, a symbolic link out of it), and a server without the setting opens nothing at all."""
+    import contextlib
+    import shutil
+
+    from gpt_sovits.model_folders import write_models_dir
+    from voxroom.models.engine import EngineRouter
+    from voxroom.models.gpt_sovits.engine import GPTSoVITSEngine, SynthesisOptions
+
+    references = tmp_path / "references"
+    (references / "speakers").mkdir(parents=True)
+    shutil.copy(SHARED / "speech" / SLT, references / "speakers" / "slt.wav")
+    shutil.copy(SHARED / "speech" / AWB, tmp_path / "outside.wav")
+    (references / "escape.wav").symlink_to(tmp_path / "outside.wav")
+    models = write_models_dir(tmp_path / "models")
+    cloning = GPTSoVITSEngine.from_models_dir(models, options=SynthesisOptions(seed=11, top_k=1))
+    owner = {"prompt_text": "He turned sharply and faced Gregson across the table.", "prompt_lang": "en"}
+    with contextlib.contextmanager(start_server)(tmp_path / "data", EngineRouter(stock_engine, cloning),
+                                                 models_dir=models, api_v2_reference_dir=references) as server:
+        def tts_with(ref: str) -> tuple[int, dict[str, str], bytes]:
+            fields = {"text": TEXT, "text_lang": "en", "ref_audio_path": ref, **owner, "token": server.token}
+            return server.request("GET", "/tts?" + urllib.parse.urlencode(fields), token="")
+
+        status, headers, body = tts_with("speakers/slt.wav")
+        assert status == 200 and body[:4] == b"RIFF", body[:200]
+        assert headers["x-voxroom-voice"] == "file:speakers/slt.wav"
+        status, headers, _ = tts_with(str(references / "speakers" / "slt.wav"))  # absolute, inside
+        assert status == 200 and headers["x-voxroom-voice"] == "file:speakers/slt.wav"
+        for outside in ("../outside.wav", str(tmp_path / "outside.wav"), "escape.wav"):
+            status, _, body = tts_with(outside)
+            assert status == 400 and b"outside the reference directory" in body, (outside, body)
+        status, _, body = tts_with("speakers/missing.wav")
+        assert status == 400 and b"no reference file" in body
+    with contextlib.contextmanager(start_server)(tmp_path / "data-2", EngineRouter(stock_engine, cloning),
+                                                 models_dir=models) as plain:
+        fields = {"text": TEXT, "text_lang": "en", "ref_audio_path": str(references / "speakers" / "slt.wav"),
+                  **owner, "token": plain.token}
+        status, _, body = plain.request("GET", "/tts?" + urllib.parse.urlencode(fields), token="")
+        assert status == 400 and b"no such voice" in body  # off by default: a path is only ever a voice's name

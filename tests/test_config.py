@@ -290,3 +290,19 @@ def test_serve_refuses_a_turn_server_without_credentials_in_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == ("voxroom: 'ice_servers': TURN server turn:turn.example.net:3478 needs "
                                      "'username' and 'credential', or 'secret'")
+
+
+def test_the_api_v2_reference_directory_is_off_unless_set(tmp_path: Path, stock_engine: object) -> None:
+    import asyncio
+
+    from voxroom.streaming.reference_files import ReferenceFileError, ReferenceFiles
+
+    assert load_config({}, environ={}).api_v2_reference_dir is None
+    set_by_env = load_config({}, environ={"VOXROOM_API_V2_REFERENCE_DIR": str(tmp_path)})
+    assert set_by_env.api_v2_reference_dir == tmp_path
+    assert load_config({"api_v2_reference_dir": "~/refs"}, environ={"HOME": "/home/x"}).api_v2_reference_dir \
+        == Path("~/refs").expanduser()
+    (tmp_path / "clip.wav").write_bytes(b"RIFF")
+    stock_only = ReferenceFiles(tmp_path, stock_engine)  # type: ignore[arg-type]
+    with pytest.raises(ReferenceFileError, match="need GPT-SoVITS"):
+        asyncio.run(stock_only.voice("clip.wav", "hello", "en"))
