@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from voxroom.agent.clock import Clock
 from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio, encode_wav
 from voxroom.models.engine import Busy, Engine, EngineRouter, Voice, VoiceRef
 from voxroom.models.enrollment.analysis import EnrollmentAnalysis, analyse_upload
-from voxroom.models.enrollment.live import LiveCoach
+from voxroom.models.enrollment.live import Advice, LiveCoach
 from voxroom.models.enrollment.scripts import SCRIPTS, script_for
 from voxroom.models.pcm import from_pcm16
 from voxroom.models.voice_store import Consent, VoiceRecord, VoiceStore, load_server_key
@@ -158,10 +158,12 @@ class Voices:
 
     # -- enrollment ---------------------------------------------------------------------------
     def enroll_blocking(self, account: Account, upload: bytes, *, filename: str | None, name: str, lang: str,
-                        sentences: list[str] | None, transcript: str | None) -> tuple[EnrollmentAnalysis, VoiceRecord | None]:
+                        sentences: list[str] | None, transcript: str | None,
+                        live_advice: Sequence[Advice] = ()) -> tuple[EnrollmentAnalysis, VoiceRecord | None]:
         """Analyse an upload; store it as a voice unless the verdict is re-record. Nothing half-made is kept."""
         analysis = analyse_upload(upload, filename=filename, lang=lang, sentences=sentences,
-                                  typed_transcript=transcript, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES))
+                                  typed_transcript=transcript, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES),
+                                  live_advice=live_advice)
         if analysis.report.verdict == "rerecord" or analysis.reference is None:
             return analysis, None
         stored = decode_audio(upload, sample_rate=STORE_RATE, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES),
@@ -200,7 +202,7 @@ def report_json(analysis: EnrollmentAnalysis, msg_lang: str) -> dict[str, Any]:
     return {
         "verdict": report.verdict,
         "problems": [{"code": p.code, "severity": p.severity, "message": p.message.get(msg_lang, p.message["en"]),
-                      "value": p.value} for p in report.problems],
+                      "value": p.value, "said_at": list(p.said_at)} for p in report.problems],
         "duration_s": round(report.duration_s, 2), "speech_s": round(report.speech_s, 2),
         "snr_db": report.snr_db, "level_db": report.level_db, "loudness_lufs": report.loudness_lufs,
         "clipped_fraction": report.clipped_fraction, "bandwidth_hz": report.bandwidth_hz,
@@ -473,7 +475,7 @@ class LiveEnrollment:
             with self.api.voices.analyses.hold(self.account):
                 analysis, record = await asyncio.to_thread(
                     self.api.voices.enroll_blocking, self.account, upload, filename="recording.wav", name=self.name,
-                    lang=self.lang, sentences=read, transcript=None)
+                    lang=self.lang, sentences=read, transcript=None, live_advice=list(self.coach.given))
         except UploadError as exc:
             await self.error(exc.code, exc.message)
             return False

@@ -123,6 +123,9 @@ def test_a_clean_take_recorded_in_the_browser_becomes_a_voice(
     assert voice is not None and voice["name"] == "browser take", report
     assert report["verdict"] in ("usable", "usable_with_warnings")
     assert not [p for p in report["problems"] if p["severity"] == "severe"]
+    for code in {a["code"] for a in stats["advice"]}:  # the verdict and the advice given on the way agree
+        assert page.locator(f"#problems li[data-code='{code}']").count() == 1
+        assert "said during the take" in page.inner_text(f"#problems li[data-code='{code}']")
     assert 20 <= voice["duration"] <= 35
     page.wait_for_selector(f"#voices li[data-voice='{voice['id']}']")
     assert "Saved" in page.inner_text("#record-status")

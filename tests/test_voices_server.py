@@ -243,7 +243,10 @@ async def test_live_recording_gets_levels_advice_and_a_voice(live_server: Runnin
     assert levels >= len(take) / 16000 * 10 * 0.9  # a meter value per 100 ms of audio
     assert "clipping" in advice
     assert result["report"]["verdict"] in ("usable_with_warnings", "rerecord")
-    assert any(p["code"] == "clipping" for p in result["report"]["problems"])
+    problems = {p["code"]: p for p in result["report"]["problems"]}
+    assert "clipping" in problems
+    assert set(advice) <= set(problems)  # every piece of live advice is part of the verdict
+    assert problems["clipping"]["said_at"] and all(8 <= t <= 13 for t in problems["clipping"]["said_at"])
     assert script_for("en").sentences  # the script the console shows exists
 
 

@@ -8,11 +8,13 @@ by the engine itself (it owns its models), and the voice store keeps the result.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from voxroom.models.audio_decode import DecodedAudio, DecodeLimits, decode_audio
+from voxroom.models.enrollment.live import Advice
 from voxroom.models.enrollment.quality import QualityReport, analyse
 from voxroom.models.enrollment.reference import NoReferenceClip, ReferenceChoice, choose_reference
 from voxroom.models.enrollment.scripts import expected_seconds
@@ -42,13 +44,16 @@ def analyse_upload(
     sentences: list[str] | None = None,
     typed_transcript: str | None = None,
     limits: DecodeLimits | None = None,
+    live_advice: Sequence[Advice] = (),
 ) -> EnrollmentAnalysis:
     """Analyse an upload. `sentences`: the script sentences the user read (for the speaking-rate check and
-    the clip's transcript). Raises AudioDecodeError for files that are not usable audio."""
+    the clip's transcript); `live_advice`: what the live coach said while it was recorded (the report
+    includes it). Raises AudioDecodeError for files that are not usable audio."""
     audio = decode_audio(upload, sample_rate=SAMPLE_RATE, limits=limits or DecodeLimits(), filename=filename)
     segments = speech_segments(audio.samples)
     expected = expected_seconds(("" if lang in ("zh", "ja") else " ").join(sentences), lang) if sentences else None
     report = analyse(audio.samples, segments=segments, expected_speech_s=expected, source_rate=audio.source_rate)
+    report.include_live_advice(live_advice)
     try:
         reference = choose_reference(
             audio.samples, segments, sentences=sentences, lang=lang, typed_transcript=typed_transcript

@@ -10,11 +10,13 @@ is severe, `usable_with_warnings` when there are only warnings, else `usable`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from voxroom.models.enrollment import speaker_embedding
+from voxroom.models.enrollment.live import Advice
 from voxroom.models.enrollment.messages import advice
 from voxroom.models.vad import SAMPLE_RATE, SpeechSegment, speech_segments
 
@@ -43,6 +45,7 @@ class Problem:
     severity: str  # "warning" or "severe"
     message: dict[str, str]  # {"en": ..., "zh": ...}
     value: float  # the measurement that triggered it
+    said_at: tuple[float, ...] = ()  # seconds into the take where the live coach gave this advice
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,19 @@ class QualityReport:
 
     def codes(self) -> set[str]:
         return {p.code for p in self.problems}
+
+    def include_live_advice(self, given: Sequence[Advice]) -> None:
+        """Fold in the advice the live coach gave while recording, so the verdict never contradicts it: a
+        problem the whole-take check also found keeps its severity and learns when it was said; one only
+        the coach heard (a few sentences read too fast, a burst of clipping) becomes a warning."""
+        for code in dict.fromkeys(a.code for a in given):
+            times = tuple(round(a.time, 2) for a in given if a.code == code)
+            last = [a for a in given if a.code == code][-1]
+            found = next((i for i, p in enumerate(self.problems) if p.code == code), None)
+            if found is not None:
+                self.problems[found] = replace(self.problems[found], said_at=times)
+            else:
+                self.problems.append(Problem(code, "warning", dict(last.message), last.value, times))
 
 
 def analyse(

@@ -191,7 +191,9 @@ function showReport(report) {
   list.innerHTML = "";
   for (const p of report.problems) {
     const li = document.createElement("li");
-    li.textContent = p.message;
+    // Advice given while recording is part of the verdict: say when it was given.
+    const when = (p.said_at || []).map((s) => `${s.toFixed(1)} s`).join(", ");
+    li.textContent = when ? `${p.message} ${t(`(said during the take at ${when})`, `（录音中 ${when} 时提醒过）`)}` : p.message;
     li.dataset.code = p.code;
     li.className = p.severity === "severe" ? "error" : "";
     list.append(li);
