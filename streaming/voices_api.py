@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,7 @@ class AnalysisSlots:
 class Voices:
     """The server's voices: the encrypted store, in-memory `Voice`s, and the enrollment pipeline."""
 
-    def __init__(self, data_dir: Any, engine: Engine, clock: Clock) -> None:
+    def __init__(self, data_dir: Any, engine: Engine, clock: Clock, models_dir: Path | None = None) -> None:
         key = load_server_key(data_dir / "voice-store.key")  # beside, never inside, the database
         self.store = VoiceStore(data_dir / "voxroom.sqlite3", data_dir, key)
         self.engine = engine
@@ -98,6 +99,7 @@ class Voices:
         self.on_deleted: list[Callable[[str], None]] = []
         self.store.on_delete(self._forget)
         self.analyses = AnalysisSlots()
+        self.asr_models = models_dir or data_dir / "models"  # where `voxroom models pull asr` puts its model
 
     # -- lookup -------------------------------------------------------------------------------
     def voice(self, ref: VoiceRef, account: Account) -> Voice | None:
@@ -163,7 +165,7 @@ class Voices:
         """Analyse an upload; store it as a voice unless the verdict is re-record. Nothing half-made is kept."""
         analysis = analyse_upload(upload, filename=filename, lang=lang, sentences=sentences,
                                   typed_transcript=transcript, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES),
-                                  live_advice=live_advice)
+                                  live_advice=live_advice, models_dir=self.asr_models)
         if analysis.report.verdict == "rerecord" or analysis.reference is None:
             return analysis, None
         stored = decode_audio(upload, sample_rate=STORE_RATE, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES),

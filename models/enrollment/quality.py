@@ -46,6 +46,13 @@ class Problem:
     message: dict[str, str]  # {"en": ..., "zh": ...}
     value: float  # the measurement that triggered it
     said_at: tuple[float, ...] = ()  # seconds into the take where the live coach gave this advice
+    sentences: tuple[int, ...] = ()  # script sentences it is about (0-based), e.g. those to read again
+
+
+def problem(code: str, severe: bool, value: float, sentences: tuple[int, ...] = (), /, **values: float | str) -> Problem:
+    """A problem with its message in every catalogue language, filled from `values`."""
+    msg = {lang: advice(code, lang, **values) for lang in ("en", "zh")}
+    return Problem(code, "severe" if severe else "warning", msg, value, sentences=sentences)
 
 
 @dataclass(frozen=True)
@@ -150,8 +157,7 @@ def _problems(r: QualityReport) -> list[Problem]:
     found: list[Problem] = []
 
     def add(code: str, severe: bool, value: float, **values: float) -> None:
-        msg = {lang: advice(code, lang, **values) for lang in ("en", "zh")}
-        found.append(Problem(code, "severe" if severe else "warning", msg, value))
+        found.append(problem(code, severe, value, **values))
 
     if r.speech_s < 0.5:
         add("no_speech", True, r.speech_s)

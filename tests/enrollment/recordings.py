@@ -1,4 +1,6 @@
-"""Real recordings from ../shared/speech and degraded copies of them at known settings.
+"""Real recordings from ../shared/speech and degraded copies of them at known settings, and the
+English script read by the stock voice (Piper, a real model shipped in a package: speech whose
+words are known).
 
 Each degradation is one plain function of (samples at 16 kHz, options), so the quality tests and
 bench/enroll_accuracy.py use exactly the same test set.
@@ -13,6 +15,9 @@ import numpy as np
 import pytest
 
 from voxroom.models.audio_decode import decode_audio
+from voxroom.models.enrollment.scripts import script_for
+from voxroom.models.pcm import Resampler
+from voxroom.models.piper_voice import PiperVoiceEngine
 
 SPEECH = Path(__file__).resolve().parents[3] / "shared" / "speech"
 RATE = 16000
@@ -135,3 +140,28 @@ def long_silences(x: np.ndarray, every_s: float = 10.0, silence_s: float = 5.0) 
 
 def quiet(x: np.ndarray, gain_db: float = -30.0) -> np.ndarray:
     return (x * 10 ** (gain_db / 20)).astype(np.float32)
+
+
+@cache
+def spoken_sentence(index: int) -> np.ndarray:
+    """English script sentence `index` read by the stock voice, at 16 kHz."""
+    engine = PiperVoiceEngine(sessions=1)
+    try:
+        audio = engine.synthesize(script_for("en").sentences[index])
+    finally:
+        engine.close()
+    resampler = Resampler(engine.sample_rate, RATE)
+    return np.concatenate([resampler.push(audio), resampler.push(None)])
+
+
+def script_reading(indices: list[int], gap_s: float = 0.5) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """English script sentences `indices` read one after another with pauses (and one before the first);
+    returns (audio, [(sentence index, start sample, end sample)])."""
+    gap = np.zeros(int(gap_s * RATE), np.float32)
+    parts, spans, at = [gap], [], len(gap)
+    for i in indices:
+        speech = spoken_sentence(i)
+        parts += [speech, gap]
+        spans.append((i, at, at + len(speech)))
+        at += len(speech) + len(gap)
+    return np.concatenate(parts), spans

@@ -52,7 +52,7 @@ def test_advice_given_during_the_take_is_in_the_final_report() -> None:
     said = {a.code for a in coach.given}
     assert "too_fast" in said
     quiet = analyse_upload(encode_wav(take, 16000), sentences=[text] * 24)
-    assert quiet.report.verdict == "usable"  # the whole take's pace alone hides the fast sentence
+    assert "too_fast" not in quiet.report.codes()  # the whole take's pace alone hides the fast sentences
     result = analyse_upload(encode_wav(take, 16000), sentences=[text] * 24, live_advice=coach.given)
     assert said <= result.report.codes() and result.report.verdict != "usable"
     fast_problem = next(p for p in result.report.problems if p.code == "too_fast")
