@@ -209,6 +209,8 @@ def report_json(analysis: EnrollmentAnalysis, msg_lang: str) -> dict[str, Any]:
         "snr_db": report.snr_db, "level_db": report.level_db, "loudness_lufs": report.loudness_lufs,
         "clipped_fraction": report.clipped_fraction, "bandwidth_hz": report.bandwidth_hz,
         "music_score": report.music_score, "speaker_mismatch": report.speaker_mismatch,
+        "speaker_similarity": report.speaker_similarity,
+        "other_voice": [[round(v.start, 2), round(v.end, 2)] for v in report.other_voice],
         "rate_ratio": report.rate_ratio,
         "reference": analysis.reference.to_dict() if analysis.reference is not None else None,
     }
@@ -334,6 +336,7 @@ class VoicesAPI:
             reference["main"] = {**reference["main"], "start": int(start * rate), "end": int(end * rate),
                                  "transcript": transcript, "score": None, "complete_sentences": None}
             reference["transcript_source"] = "typed" if transcript else "none"
+            reference["transcript_check"], reference["heard"] = "unverified", ""  # the owner's word, not checked
             updated = self.voices.store.set_reference(account.id, voice_id, reference, transcript)
             self.voices._cache.pop(voice_id, None)
             if self.voices.cloning is not None:

@@ -42,9 +42,9 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "zh": "背景里有音乐或持续的嗡嗡声。请关掉后重新录音。",
     },
     "several_speakers": {
-        "en": "More than one voice seems to be in this recording. Only the person whose voice is being "
-        "enrolled should speak.",
-        "zh": "录音里似乎有不止一个人的声音。请只让要录制声音的本人说话。",
+        "en": "More than one voice seems to be in this recording{where}. Only the person whose voice is "
+        "being enrolled should speak.",
+        "zh": "录音里似乎有不止一个人的声音{where}。请只让要录制声音的本人说话。",
     },
     "long_pauses": {
         "en": "There are long silent stretches (the longest is {pause_s:.0f} s). That is fine, but reading "

@@ -18,6 +18,7 @@ import numpy as np
 from voxroom.models.enrollment import speaker_embedding
 from voxroom.models.enrollment.live import Advice
 from voxroom.models.enrollment.messages import advice
+from voxroom.models.enrollment.speaker_change import VoiceSpan, speaker_change
 from voxroom.models.vad import SAMPLE_RATE, SpeechSegment, speech_segments
 
 FRAME = 512  # 32 ms analysis frames, the VAD's own frame
@@ -78,7 +79,9 @@ class QualityReport:
     clipped_fraction: float
     bandwidth_hz: float
     music_score: float
-    speaker_mismatch: float | None  # voice-embedding check (None when resemblyzer is not installed)
+    speaker_mismatch: float | None  # utterance-pair voice check (None when resemblyzer is not installed)
+    speaker_similarity: float | None  # speaker_change.py: the two likeliest voices' similarity (None: no encoder)
+    other_voice: list[VoiceSpan]  # where a second voice seems to speak (speaker_change.py)
     speaker_separation: float  # MFCC/pitch check, always measured
     longest_pause_s: float
     rate_ratio: float | None  # reading time / expected time of the script, when a script is given
@@ -132,6 +135,7 @@ def analyse(
     snr_db = float(min(snr_db, 80.0))
     clip_mask = _clipped_samples(x)
     spec = _power_spectrogram(frames)  # (frames, 257)
+    change = speaker_change(x, segments)
     report = QualityReport(
         duration_s=len(x) / SAMPLE_RATE,
         speech_s=speech_s,
@@ -145,6 +149,8 @@ def analyse(
         bandwidth_hz=_bandwidth(spec[speech_mask] if speech_mask.any() else spec, source_rate),
         music_score=_music_score(x),
         speaker_mismatch=speaker_mismatch(x, segments),
+        speaker_similarity=change.similarity if change is not None else None,
+        other_voice=change.other if change is not None and change.several else [],
         speaker_separation=_speaker_separation(frames, spec, speech_mask, power),
         longest_pause_s=_longest_pause(segments, len(x)),
         rate_ratio=(expected_speech_s / speech_s) if expected_speech_s and speech_s > 0 else None,
@@ -156,7 +162,7 @@ def analyse(
 def _problems(r: QualityReport) -> list[Problem]:
     found: list[Problem] = []
 
-    def add(code: str, severe: bool, value: float, **values: float) -> None:
+    def add(code: str, severe: bool, value: float, **values: float | str) -> None:
         found.append(problem(code, severe, value, **values))
 
     if r.speech_s < 0.5:
@@ -174,11 +180,16 @@ def _problems(r: QualityReport) -> list[Problem]:
         add("narrow_band", True, r.bandwidth_hz, bandwidth_khz=r.bandwidth_hz / 1000)
     if r.music_score > MUSIC_WARN:
         add("music", r.music_score > MUSIC_BAD, r.music_score)
-    if r.speaker_mismatch is not None:
-        if r.speaker_mismatch > SPEAKER_MISMATCH_MAX:
-            add("several_speakers", True, r.speaker_mismatch)
+    if r.speaker_mismatch is not None and r.speaker_similarity is not None:
+        # Either check: a second voice taking turns or interjecting (window split), or voices that
+        # differ across the whole take's utterances (which also catches two voices overlapping).
+        if r.other_voice or r.speaker_mismatch > SPEAKER_MISMATCH_MAX:
+            where = ", ".join(f"{s.start:.1f}–{s.end:.1f} s" for s in r.other_voice[:4])
+            more = f", +{len(r.other_voice) - 4}" if len(r.other_voice) > 4 else ""
+            found.append(problem("several_speakers", True, r.speaker_similarity, (),
+                                 where=f" ({where}{more})" if where else ""))
     elif r.speaker_separation > SPEAKER_WARN:
-        add("several_speakers", True, r.speaker_separation)
+        add("several_speakers", True, r.speaker_separation, where="")
     if r.longest_pause_s > LONG_PAUSE_S:
         add("long_pauses", False, r.longest_pause_s, pause_s=r.longest_pause_s)
     if r.rate_ratio is not None:
