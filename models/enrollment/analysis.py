@@ -52,15 +52,27 @@ def analyse_upload(
 ) -> EnrollmentAnalysis:
     """Analyse an upload. `sentences`: the script sentences the user read (for the speaking-rate check and
     the clip's transcript); `live_advice`: what the live coach said while it was recorded (the report
-    includes it); `models_dir`: where `voxroom models pull asr` put the multilingual recognizer. Raises AudioDecodeError for files that are not usable audio."""
+    includes it); `models_dir`: where `voxroom models pull asr` put the multilingual recognizer.
+    Raises AudioDecodeError for files that are not usable audio."""
     audio = decode_audio(upload, sample_rate=SAMPLE_RATE, limits=limits or DecodeLimits(), filename=filename)
     segments = speech_segments(audio.samples)
-    expected = expected_seconds(("" if lang in ("zh", "ja") else " ").join(sentences), lang) if sentences else None
-    report = analyse(audio.samples, segments=segments, expected_speech_s=expected, source_rate=audio.source_rate)
-    report.include_live_advice(live_advice)
     recognizer = recognizer_for(lang, models_dir)
     take = hear_take(audio.samples, segments, recognizer, lang) if recognizer is not None and segments else None
-    reference = _checked_reference(audio.samples, segments, report, take, lang, sentences, typed_transcript)
+    typed = typed_transcript.strip() if typed_transcript else ""
+    meant = split_sentences(typed) if typed else sentences  # what should have been said, sentence by sentence
+    unread = unread_sentences(meant, take) if take is not None and meant else []
+    if meant and len(unread) == len(meant):
+        unread = []  # nothing matched at all: a mismatch of the whole take, said once (below)
+    read = [s for i, s in enumerate(meant) if i not in unread] if meant else None
+    # The pace is judged on the sentences that were read: a skipped one is not "reading fast".
+    pace_of = [s for i, s in enumerate(sentences) if i not in unread] if sentences else None
+    expected = expected_seconds(("" if lang in ("zh", "ja") else " ").join(pace_of), lang) if pace_of else None
+    report = analyse(audio.samples, segments=segments, expected_speech_s=expected, source_rate=audio.source_rate)
+    report.include_live_advice(live_advice)
+    if unread:
+        numbers = ", ".join(str(i + 1) for i in unread)
+        report.problems.append(problem("sentences_not_read", False, len(unread), tuple(unread), numbers=numbers))
+    reference = _checked_reference(audio.samples, segments, report, take, lang, read, bool(typed))
     return EnrollmentAnalysis(audio, segments, report, reference)
 
 
@@ -70,35 +82,29 @@ def _checked_reference(
     report: QualityReport,
     take: HeardTake | None,
     lang: str,
-    sentences: list[str] | None,
-    typed_transcript: str | None,
+    read: list[str] | None,
+    typed: bool,
 ) -> ReferenceChoice | None:
-    """Choose the reference clip whose words were heard as its transcript, and say in the report what
-    could not be checked or did not match. A transcript is never called right unless it was heard."""
-    typed = typed_transcript.strip() if typed_transcript else ""
-    expected = split_sentences(typed) if typed else sentences
-    unread = unread_sentences(expected, take) if take is not None and expected else []
-    if expected and unread and len(unread) < len(expected):
-        numbers = ", ".join(str(i + 1) for i in unread)
-        report.problems.append(problem("sentences_not_read", False, len(unread), tuple(unread), numbers=numbers))
-        expected = [s for i, s in enumerate(expected) if i not in unread]  # the chooser wants what was read
+    """Choose the reference clip whose words were heard as its transcript (`read`: the sentences said,
+    in order), and say in the report what could not be checked or did not match. A transcript is never
+    called right unless it was heard."""
 
     def heard_as_written(c: ClipSpan) -> bool:
         return take is not None and take.matches(c.transcript, c.start / SAMPLE_RATE, c.end / SAMPLE_RATE)
 
     try:
-        reference = choose_reference(samples, segments, sentences=expected, lang=lang,
-                                     accept=heard_as_written if take is not None and expected else None)
+        reference = choose_reference(samples, segments, sentences=read, lang=lang,
+                                     accept=heard_as_written if take is not None and read else None)
     except NoReferenceClip:
         return None
-    if typed and expected:
+    if typed and read:
         reference.transcript_source = "typed"
     main = reference.main
     if take is None:
         report.problems.append(problem("transcript_unverified", False, 0.0))
         return reference
     reference.heard = take.heard(main.start / SAMPLE_RATE, main.end / SAMPLE_RATE)
-    if not expected:
+    if not read:
         # Nothing to compare with: the recognised words are the best transcript there is, unchecked.
         reference.main = replace(main, transcript=reference.heard)
         reference.transcript_source = "asr"

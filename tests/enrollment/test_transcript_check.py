@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.enrollment import recordings as r
 from voxroom.models.audio_decode import encode_wav
 from voxroom.models.enrollment.analysis import analyse_upload
-from voxroom.models.enrollment.scripts import script_for
+from voxroom.models.enrollment.scripts import expected_seconds, script_for
 from voxroom.models.enrollment.transcript_check import HeardTake, unread_sentences
 from voxroom.models.speech_recognition import Word, alignment, recognizer_for, word_error_rate
 
@@ -33,6 +34,9 @@ def test_a_skipped_sentence_is_flagged_and_kept_out_of_the_reference() -> None:
     assert result.reference is not None and result.reference.transcript_check == "verified"
     assert SCRIPT[3] not in result.reference.main.transcript
     assert result.report.verdict == "usable_with_warnings"
+    # The pace is judged on what was read: a skipped sentence does not make the reading look fast.
+    said = " ".join(SCRIPT[i] for i in read)
+    assert result.report.rate_ratio == pytest.approx(expected_seconds(said, "en") / result.report.speech_s)
 
 
 def test_the_reference_transcript_is_the_words_read_in_the_clip() -> None:
