@@ -137,6 +137,7 @@ def test_a_clean_take_recorded_in_the_browser_becomes_a_voice(
     assert report["verdict"] in ("usable", "usable_with_warnings")
     assert not [p for p in report["problems"] if p["severity"] == "severe"], report["problems"]
     assert report["reference"]["transcript_check"] == "verified"  # pocketsphinx heard the script's words in it
+    assert "reference words checked" in page.inner_text("#measures")
     assert report["reference"]["main"]["transcript"] in " ".join(script_for("en").sentences[:READ])
     for code in {a["code"] for a in stats["advice"]}:  # the verdict and the advice given on the way agree
         assert page.locator(f"#problems li[data-code='{code}']").count() == 1

@@ -183,6 +183,13 @@ const VERDICTS = {
   rerecord: t("please record again", "请重新录音"),
 };
 
+// Whether speech recognition heard the reference clip's transcript in it (the clone needs its exact words).
+const WORDS = {
+  verified: t("reference words checked ✓", "参考片段文字已核对 ✓"),
+  mismatch: t("reference words do not match what was said", "参考片段文字与所说不符"),
+  unverified: t("reference words not checked", "参考片段文字未核对"),
+};
+
 function showReport(report) {
   $("report-card").hidden = false;
   $("verdict").textContent = VERDICTS[report.verdict] || report.verdict;
@@ -205,6 +212,7 @@ function showReport(report) {
     `SNR ${fmt(report.snr_db, "dB")}`,
     `${t("loudness", "响度")} ${fmt(report.loudness_lufs, "LUFS")}`,
     `${t("bandwidth", "带宽")} ${fmt(report.bandwidth_hz && report.bandwidth_hz / 1000, "kHz", 1)}`,
+    ...(report.reference ? [WORDS[report.reference.transcript_check] || WORDS.unverified] : []),
   ].join(" · ");
 }
 
