@@ -1,4 +1,5 @@
 """GPT-SoVITS weights on disk: what each version needs, `voxroom models pull`, and `models list`.
+`models pull asr` fetches the multilingual speech recognizer enrollment uses the same way.
 
 The official pretrained files live in the Hugging Face model repo lj1995/GPT-SoVITS under the
 same relative paths the official code uses (FACTS.md, "Download locations"). `pull` fetches one
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HF_REPO = "lj1995/GPT-SoVITS"
+ASR = "asr"  # `models pull asr`: the speech recognizer for zh/ja/ko/yue enrollment takes (speech_recognition.py)
 MANIFEST = "voxroom-models.json"
 
 _HUBERT = ["chinese-hubert-base/config.json", "chinese-hubert-base/preprocessor_config.json",
@@ -87,46 +89,56 @@ def pull(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Download one version's files into `target` and verify them; returns the manifest path."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if version not in MODEL_SETS:
-        raise WeightsError(f"unknown version {version!r}; choose one of {', '.join(MODEL_SETS)}")
+    """Download one version's files (or, for "asr", the multilingual speech recognizer that checks what
+    was said in enrollment takes) into `target` and verify them; returns the manifest path."""
+    if version != ASR and version not in MODEL_SETS:
+        raise WeightsError(f"unknown version {version!r}; choose one of {', '.join([*MODEL_SETS, ASR])}")
     endpoint = endpoint or os.environ.get("HF_ENDPOINT")
-    model_set = MODEL_SETS[version]
     target.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(target)
     if not progress:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in model_set.files:
-        url = hf_hub_url(HF_REPO, name, endpoint=endpoint)
-        try:
-            meta = get_hf_file_metadata(url)
-            expected = (meta.etag or "").strip('"').lower()
-            local = Path(hf_hub_download(HF_REPO, name, local_dir=target, endpoint=endpoint))
-        except (HfHubHTTPError, OSError) as exc:
-            raise WeightsError(f"could not download {name} from {endpoint or 'the Hugging Face hub'}: "
-                               f"{_first_line(exc)}; check HF_ENDPOINT (a mirror must carry "
-                               f"{HF_REPO}) or copy the files into {target} by hand") from None
-        except _network_errors() as exc:  # no network, refused, DNS, TLS, timeouts: one plain line
-            raise WeightsError(f"cannot reach {endpoint or 'the Hugging Face hub'} ({_first_line(exc)}); check the "
-                               "network or set HF_ENDPOINT to a mirror") from None
-        actual = sha256_of(local)
-        if _SHA256.match(expected) and actual != expected:
-            local.unlink(missing_ok=True)
-            raise WeightsError(f"{name}: checksum mismatch (expected {expected[:12]}…, got {actual[:12]}…); "
-                               "the download was removed, run the pull again")
-        manifest["files"][name] = {"sha256": actual, "size": local.stat().st_size,
-                                   "verified": bool(_SHA256.match(expected))}
-        log(f"  {name}: {local.stat().st_size / 1e6:.1f} MB, sha256 {actual[:12]}…"
-            f"{'' if _SHA256.match(expected) else ' (the hub gave no checksum)'}")
+    if version == ASR:
+        from voxroom.models.speech_recognition import ASR_DIR, ASR_FILES, ASR_REPO
+
+        for name in ASR_FILES:
+            manifest["files"][f"{ASR_DIR}/{name}"] = _fetch(ASR_REPO, name, target / ASR_DIR, endpoint, log)
+    else:
+        for name in MODEL_SETS[version].files:
+            manifest["files"][name] = _fetch(HF_REPO, name, target, endpoint, log)
     if version not in manifest["versions"]:
         manifest["versions"].append(version)
     manifest["updated"] = time.time()
     path = target / MANIFEST
     path.write_text(json.dumps(manifest, indent=2))
     return path
+
+
+def _fetch(repo: str, name: str, local_dir: Path, endpoint: str | None, log: Callable[[str], None]) -> dict:
+    """Download `name` of `repo` into `local_dir`, check it against the hub's SHA-256; its manifest entry."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    url = hf_hub_url(repo, name, endpoint=endpoint)
+    try:
+        meta = get_hf_file_metadata(url)
+        expected = (meta.etag or "").strip('"').lower()
+        local = Path(hf_hub_download(repo, name, local_dir=local_dir, endpoint=endpoint))
+    except (HfHubHTTPError, OSError) as exc:
+        raise WeightsError(f"could not download {name} from {endpoint or 'the Hugging Face hub'}: "
+                           f"{_first_line(exc)}; check HF_ENDPOINT (a mirror must carry {repo}) or copy the "
+                           f"files into {local_dir} by hand") from None
+    except _network_errors() as exc:  # no network, refused, DNS, TLS, timeouts: one plain line
+        raise WeightsError(f"cannot reach {endpoint or 'the Hugging Face hub'} ({_first_line(exc)}); check the "
+                           "network or set HF_ENDPOINT to a mirror") from None
+    actual = sha256_of(local)
+    if _SHA256.match(expected) and actual != expected:
+        local.unlink(missing_ok=True)
+        raise WeightsError(f"{name}: checksum mismatch (expected {expected[:12]}…, got {actual[:12]}…); "
+                           "the download was removed, run the pull again")
+    log(f"  {name}: {local.stat().st_size / 1e6:.1f} MB, sha256 {actual[:12]}…"
+        f"{'' if _SHA256.match(expected) else ' (the hub gave no checksum)'}")
+    return {"sha256": actual, "size": local.stat().st_size, "verified": bool(_SHA256.match(expected))}
 
 
 def _read_manifest(target: Path) -> dict:

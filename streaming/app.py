@@ -66,7 +66,7 @@ class VoxroomServer:
         self.owner_token = self._ensure_owner()
         self.rooms = Rooms(engine, config, self.clock, RoomStore(self.db))
         self.access = Access(self.accounts, self.rooms)
-        self.voices = Voices(config.data_dir, engine, self.clock)
+        self.voices = Voices(config.data_dir, engine, self.clock, config.models_dir)
         self.voices.on_deleted.append(self._voice_deleted)
         self.voices_api = VoicesAPI(self, self.voices)
         self.cohost_api = CoHostAPI(self)

@@ -169,13 +169,20 @@ def _models_pull(args: argparse.Namespace) -> int:
     from voxroom.models.weights import WeightsError, pull
 
     target = _models_dir(args)
-    print(f"Pulling GPT-SoVITS {args.version} into {target}", flush=True)
+    asr = args.version == "asr"
+    what = "the speech recognizer for zh/ja/ko/yue enrollment (faster-whisper-small)" if asr \
+        else f"GPT-SoVITS {args.version}"
+    print(f"Pulling {what} into {target}", flush=True)
     try:
         manifest = pull(args.version, target)
     except WeightsError as exc:
         print(f"voxroom: {exc}", file=sys.stderr)
         return 1
-    print(f"Done ({manifest}). Start with: voxroom serve --models {target}")
+    if asr:
+        print(f"Done ({manifest}). Enrollment uses it with the faster-whisper package (pip install 'voxroom[asr]') "
+              f"when the server's models directory is {target}")
+    else:
+        print(f"Done ({manifest}). Start with: voxroom serve --models {target}")
     return 0
 
 
@@ -240,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     pull = models_sub.add_parser("pull", help="download one version's official files from the Hugging Face hub "
                                  "(honours HF_ENDPOINT)")
-    pull.add_argument("version", choices=["v2", "v2pro", "v2proplus"])
+    pull.add_argument("version", choices=["v2", "v2pro", "v2proplus", "asr"],
+                      help="a GPT-SoVITS version, or asr: the speech recognizer that checks zh/ja/ko/yue takes")
     pull.add_argument("--dir", help="target directory (default: DATA_DIR/models)")
     pull.set_defaults(func=_models_pull)
     listing = models_sub.add_parser("list", help="show which versions a models directory holds")

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from voxroom.agent.clock import Clock
 from voxroom.models.audio_decode import AudioDecodeError, DecodeLimits, decode_audio, encode_wav
 from voxroom.models.engine import Busy, Engine, EngineRouter, Voice, VoiceRef
 from voxroom.models.enrollment.analysis import EnrollmentAnalysis, analyse_upload
-from voxroom.models.enrollment.live import LiveCoach
+from voxroom.models.enrollment.live import Advice, LiveCoach
 from voxroom.models.enrollment.scripts import SCRIPTS, script_for
 from voxroom.models.pcm import from_pcm16
 from voxroom.models.voice_store import Consent, VoiceRecord, VoiceStore, load_server_key
@@ -86,7 +87,7 @@ class AnalysisSlots:
 class Voices:
     """The server's voices: the encrypted store, in-memory `Voice`s, and the enrollment pipeline."""
 
-    def __init__(self, data_dir: Any, engine: Engine, clock: Clock) -> None:
+    def __init__(self, data_dir: Any, engine: Engine, clock: Clock, models_dir: Path | None = None) -> None:
         key = load_server_key(data_dir / "voice-store.key")  # beside, never inside, the database
         self.store = VoiceStore(data_dir / "voxroom.sqlite3", data_dir, key)
         self.engine = engine
@@ -99,6 +100,7 @@ class Voices:
         self.on_deleted: list[Callable[[str], None]] = []
         self.store.on_delete(self._forget)
         self.analyses = AnalysisSlots()
+        self.asr_models = models_dir or data_dir / "models"  # where `voxroom models pull asr` puts its model
 
     # -- lookup -------------------------------------------------------------------------------
     def voice(self, ref: VoiceRef, account: Account) -> Voice | None:
@@ -159,10 +161,12 @@ class Voices:
 
     # -- enrollment ---------------------------------------------------------------------------
     def enroll_blocking(self, account: Account, upload: bytes, *, filename: str | None, name: str, lang: str,
-                        sentences: list[str] | None, transcript: str | None) -> tuple[EnrollmentAnalysis, VoiceRecord | None]:
+                        sentences: list[str] | None, transcript: str | None,
+                        live_advice: Sequence[Advice] = ()) -> tuple[EnrollmentAnalysis, VoiceRecord | None]:
         """Analyse an upload; store it as a voice unless the verdict is re-record. Nothing half-made is kept."""
         analysis = analyse_upload(upload, filename=filename, lang=lang, sentences=sentences,
-                                  typed_transcript=transcript, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES))
+                                  typed_transcript=transcript, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES),
+                                  live_advice=live_advice, models_dir=self.asr_models)
         if analysis.report.verdict == "rerecord" or analysis.reference is None:
             return analysis, None
         stored = decode_audio(upload, sample_rate=STORE_RATE, limits=DecodeLimits(max_bytes=MAX_UPLOAD_BYTES),
@@ -201,11 +205,13 @@ def report_json(analysis: EnrollmentAnalysis, msg_lang: str) -> dict[str, Any]:
     return {
         "verdict": report.verdict,
         "problems": [{"code": p.code, "severity": p.severity, "message": p.message.get(msg_lang, p.message["en"]),
-                      "value": p.value} for p in report.problems],
+                      "value": p.value, "said_at": list(p.said_at)} for p in report.problems],
         "duration_s": round(report.duration_s, 2), "speech_s": round(report.speech_s, 2),
         "snr_db": report.snr_db, "level_db": report.level_db, "loudness_lufs": report.loudness_lufs,
         "clipped_fraction": report.clipped_fraction, "bandwidth_hz": report.bandwidth_hz,
         "music_score": report.music_score, "speaker_mismatch": report.speaker_mismatch,
+        "speaker_similarity": report.speaker_similarity,
+        "other_voice": [[round(v.start, 2), round(v.end, 2)] for v in report.other_voice],
         "rate_ratio": report.rate_ratio,
         "reference": analysis.reference.to_dict() if analysis.reference is not None else None,
     }
@@ -331,6 +337,7 @@ class VoicesAPI:
             reference["main"] = {**reference["main"], "start": int(start * rate), "end": int(end * rate),
                                  "transcript": transcript, "score": None, "complete_sentences": None}
             reference["transcript_source"] = "typed" if transcript else "none"
+            reference["transcript_check"], reference["heard"] = "unverified", ""  # the owner's word, not checked
             updated = self.voices.store.set_reference(account.id, voice_id, reference, transcript)
             self.voices._cache.pop(voice_id, None)
             if self.voices.cloning is not None:
@@ -479,7 +486,7 @@ class LiveEnrollment:
             with self.api.voices.analyses.hold(self.account):
                 analysis, record = await asyncio.to_thread(
                     self.api.voices.enroll_blocking, self.account, upload, filename="recording.wav", name=self.name,
-                    lang=self.lang, sentences=read, transcript=None)
+                    lang=self.lang, sentences=read, transcript=None, live_advice=list(self.coach.given))
         except UploadError as exc:
             await self.error(exc.code, exc.message)
             return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any
 
 import av
@@ -12,6 +11,9 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection
 
 from voxroom.models.pcm import from_pcm16
+from voxroom.models.speech_recognition import PocketSphinx, word_error_rate
+
+__all__ = ["as_sent", "collect_frames", "noise_ratio", "transcribe", "word_error_rate"]
 from voxroom.streaming import protocol
 from voxroom.streaming.audio import FrameMaker
 
@@ -40,28 +42,7 @@ def noise_ratio(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def transcribe(samples: np.ndarray, rate: int) -> str:
-    from pocketsphinx import Decoder
-
-    decoder = Decoder(samprate=16000, loglevel="FATAL")
-    decoder.start_utt()
-    decoder.process_raw(to_16k(samples, rate).tobytes(), full_utt=True)
-    decoder.end_utt()
-    hyp = decoder.hyp()
-    return hyp.hypstr if hyp is not None else ""
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    ref, hyp = words(reference), words(hypothesis)
-    dist = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, dist[0] = dist[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, dist[j] = dist[j], min(dist[j] + 1, dist[j - 1] + 1, prev + (r != h))
-    return dist[len(hyp)] / max(1, len(ref))
+    return " ".join(w.text for w in PocketSphinx().words(from_pcm16(to_16k(samples, rate))))
 
 
 async def collect_frames(ws: ClientConnection, speech_id: str, timeout: float = 30) -> tuple[list[dict[str, Any]], np.ndarray]:

@@ -17,11 +17,14 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, RunningServer, chromium
+from tests.enrollment.recordings import script_reading
 from voxroom.models.audio_decode import decode_audio, encode_wav
+from voxroom.models.enrollment.scripts import script_for
 
 SPEECH = SHARED / "speech"
 pytestmark = pytest.mark.skipif(not (SPEECH / "README.md").is_file(), reason="../shared/speech is not here")
 CLEAN_S, CLIPPED_S = 6.0, 4.0
+READ = 6  # script sentences read in the clean take
 
 
 def take(seconds: float) -> np.ndarray:
@@ -53,6 +56,15 @@ def clipping_microphone(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def clean_microphone(tmp_path: Path) -> Iterator[Any]:
     yield from microphone(tmp_path / "clean.wav", take(40))
+
+
+@pytest.fixture
+def script_microphone(tmp_path: Path) -> Iterator[Any]:
+    """The first READ sentences of the English script read aloud (the stock voice: known words), then silence."""
+    audio, spans = script_reading(list(range(READ)), gap_s=1.0)
+    ends = [end / 16000 + 0.5 for _, _, end in spans]  # the middle of the pause after each sentence
+    yield from ((browser, ends) for browser in microphone(tmp_path / "script.wav",
+                                                          np.concatenate([audio, np.zeros(16000 * 30, np.float32)])))
 
 
 def open_enroll(server: RunningServer, browser: Any) -> tuple[Any, list[str]]:
@@ -109,21 +121,28 @@ def test_clipping_is_called_out_while_recording_and_the_take_is_refused(
 
 
 def test_a_clean_take_recorded_in_the_browser_becomes_a_voice(
-        live_server: RunningServer, clean_microphone: Any) -> None:
-    page, errors = open_enroll(live_server, clean_microphone)
+        live_server: RunningServer, script_microphone: Any) -> None:
+    browser, ends = script_microphone
+    page, errors = open_enroll(live_server, browser)
     start_recording(page, "browser take")
     sent = "window.voxroomEnroll.bytesSent >= {}"  # the microphone's own clock: PCM16 at 16 kHz went up
-    for sentence in range(1, 8):  # about 24 s, a sentence every 3 s of audio
-        page.wait_for_function(sent.format(sentence * 3 * 32000), timeout=20000)
+    for end in ends[:-1]:  # the reader moves on after each sentence
+        page.wait_for_function(sent.format(int(end * 32000)), timeout=20000)
         page.click("#next")
-    page.wait_for_function(sent.format(int(24.5 * 32000)), timeout=20000)
+    page.wait_for_function(sent.format(int(ends[-1] * 32000)), timeout=20000)
     stats = finish_recording(page)
     assert [a["code"] for a in stats["advice"] if a["code"] != "too_fast"] == []  # no false alarms on clean speech
     voice, report = stats["result"]["voice"], stats["result"]["report"]
     assert voice is not None and voice["name"] == "browser take", report
     assert report["verdict"] in ("usable", "usable_with_warnings")
-    assert not [p for p in report["problems"] if p["severity"] == "severe"]
-    assert 20 <= voice["duration"] <= 35
+    assert not [p for p in report["problems"] if p["severity"] == "severe"], report["problems"]
+    assert report["reference"]["transcript_check"] == "verified"  # pocketsphinx heard the script's words in it
+    assert "reference words checked" in page.inner_text("#measures")
+    assert report["reference"]["main"]["transcript"] in " ".join(script_for("en").sentences[:READ])
+    for code in {a["code"] for a in stats["advice"]}:  # the verdict and the advice given on the way agree
+        assert page.locator(f"#problems li[data-code='{code}']").count() == 1
+        assert "said during the take" in page.inner_text(f"#problems li[data-code='{code}']")
+    assert ends[-1] - 1 <= voice["duration"] <= ends[-1] + 5
     page.wait_for_selector(f"#voices li[data-voice='{voice['id']}']")
     assert "Saved" in page.inner_text("#record-status")
     assert stats["errors"] == [] and not errors

@@ -40,6 +40,14 @@ def recording(seconds: float = 30.0, clip_name: str = AWB) -> tuple[bytes, np.nd
     return wav_bytes(audio, 16000), audio
 
 
+AWB_TEXT = "And you always want to see it in the superlative degree."
+
+
+def said(audio: np.ndarray) -> str:
+    """The words of `recording`'s audio: the awb sentence once per reading (4.0 s and a 0.5 s pause)."""
+    return " ".join([AWB_TEXT] * round(len(audio) / 16000 / 4.5))
+
+
 def upload(server: RunningServer, data: bytes, *, token: str | None = None, name: str = "me",
            filename: str = "take1.wav", consent: str = "true", transcript: str | None = None,
            ui: str = "en") -> tuple[int, Any]:
@@ -64,8 +72,8 @@ def voice_files(server: RunningServer) -> list[Path]:
 
 
 def test_upload_makes_a_voice_and_the_console_is_told_it_cannot_clone(live_server: RunningServer) -> None:
-    data, _ = recording()
-    status, body = upload(live_server, data, transcript="And you always want to see it in the superlative degree.")
+    data, audio = recording()
+    status, body = upload(live_server, data, transcript=said(audio))
     assert status == 201, body
     voice = body["voice"]
     assert body["report"]["verdict"] in ("usable", "usable_with_warnings")
@@ -186,9 +194,8 @@ def cloning_server(tmp_path_factory: pytest.TempPathFactory, stock_engine: Any) 
 async def test_cloned_voice_streams_into_a_room(cloning_server: RunningServer) -> None:
     from speech_check import collect_frames
 
-    data, _ = recording(20)
-    status, body = await asyncio.to_thread(upload, cloning_server, data,
-                                           transcript="And you always want to see it in the superlative degree.")
+    data, audio = recording(20)
+    status, body = await asyncio.to_thread(upload, cloning_server, data, transcript=said(audio))
     assert status == 201, body
     voice = body["voice"]
     assert voice["engine"] == "gpt-sovits"
@@ -243,7 +250,10 @@ async def test_live_recording_gets_levels_advice_and_a_voice(live_server: Runnin
     assert levels >= len(take) / 16000 * 10 * 0.9  # a meter value per 100 ms of audio
     assert "clipping" in advice
     assert result["report"]["verdict"] in ("usable_with_warnings", "rerecord")
-    assert any(p["code"] == "clipping" for p in result["report"]["problems"])
+    problems = {p["code"]: p for p in result["report"]["problems"]}
+    assert "clipping" in problems
+    assert set(advice) <= set(problems)  # every piece of live advice is part of the verdict
+    assert problems["clipping"]["said_at"] and all(8 <= t <= 13 for t in problems["clipping"]["said_at"])
     assert script_for("en").sentences  # the script the console shows exists
 
 

@@ -71,3 +71,25 @@ def test_cli_pull_honours_hf_endpoint_then_lists(tmp_path: Path) -> None:
                               "--dir", str(tmp_path / "m"), "--verify"], capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0, listing.stderr
     assert "v2: complete" in listing.stdout and "checksums ok" in listing.stdout
+
+
+def test_pull_asr_fetches_the_recognizer_into_its_own_folder(tmp_path: Path) -> None:
+    """`voxroom models pull asr` against the local hub: files land where enrollment looks for them, checked.
+    (Made-up bytes: the real model cannot be fetched here, so recognising with it is not tested.)"""
+    from voxroom.models import speech_recognition as asr
+
+    files = {name: f"not a real {name}".encode() for name in asr.ASR_FILES}
+    with fake_hub(asr.ASR_REPO, files) as (endpoint, requests):
+        env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+        result = subprocess.run([sys.executable, "-m", "voxroom.streaming.cli", "models", "pull", "asr",
+                                 "--dir", str(tmp_path / "m")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "speech recognizer" in result.stdout and any("model.bin" in r for r in requests)
+    folder = asr.asr_model_dir(tmp_path / "m")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == files
+    assert weights.verify(tmp_path / "m") == []
+    assert weights.installed(tmp_path / "m") == []  # not a GPT-SoVITS set
+    with fake_hub(asr.ASR_REPO, files, wrong_checksum={"model.bin"}) as (endpoint, _):
+        with pytest.raises(weights.WeightsError, match="checksum mismatch"):
+            weights.pull("asr", tmp_path / "bad", endpoint=endpoint, progress=False, log=lambda _: None)
+    assert not (asr.asr_model_dir(tmp_path / "bad") / "model.bin").exists()

@@ -36,6 +36,7 @@ class Advice:
     code: str  # messages.CATALOGUE key: too_quiet, clipping, noise, too_fast
     message: dict[str, str]  # {"en": ..., "zh": ...}
     time: float  # audio seconds since the recording started, at the end of the frame that decided it
+    value: float = 0.0  # the measurement behind it (dBFS, clipped %, SNR dB or pace ratio)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class LiveCoach:
         self._clip_frames: deque[bool] = deque(maxlen=int(0.5 / FRAME_S))
         self._noisy_frames = 0
         self._last: dict[str, float] = {}
+        self.given: list[Advice] = []  # every piece of advice so far: the final report repeats it
 
     @property
     def time(self) -> float:
@@ -185,4 +187,7 @@ class LiveCoach:
         if last is not None and self.time - last < self.cooldown_s:
             return []
         self._last[code] = self.time
-        return [Advice(code, {lang: advice(code, lang, **values) for lang in ("en", "zh")}, self.time)]
+        value = next(iter(values.values()), 0.0)
+        given = Advice(code, {lang: advice(code, lang, **values) for lang in ("en", "zh")}, self.time, value)
+        self.given.append(given)
+        return [given]

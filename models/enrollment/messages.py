@@ -42,9 +42,9 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "zh": "背景里有音乐或持续的嗡嗡声。请关掉后重新录音。",
     },
     "several_speakers": {
-        "en": "More than one voice seems to be in this recording. Only the person whose voice is being "
-        "enrolled should speak.",
-        "zh": "录音里似乎有不止一个人的声音。请只让要录制声音的本人说话。",
+        "en": "More than one voice seems to be in this recording{where}. Only the person whose voice is "
+        "being enrolled should speak.",
+        "zh": "录音里似乎有不止一个人的声音{where}。请只让要录制声音的本人说话。",
     },
     "long_pauses": {
         "en": "There are long silent stretches (the longest is {pause_s:.0f} s). That is fine, but reading "
@@ -60,10 +60,33 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "en": "You are reading slowly ({ratio:.1f}x the usual pace). Read at your normal speaking speed.",
         "zh": "语速偏慢（约为正常的 {ratio:.1f} 倍）。请用平时说话的速度朗读。",
     },
+    "transcript_mismatch": {
+        "en": "What was said does not match the words it should say (skipped words, ad-libs or another "
+        "language), so no clip has a transcript the clone can trust. Read the sentences exactly as written "
+        "and record again.",
+        "zh": "录音里说的话和应读的文字对不上（漏读、加词或换了语言），没有哪一段的文字稿可信。请严格按文字朗读后重新录音。",
+    },
+    "sentences_not_read": {
+        "en": "Not heard as written (skipped, changed or unclear): sentence {numbers}. Read it again exactly "
+        "as written, or leave it out.",
+        "zh": "第 {numbers} 句没有按文字读出来（漏读、改动或不清楚）。请按原文重读，或者去掉这一句。",
+    },
+    "transcript_unverified": {
+        "en": "The words of the reference clip could not be checked: there is no speech recognition for "
+        "this language on this server (`voxroom models pull asr` adds it). The clone is only as good as "
+        "that transcript, so make sure you read the script exactly.",
+        "zh": "无法核对参考片段里说的话：本服务器没有这种语言的语音识别（运行 `voxroom models pull asr` 可以添加）。"
+        "克隆效果取决于文字稿是否准确，请确认你严格按稿朗读。",
+    },
+    "transcript_recognised": {
+        "en": "No transcript was given, so the reference clip's words come from speech recognition and may "
+        "be wrong. Type exactly what you said in the recording for a better clone.",
+        "zh": "没有提供文字稿，参考片段的文字来自语音识别，可能有错。请填写录音中说的原话，克隆效果会更好。",
+    },
 }
 
 
-def advice(code: str, lang: str = "en", **values: float) -> str:
+def advice(code: str, lang: str = "en", **values: float | str) -> str:
     """The message for `code` in `lang` ("en" or "zh"; anything else gets English)."""
     entry = CATALOGUE[code]
     return entry.get(lang, entry["en"]).format(**values)

@@ -10,12 +10,15 @@ is severe, `usable_with_warnings` when there are only warnings, else `usable`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from voxroom.models.enrollment import speaker_embedding
+from voxroom.models.enrollment.live import Advice
 from voxroom.models.enrollment.messages import advice
+from voxroom.models.enrollment.speaker_change import VoiceSpan, speaker_change
 from voxroom.models.vad import SAMPLE_RATE, SpeechSegment, speech_segments
 
 FRAME = 512  # 32 ms analysis frames, the VAD's own frame
@@ -43,6 +46,14 @@ class Problem:
     severity: str  # "warning" or "severe"
     message: dict[str, str]  # {"en": ..., "zh": ...}
     value: float  # the measurement that triggered it
+    said_at: tuple[float, ...] = ()  # seconds into the take where the live coach gave this advice
+    sentences: tuple[int, ...] = ()  # script sentences it is about (0-based), e.g. those to read again
+
+
+def problem(code: str, severe: bool, value: float, sentences: tuple[int, ...] = (), /, **values: float | str) -> Problem:
+    """A problem with its message in every catalogue language, filled from `values`."""
+    msg = {lang: advice(code, lang, **values) for lang in ("en", "zh")}
+    return Problem(code, "severe" if severe else "warning", msg, value, sentences=sentences)
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,9 @@ class QualityReport:
     clipped_fraction: float
     bandwidth_hz: float
     music_score: float
-    speaker_mismatch: float | None  # voice-embedding check (None when resemblyzer is not installed)
+    speaker_mismatch: float | None  # utterance-pair voice check (None when resemblyzer is not installed)
+    speaker_similarity: float | None  # speaker_change.py: the two likeliest voices' similarity (None: no encoder)
+    other_voice: list[VoiceSpan]  # where a second voice seems to speak (speaker_change.py)
     speaker_separation: float  # MFCC/pitch check, always measured
     longest_pause_s: float
     rate_ratio: float | None  # reading time / expected time of the script, when a script is given
@@ -82,6 +95,19 @@ class QualityReport:
 
     def codes(self) -> set[str]:
         return {p.code for p in self.problems}
+
+    def include_live_advice(self, given: Sequence[Advice]) -> None:
+        """Fold in the advice the live coach gave while recording, so the verdict never contradicts it: a
+        problem the whole-take check also found keeps its severity and learns when it was said; one only
+        the coach heard (a few sentences read too fast, a burst of clipping) becomes a warning."""
+        for code in dict.fromkeys(a.code for a in given):
+            times = tuple(round(a.time, 2) for a in given if a.code == code)
+            last = [a for a in given if a.code == code][-1]
+            found = next((i for i, p in enumerate(self.problems) if p.code == code), None)
+            if found is not None:
+                self.problems[found] = replace(self.problems[found], said_at=times)
+            else:
+                self.problems.append(Problem(code, "warning", dict(last.message), last.value, times))
 
 
 def analyse(
@@ -109,6 +135,7 @@ def analyse(
     snr_db = float(min(snr_db, 80.0))
     clip_mask = _clipped_samples(x)
     spec = _power_spectrogram(frames)  # (frames, 257)
+    change = speaker_change(x, segments)
     report = QualityReport(
         duration_s=len(x) / SAMPLE_RATE,
         speech_s=speech_s,
@@ -122,6 +149,8 @@ def analyse(
         bandwidth_hz=_bandwidth(spec[speech_mask] if speech_mask.any() else spec, source_rate),
         music_score=_music_score(x),
         speaker_mismatch=speaker_mismatch(x, segments),
+        speaker_similarity=change.similarity if change is not None else None,
+        other_voice=change.other if change is not None and change.several else [],
         speaker_separation=_speaker_separation(frames, spec, speech_mask, power),
         longest_pause_s=_longest_pause(segments, len(x)),
         rate_ratio=(expected_speech_s / speech_s) if expected_speech_s and speech_s > 0 else None,
@@ -133,9 +162,8 @@ def analyse(
 def _problems(r: QualityReport) -> list[Problem]:
     found: list[Problem] = []
 
-    def add(code: str, severe: bool, value: float, **values: float) -> None:
-        msg = {lang: advice(code, lang, **values) for lang in ("en", "zh")}
-        found.append(Problem(code, "severe" if severe else "warning", msg, value))
+    def add(code: str, severe: bool, value: float, **values: float | str) -> None:
+        found.append(problem(code, severe, value, **values))
 
     if r.speech_s < 0.5:
         add("no_speech", True, r.speech_s)
@@ -152,11 +180,16 @@ def _problems(r: QualityReport) -> list[Problem]:
         add("narrow_band", True, r.bandwidth_hz, bandwidth_khz=r.bandwidth_hz / 1000)
     if r.music_score > MUSIC_WARN:
         add("music", r.music_score > MUSIC_BAD, r.music_score)
-    if r.speaker_mismatch is not None:
-        if r.speaker_mismatch > SPEAKER_MISMATCH_MAX:
-            add("several_speakers", True, r.speaker_mismatch)
+    if r.speaker_mismatch is not None and r.speaker_similarity is not None:
+        # Either check: a second voice taking turns or interjecting (window split), or voices that
+        # differ across the whole take's utterances (which also catches two voices overlapping).
+        if r.other_voice or r.speaker_mismatch > SPEAKER_MISMATCH_MAX:
+            where = ", ".join(f"{s.start:.1f}–{s.end:.1f} s" for s in r.other_voice[:4])
+            more = f", +{len(r.other_voice) - 4}" if len(r.other_voice) > 4 else ""
+            found.append(problem("several_speakers", True, r.speaker_similarity, (),
+                                 where=f" ({where}{more})" if where else ""))
     elif r.speaker_separation > SPEAKER_WARN:
-        add("several_speakers", True, r.speaker_separation)
+        add("several_speakers", True, r.speaker_separation, where="")
     if r.longest_pause_s > LONG_PAUSE_S:
         add("long_pauses", False, r.longest_pause_s, pause_s=r.longest_pause_s)
     if r.rate_ratio is not None:

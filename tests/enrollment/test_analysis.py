@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.enrollment import recordings as r
 from voxroom.models.audio_decode import AudioDecodeError, encode_wav
 from voxroom.models.enrollment.analysis import analyse_upload
+from voxroom.models.enrollment.live import LiveCoach
 
 
 def test_upload_to_report_and_reference() -> None:
@@ -31,3 +33,28 @@ def test_eight_khz_upload_is_flagged() -> None:
 def test_bad_upload_raises() -> None:
     with pytest.raises(AudioDecodeError):
         analyse_upload(b"not audio at all" * 10)
+
+
+def test_advice_given_during_the_take_is_in_the_final_report() -> None:
+    """One sentence in eight read fast: the coach says so, and the report may not say "no problems"."""
+    r.need_speech()
+    text = "And you always want to see it in the superlative degree."
+    clip = r.load(r.AWB)
+    fast = np.interp(np.arange(0, len(clip), 1.7), np.arange(len(clip)), clip).astype(np.float32)
+    gap = np.zeros(int(0.4 * 16000), np.float32)
+    coach, parts = LiveCoach(), []
+    for reading in (clip, clip, clip, fast, clip, clip, clip, clip):
+        coach.start_sentence(text)
+        coach.push(np.concatenate([reading, gap]))
+        parts += [reading, gap]
+    coach.finish()
+    take = np.concatenate(parts * 3)  # long enough not to be "too little speech"
+    said = {a.code for a in coach.given}
+    assert "too_fast" in said
+    quiet = analyse_upload(encode_wav(take, 16000), sentences=[text] * 24)
+    assert "too_fast" not in quiet.report.codes()  # the whole take's pace alone hides the fast sentences
+    result = analyse_upload(encode_wav(take, 16000), sentences=[text] * 24, live_advice=coach.given)
+    assert said <= result.report.codes() and result.report.verdict != "usable"
+    fast_problem = next(p for p in result.report.problems if p.code == "too_fast")
+    assert fast_problem.said_at == tuple(round(a.time, 2) for a in coach.given if a.code == "too_fast")
+    assert "slower" in fast_problem.message["en"]

@@ -183,6 +183,13 @@ const VERDICTS = {
   rerecord: t("please record again", "请重新录音"),
 };
 
+// Whether speech recognition heard the reference clip's transcript in it (the clone needs its exact words).
+const WORDS = {
+  verified: t("reference words checked ✓", "参考片段文字已核对 ✓"),
+  mismatch: t("reference words do not match what was said", "参考片段文字与所说不符"),
+  unverified: t("reference words not checked", "参考片段文字未核对"),
+};
+
 function showReport(report) {
   $("report-card").hidden = false;
   $("verdict").textContent = VERDICTS[report.verdict] || report.verdict;
@@ -191,7 +198,9 @@ function showReport(report) {
   list.innerHTML = "";
   for (const p of report.problems) {
     const li = document.createElement("li");
-    li.textContent = p.message;
+    // Advice given while recording is part of the verdict: say when it was given.
+    const when = (p.said_at || []).map((s) => `${s.toFixed(1)} s`).join(", ");
+    li.textContent = when ? `${p.message} ${t(`(said during the take at ${when})`, `（录音中 ${when} 时提醒过）`)}` : p.message;
     li.dataset.code = p.code;
     li.className = p.severity === "severe" ? "error" : "";
     list.append(li);
@@ -203,6 +212,7 @@ function showReport(report) {
     `SNR ${fmt(report.snr_db, "dB")}`,
     `${t("loudness", "响度")} ${fmt(report.loudness_lufs, "LUFS")}`,
     `${t("bandwidth", "带宽")} ${fmt(report.bandwidth_hz && report.bandwidth_hz / 1000, "kHz", 1)}`,
+    ...(report.reference ? [WORDS[report.reference.transcript_check] || WORDS.unverified] : []),
   ].join(" · ");
 }
 
