@@ -4,9 +4,10 @@ It is the embedded default so that `voxroom serve` speaks on a fresh machine wit
 It cannot clone a voice; the console says so and points at `voxroom models pull`.
 
 The text is cut by voxroom's one sentence splitter (`text_pieces`), each piece phonemized by
-espeak-ng and synthesized in the engine's one synthesis thread and yielded at once, so the first
-sentence plays while the rest is still being synthesized. Rooms share that thread earliest deadline
-first: the piece whose room runs out of queued audio soonest is made next (`DeadlineWorker`).
+espeak-ng and synthesized on the engine's own synthesis threads (one single-threaded ONNX session
+each) and yielded at once, so the first sentence plays while the rest is still being synthesized.
+Rooms share those threads earliest deadline first: the piece whose room runs out of queued audio
+soonest is made next (`DeadlineWorker`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ STOCK_VOICE_ID = "stock"
 # Piper normalizes every sentence to full scale by default; we normalize to a lower peak to keep
 # headroom for the Opus encoder and the fade paths.
 OUTPUT_PEAK = 0.7
-# espeak-ng's English voice reads each Chinese, Japanese or Korean character as "Chinese letter",
-# "Japanese letter"…: such text is refused (mostly CJK) or said without those characters.
+# espeak-ng's English voice reads each letter of another script by name ("Chinese letter", Cyrillic
+# letter names…): such text is refused (mostly non-Latin) or said without those letters.
 ENGLISH_ONLY = ("the stock voice speaks English only; clone a voice for Chinese, Japanese, Korean or "
                 "any language not written in Latin letters")
 
@@ -140,7 +141,8 @@ class PiperVoiceEngine:
         return len(self._voices)
 
     def close(self) -> None:
-        """Stop the synthesis threads (each finishes the piece it is making; waiting pieces are cancelled)."""
+        """Stop the synthesis threads: each finishes the piece it is making; speeches waiting for a
+        piece end with a SynthesisError."""
         self._worker.close()
 
     def pieces(self, text: str) -> list[str]:
@@ -193,7 +195,7 @@ class PiperVoiceEngine:
         if not text:
             return
         # The caller runs dry `queued_s` from now, plus whatever this text has already yielded: that is
-        # each piece's deadline at the one synthesis thread (the room closest to a hole goes first).
+        # each piece's deadline at the synthesis threads (the room closest to a hole goes first).
         runs_dry = time.monotonic() + queued_s
         for piece in self.pieces(text):
             try:
