@@ -23,7 +23,9 @@ import multiprocessing
 import os
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -62,7 +64,7 @@ class PocketSphinx:
     _FRAMES_PER_S = 100
 
     def words(self, samples: np.ndarray) -> list[Word]:
-        return _recognition_process().submit(_pocketsphinx_words, to_pcm16_bytes(samples)).result()
+        return recognize(_pocketsphinx_words, to_pcm16_bytes(samples))
 
 
 def _pocketsphinx_words(pcm16: bytes) -> list[Word]:
@@ -90,8 +92,12 @@ _process: ProcessPoolExecutor | None = None
 _process_lock = threading.Lock()
 
 
+class RecognitionFailed(RuntimeError):
+    """The recognition process died mid-job (killed, out of memory): the words stay unverified."""
+
+
 def _recognition_process() -> ProcessPoolExecutor:
-    """The one recognition worker process (started on first use, stopped at exit)."""
+    """The one recognition worker process (started on first use, again after one died; stopped at exit)."""
     global _process
     with _process_lock:
         if _process is None:
@@ -99,6 +105,21 @@ def _recognition_process() -> ProcessPoolExecutor:
                                            initializer=_lowest_priority)
             atexit.register(_process.shutdown, cancel_futures=True)
         return _process
+
+
+def recognize(fn: Callable[..., list[Word]], *args: Any) -> list[Word]:
+    """`fn(*args)` in the recognition process. RecognitionFailed when that process died; the next
+    call starts a new one (a broken pool would refuse every later job)."""
+    global _process
+    pool = _recognition_process()
+    try:
+        return pool.submit(fn, *args).result()
+    except BrokenProcessPool as exc:
+        with _process_lock:
+            if _process is pool:
+                _process = None
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise RecognitionFailed(f"the speech recognition process stopped: {exc}") from None
 
 
 class FasterWhisper:
@@ -112,7 +133,7 @@ class FasterWhisper:
 
     def words(self, samples: np.ndarray) -> list[Word]:
         samples = np.asarray(samples, np.float32)
-        return _recognition_process().submit(_whisper_words, self._model_dir, self._lang, samples).result()
+        return recognize(_whisper_words, self._model_dir, self._lang, samples)
 
 
 def _whisper_words(model_dir: str, lang: str, samples: np.ndarray) -> list[Word]:

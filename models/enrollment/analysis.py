@@ -7,6 +7,7 @@ by the engine itself (it owns its models), and the voice store keeps the result.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,8 +21,10 @@ from voxroom.models.enrollment.quality import QualityReport, analyse, problem
 from voxroom.models.enrollment.reference import ClipSpan, NoReferenceClip, ReferenceChoice, choose_reference
 from voxroom.models.enrollment.scripts import expected_seconds
 from voxroom.models.enrollment.transcript_check import HeardTake, hear_take, split_sentences, unread_sentences
-from voxroom.models.speech_recognition import recognizer_for
+from voxroom.models.speech_recognition import RecognitionFailed, recognizer_for
 from voxroom.models.vad import SAMPLE_RATE, SpeechSegment, speech_segments
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +60,12 @@ def analyse_upload(
     audio = decode_audio(upload, sample_rate=SAMPLE_RATE, limits=limits or DecodeLimits(), filename=filename)
     segments = speech_segments(audio.samples)
     recognizer = recognizer_for(lang, models_dir)
-    take = hear_take(audio.samples, segments, recognizer, lang) if recognizer is not None and segments else None
+    take = None
+    if recognizer is not None and segments:
+        try:
+            take = hear_take(audio.samples, segments, recognizer, lang)
+        except RecognitionFailed as exc:  # the transcript stays unverified; the take is judged on the rest
+            log.warning("enrollment: %s", exc)
     typed = typed_transcript.strip() if typed_transcript else ""
     meant = split_sentences(typed) if typed else sentences  # what should have been said, sentence by sentence
     unread = unread_sentences(meant, take) if take is not None and meant else []

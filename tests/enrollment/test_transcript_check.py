@@ -17,7 +17,13 @@ from voxroom.models.audio_decode import encode_wav
 from voxroom.models.enrollment.analysis import analyse_upload
 from voxroom.models.enrollment.scripts import expected_seconds, script_for
 from voxroom.models.enrollment.transcript_check import HeardTake, unread_sentences
-from voxroom.models.speech_recognition import Word, alignment, recognizer_for, word_error_rate
+from voxroom.models.speech_recognition import (
+    RecognitionFailed,
+    Word,
+    alignment,
+    recognizer_for,
+    word_error_rate,
+)
 
 RATE = r.RATE
 SCRIPT = script_for("en").sentences
@@ -123,3 +129,31 @@ def test_alignment_pairs_equal_words_in_order(ref: list[str], hyp: list[str]) ->
     assert all(ref[i] == hyp[j] for i, j in pairs)
     assert [j for _, j in pairs] == sorted({j for _, j in pairs})  # in order, each heard word used once
     assert word_error_rate(" ".join(ref), " ".join(ref)) == 0.0
+
+
+def test_a_recognition_process_that_dies_leaves_the_words_unverified_and_the_next_take_is_heard() -> None:
+    """Recognition runs in a process of its own; if it dies mid-job (killed, out of memory) that take's
+    words stay unverified instead of the analysis failing, and the next call starts a new process."""
+    import os
+
+    from voxroom.models import speech_recognition as sr
+
+    with pytest.raises(sr.RecognitionFailed):
+        sr.recognize(os._exit, 1)  # the process exits under the job, as a killed one does
+    x, _ = reading([0, 1])
+    words = recognizer_for("en").words(x)  # type: ignore[union-attr]
+    assert word_error_rate(" ".join(SCRIPT[:2]), " ".join(w.text for w in words)) <= 0.5
+
+
+def test_an_analysis_whose_recognition_fails_reports_the_transcript_unverified(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxroom.models.enrollment import transcript_check
+
+    def dies(*_: object) -> HeardTake:
+        raise RecognitionFailed("the speech recognition process stopped")
+
+    monkeypatch.setattr("voxroom.models.enrollment.analysis.hear_take", dies)
+    assert transcript_check.hear_take is not dies
+    x, _ = reading([0, 1, 2, 4])
+    result = analyse_upload(encode_wav(x, RATE), sentences=list(SCRIPT[:5]))
+    assert result.reference is not None and result.reference.transcript_check == "unverified"
+    assert result.report.verdict != "usable"
