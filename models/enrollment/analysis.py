@@ -20,8 +20,9 @@ from voxroom.models.enrollment.live import Advice
 from voxroom.models.enrollment.quality import QualityReport, analyse, problem
 from voxroom.models.enrollment.reference import ClipSpan, NoReferenceClip, ReferenceChoice, choose_reference
 from voxroom.models.enrollment.scripts import expected_seconds
-from voxroom.models.enrollment.transcript_check import HeardTake, hear_take, split_sentences, unread_sentences
+from voxroom.models.enrollment.transcript_check import HeardTake, hear_take, unread_sentences
 from voxroom.models.speech_recognition import RecognitionFailed, recognizer_for
+from voxroom.models.text_pieces import split_text
 from voxroom.models.vad import SAMPLE_RATE, SpeechSegment, speech_segments
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def analyse_upload(
         except RecognitionFailed as exc:  # the transcript stays unverified; the take is judged on the rest
             log.warning("enrollment: %s", exc)
     typed = typed_transcript.strip() if typed_transcript else ""
-    meant = split_sentences(typed) if typed else sentences  # what should have been said, sentence by sentence
+    meant = split_text(typed) if typed else sentences  # what should have been said, sentence by sentence
     unread = unread_sentences(meant, take) if take is not None and meant else []
     if meant and len(unread) == len(meant):
         unread = []  # nothing matched at all: a mismatch of the whole take, said once (below)

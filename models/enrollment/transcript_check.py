@@ -10,7 +10,6 @@ language it stays "unverified", and it is "mismatch" when no clip matches.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,8 +69,3 @@ def unread_sentences(sentences: list[str], take: HeardTake) -> list[int]:
         if toks and found / len(toks) < READ_MIN:
             out.append(i)
     return out
-
-
-def split_sentences(text: str) -> list[str]:
-    """A typed transcript as sentences (after . ! ? and their CJK forms)."""
-    return [s.strip() for s in re.split(r"(?<=[.!?。！？])\s*", text) if s.strip()]
