@@ -88,7 +88,7 @@ class VoxroomServer:
                           page_ice=lambda: ice_servers.for_pages(ice, config.ice_transport_policy))
         configure_ice_addresses(config.ice_addresses)
         configure_ice_servers(ice)
-        self.memory = MemoryTrimmer()  # hands the allocator's free pages back every half minute
+        self.memory = MemoryTrimmer(clock=self.clock)  # hands the allocator's free pages back every half minute
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
                              exception_handlers={404: http_errors.not_routed, 405: http_errors.not_routed})
         self.app.state.server = self

@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from voxroom.agent.clock import Clock, SystemClock
+
 log = logging.getLogger(__name__)
 
 TRIM_EVERY_S = 30.0
@@ -61,10 +63,12 @@ def release_free_memory() -> bool:
 
 
 class MemoryTrimmer:
-    """The server's task that calls `release_free_memory` every `every` seconds in a worker thread."""
+    """The server's task that calls `release_free_memory` every `every` seconds (on the server's clock)
+    in a worker thread."""
 
-    def __init__(self, every: float = TRIM_EVERY_S) -> None:
+    def __init__(self, every: float = TRIM_EVERY_S, clock: Clock | None = None) -> None:
         self.every = every
+        self.clock = clock if clock is not None else SystemClock()
         self.trims = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -81,7 +85,7 @@ class MemoryTrimmer:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.every)
+            await self.clock.sleep(self.every)
             if not await asyncio.to_thread(release_free_memory):
                 log.debug("no malloc_trim here: free memory stays with the allocator")
                 return

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from voxroom.agent.clock import VirtualClock
 from voxroom.streaming.native_memory import MemoryTrimmer, release_free_memory, resident_bytes
 
 glibc = pytest.mark.skipif(ctypes.util.find_library("c") is None or not Path("/proc/self/statm").exists(),
@@ -34,15 +35,25 @@ def test_freed_heap_memory_is_handed_back() -> None:
     assert len(kept) == 750
 
 
-async def test_the_trimmer_trims_until_it_is_closed() -> None:
-    trimmer = MemoryTrimmer(every=0.01)
+@glibc
+async def test_the_trimmer_trims_on_its_clock_until_it_is_closed() -> None:
+    clock = VirtualClock()
+    trimmer = MemoryTrimmer(every=30.0, clock=clock)
     trimmer.start()
-    for _ in range(500):
-        if trimmer.trims >= 2:
-            break
-        await asyncio.sleep(0.01)
-    assert trimmer.trims >= 2
+
+    async def trimmed(count: int) -> None:  # the trim itself runs in a worker thread: wait for it
+        for _ in range(5000):
+            if trimmer.trims >= count:
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError(f"{trimmer.trims} trims, expected {count}")
+
+    await clock.advance(29.0)
+    assert trimmer.trims == 0  # not before its interval
+    await clock.advance(1.0)
+    await trimmed(1)
+    await clock.advance(30.0)
+    await trimmed(2)
     await trimmer.close()
-    done = trimmer.trims
-    await asyncio.sleep(0.05)
-    assert trimmer.trims == done
+    await clock.advance(120.0)
+    assert trimmer.trims == 2 and clock.pending_sleepers == 0
