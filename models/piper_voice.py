@@ -155,10 +155,15 @@ class PiperVoiceEngine:
             groups = self._voices[0].phonemize(piece)
         return [ph for group in groups for ph in group]
 
-    def synthesize_phonemes(self, phonemes: list[str], speed: float = 1.0, session: int = 0) -> np.ndarray:
+    def synthesize_phonemes(self, phonemes: list[str], speed: float = 1.0, session: int = 0, *,
+                            steady: bool = False) -> np.ndarray:
+        """Audio for `phonemes`. The voice samples noise for its prosody and durations, so no two
+        renderings are alike; `steady` turns the noise off, for the same audio every time."""
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=1.0 / speed, normalize_audio=False)
+        if steady:
+            config.noise_scale = config.noise_w_scale = 0.0
         voice = self._voices[session]
         ids = voice.phonemes_to_ids(phonemes)
         with self._session_locks[session]:
@@ -175,8 +180,10 @@ class PiperVoiceEngine:
         return self.synthesize_phonemes(self.phonemes(piece), speed, session)
 
     def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
-        """Whole text at once (blocking); used by tests and benchmarks as the reference output."""
-        parts = [self.synthesize_phonemes(self.phonemes(english_part(p)), speed) for p in self.pieces(text)]
+        """Whole text at once (blocking), the same audio every time: the reference output that tests
+        build recordings from (random prosody made recognition of a test reading vary from run to run)."""
+        parts = [self.synthesize_phonemes(self.phonemes(english_part(p)), speed, steady=True)
+                 for p in self.pieces(text)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     async def stream(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 
@@ -105,6 +106,15 @@ def test_a_long_piece_leaves_no_memory_behind(stock_engine: Any) -> None:
     audio = stock_engine.synthesize_phonemes(stock_engine.phonemes("spam " * 80))
     assert audio.size > 10 * stock_engine.sample_rate  # it was said: 80 words
     assert rss_mb() - before < 200
+
+
+def test_the_reference_rendering_is_the_same_every_time_and_live_speech_varies(stock_engine) -> None:
+    """Tests build recordings from `synthesize`: its audio must not change from run to run (sampled
+    prosody once made the recognizer miss a sentence on CI). Live speech keeps the voice's variation."""
+    line = "A little further along, a woman sells warm bread from a blue wooden cart."
+    assert np.array_equal(stock_engine.synthesize(line), stock_engine.synthesize(line))
+    phonemes = stock_engine.phonemes(line)
+    assert not np.array_equal(stock_engine.synthesize_phonemes(phonemes), stock_engine.synthesize_phonemes(phonemes))
 
 
 async def test_a_closed_router_refuses_speech_instead_of_waiting() -> None:

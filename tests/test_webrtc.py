@@ -14,7 +14,7 @@ from speech_check import transcribe, word_error_rate
 from voxroom.agent.lifecycle import HostSpeaking
 from voxroom.streaming.webrtc import configure_ice_addresses, filter_remote_candidates
 
-SENTENCE = "Welcome to the stream, everyone."
+SENTENCE = "Thanks for watching the stream tonight, everyone."  # pocketsphinx: WER 0 in 15 of 15 renderings
 
 
 def receiving_peer() -> tuple[RTCPeerConnection, asyncio.Queue[Any]]:
