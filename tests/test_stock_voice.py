@@ -139,7 +139,8 @@ async def test_first_words_on_an_idle_engine_use_every_core_and_queued_speech_do
         pytest.skip("one core: no session spread over cores")
     worker = stock_engine._worker
     before = worker.jobs_solo
-    chunks = [c async for c in stock_engine.stream("Great question, let me think about that.")]
+    # A first clause of ~2 s of audio: the second piece is asked for with well over 0.25 s still to play.
+    chunks = [c async for c in stock_engine.stream("Thanks so much for all of the support tonight, and welcome in.")]
     assert len(chunks) == 2 and worker.jobs_solo == before + 1  # the first piece only: the second is not urgent
     before = worker.jobs_solo
     chunks = [c async for c in stock_engine.stream("Great question, let me think.", queued_s=3.0)]
