@@ -111,18 +111,16 @@ class DeadlineWorker(Generic[R]):
                     continue
                 # Decided under the lock, with the count of running jobs: the solo resource is never
                 # handed to two threads at once.
-                solo = urgent and self._running == 0 and not self._jobs
-                use = self._solo if solo and self._solo is not None else resource
-                solo = use is not resource
+                solo = self._solo if urgent and self._running == 0 and not self._jobs else None
                 self._running += 1
             try:
-                result, error = job(use), None
+                result, error = job(solo if solo is not None else resource), None
             except BaseException as exc:  # handed to the caller, whatever it is
                 result, error = None, exc
             with self._cond:
                 self._running -= 1
                 self.jobs_run += 1
-                self.jobs_solo += solo
+                self.jobs_solo += solo is not None
             try:
                 loop.call_soon_threadsafe(_settle, future, result, error)
             except RuntimeError:  # the caller's loop is closed: nobody is waiting any more

@@ -137,15 +137,16 @@ class PiperVoiceEngine:
         cores = min(4, os.cpu_count() or 1)
         loaded = PiperVoice.load(model_path, config_path=config_path)  # config, espeak data; its session goes
         self._voices = [dataclasses.replace(loaded, session=voice_session(model_path)) for _ in range(count)]
+        solo = None  # the index of the session over every core, after the single-threaded ones
         if cores > 1:
             self._voices.append(dataclasses.replace(loaded, session=voice_session(model_path, cores)))
+            solo = count
         del loaded
         self.sample_rate: int = int(self._voices[0].config.sample_rate)
         self._espeak = threading.Lock()  # espeak-ng keeps global state: one phonemizer at a time
         self._session_locks = [threading.Lock() for _ in self._voices]  # the blocking calls use session 0 too
         self._threads = count
-        self._worker = DeadlineWorker("stock-voice", list(range(count)),
-                                      solo=count if len(self._voices) > count else None)
+        self._worker = DeadlineWorker("stock-voice", list(range(count)), solo=solo)
         self.voice = Voice(id=STOCK_VOICE_ID, name="Joe (stock voice, en-US)", engine=self.name)
 
     @property
