@@ -73,14 +73,13 @@ def speaker_set(cache: Path) -> None:
     sims, held, old, spans = [], [], [], []
     for t in takes:
         segments = speech_segments(t.audio)
-        units = speaker_change.units(segments)
-        found = speaker_change.unit_voices(t.audio, units) if len(units) > 1 else None
-        if len(units) > 1 and found is None:
+        found = speaker_change.take_voices(t.audio, segments)
+        if found is None:
             raise SystemExit("resemblyzer is needed")
-        change = _judged(units, found, shipped_centre)
+        change = speaker_change.split(*found, shipped_centre)
         sims.append(change.similarity)
         spans.append(change.other)
-        held.append([_judged(units, found, c).similarity for c in centres])
+        held.append([speaker_change.split(*found, c).similarity for c in centres])
         old.append(quality.speaker_mismatch(t.audio, segments) or 0.0)
     sim, held_sim, old_arr = np.array(sims), np.array(held), np.array(old)
     two = np.array([t.two_voices for t in takes])
@@ -112,11 +111,6 @@ def speaker_set(cache: Path) -> None:
         print(f"\ninterjections caught whose reported span overlaps the real one: {sum(located)} / {len(located)}")
     print(f"similarity: one voice {np.percentile(sim[~two], [5, 50]).round(3)} (5th, 50th percentile), "
           f"two voices {np.percentile(sim[two], [50, 95]).round(3)} (50th, 95th)")
-
-
-def _judged(units: list[tuple[int, int]], found: np.ndarray | None, centre: np.ndarray) -> speaker_change.SpeakerChange:
-    """speaker_change.speaker_change from the units' voices, with `centre` as the average voice."""
-    return speaker_change.SpeakerChange(1.0, []) if found is None else speaker_change.split(units, found, centre)
 
 
 def _covers(found: list[speaker_change.VoiceSpan], take: Take) -> bool:

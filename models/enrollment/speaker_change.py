@@ -66,23 +66,28 @@ def units(segments: list[SpeechSegment]) -> list[tuple[int, int]]:
     return out
 
 
-def speaker_change(x: np.ndarray, segments: list[SpeechSegment], centre: np.ndarray | None = None
-                   ) -> SpeakerChange | None:
-    """Split the take's speech into two voices; None without the encoder. `centre`: the average voice
-    to take away (default: the shipped one)."""
+def speaker_change(x: np.ndarray, segments: list[SpeechSegment]) -> SpeakerChange | None:
+    """Split the take's speech into two voices; None without the encoder."""
+    found = take_voices(x, segments)
+    return None if found is None else split(*found, average_voice())
+
+
+def take_voices(x: np.ndarray, segments: list[SpeechSegment]) -> tuple[list[tuple[int, int]], np.ndarray] | None:
+    """The take's units and each unit's voice (unit_voices); None without the encoder. Fewer than
+    two units are not measured: there is nothing to split."""
     if not speaker_embedding.available():
         return None
     spans = units(segments)
     if len(spans) < 2:
-        return SpeakerChange(1.0, [])
+        return spans, np.zeros((len(spans), speaker_embedding.EMBEDDING_SIZE))
     voices = unit_voices(np.asarray(x, np.float32), spans)
-    if voices is None:
-        return None
-    return split(spans, voices, average_voice() if centre is None else centre)
+    return None if voices is None else (spans, voices)
 
 
 def split(spans: list[tuple[int, int]], voices: np.ndarray, centre: np.ndarray) -> SpeakerChange:
-    """Two voices from the units' voices (unit_voices), with `centre` taken away from each."""
+    """Two voices from the units' voices (take_voices), with `centre`, the average voice, taken away."""
+    if len(spans) < 2:
+        return SpeakerChange(1.0, [])
     emb = _rows_unit(voices - centre)
     weight = np.array([(b - a) / SAMPLE_RATE for a, b in spans])
     best: tuple[float, np.ndarray, np.ndarray] | None = None
